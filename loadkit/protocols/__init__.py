@@ -1,0 +1,1 @@
+"""Sans-I/O protocol logic: pure parsing and state, testable without sockets."""

@@ -1,0 +1,1 @@
+"""Locust glue: User classes whose clients fire one request event per measured round trip."""
