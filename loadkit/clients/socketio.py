@@ -1,0 +1,515 @@
+"""A fast gevent Socket.IO 5 client on websocket-client (no asyncio, no threads).
+
+Why not python-socketio's own client: its threaded design (a reader thread, a writer queue and a
+ping thread per connection) costs several times more CPU per message than this shell, which has:
+
+- one Engine.IO websocket opened directly (``/socket.io/?EIO=4&transport=websocket``, no polling),
+- at most one receive greenlet per connection (pongs are answered from it),
+- request/answer correlation: ``request(event, ..., answer="joinRoomSuccess", match=...)`` waits for
+  an answer *event* chosen by name and an optional predicate, with failure events and a timeout,
+- ``call()`` for Socket.IO acks, ``emit()`` for fire-and-forget, ``on()`` for handlers,
+- pending answers that never leak: timeouts, ``close()`` and disconnects resolve them as failures,
+- optional reconnect with exponential backoff and jitter.
+
+The receive time of an answer is taken with ``time.perf_counter()`` in the receive greenlet as soon
+as the frame is read, so a waiting greenlet that is scheduled late does not inflate it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import ssl
+import time
+from typing import Any, Callable, Iterable
+
+import gevent
+import gevent.lock
+from gevent.event import AsyncResult
+import websocket
+
+from loadkit.protocols.socketio import (
+    Ack,
+    ConnectError,
+    Connected,
+    Disconnected,
+    EioClosed,
+    EioOpen,
+    Event,
+    ProtocolError,
+    SocketIOProtocol,
+    websocket_url,
+)
+
+log = logging.getLogger(__name__)
+
+perf_counter = time.perf_counter
+_OP_TEXT = websocket.ABNF.OPCODE_TEXT
+_OP_BINARY = websocket.ABNF.OPCODE_BINARY
+
+
+# --------------------------------------------------------------------------------------- errors
+class SocketIOError(Exception):
+    """Base class of every failure this client reports."""
+
+
+class ConnectionFailed(SocketIOError):
+    """The websocket or the Engine.IO OPEN could not be established."""
+
+
+class ConnectRefused(SocketIOError):
+    """The server answered Socket.IO CONNECT with CONNECT_ERROR (e.g. ``Authentication error``)."""
+
+    def __init__(self, namespace: str, data: Any) -> None:
+        self.namespace = namespace
+        self.data = data
+        msg = data.get("message", data) if isinstance(data, dict) else data
+        super().__init__(f"CONNECT_ERROR {namespace}: {msg}")
+
+
+class Disconnect(SocketIOError):
+    """The connection closed (or was closed) while an answer was pending."""
+
+
+class AnswerTimeout(SocketIOError):
+    """No matching answer arrived in time."""
+
+
+class ErrorAnswer(SocketIOError):
+    """A failure event (e.g. ``error`` or ``joinRoomError``) answered the request."""
+
+    def __init__(self, event: str, args: list, nbytes: int = 0, t_recv: float | None = None) -> None:
+        self.event = event
+        self.event_args = args  # (``Exception.args`` is taken by the message)
+        self.nbytes = nbytes
+        self.t_recv = t_recv
+        super().__init__(f"{event}: {self.payload!r}")
+
+    @property
+    def payload(self) -> Any:
+        return self.event_args[0] if self.event_args else None
+
+
+# -------------------------------------------------------------------------------------- results
+class Answer:
+    """What answered a request: the event name, its arguments and when it arrived."""
+
+    __slots__ = ("event", "args", "nbytes", "t_sent", "t_recv")
+
+    def __init__(self, event: str, args: list, nbytes: int, t_sent: float, t_recv: float) -> None:
+        self.event = event
+        self.args = args
+        self.nbytes = nbytes
+        self.t_sent = t_sent
+        self.t_recv = t_recv
+
+    @property
+    def data(self) -> Any:
+        return self.args[0] if self.args else None
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (self.t_recv - self.t_sent) * 1000.0
+
+
+class _Waiter:
+    """One pending request: which events answer it, which fail it, and where the result goes."""
+
+    __slots__ = ("answer", "match", "errors", "result", "t_sent", "names")
+
+    def __init__(self, answer, match, errors, t_sent):
+        self.answer = answer
+        self.match = match
+        self.errors = errors  # dict event -> predicate | None
+        self.result = AsyncResult()
+        self.t_sent = t_sent
+        self.names = (answer, *errors) if answer else tuple(errors)
+
+
+def _sslopt(verify_tls: bool, ca_certs: str | None) -> dict:
+    if not verify_tls:
+        return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+    opt: dict = {"cert_reqs": ssl.CERT_REQUIRED, "check_hostname": True}
+    if ca_certs:
+        opt["ca_certs"] = ca_certs
+    return opt
+
+
+class SocketIOClient:
+    """One Socket.IO connection (default namespace plus any others) over one websocket.
+
+    ``auth`` is the CONNECT payload, or a callable returning it (called on every (re)connect).
+    TLS certificates are verified for ``wss://``/``https://`` unless ``verify_tls=False``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        path: str = "/socket.io",
+        auth: Any = None,
+        namespaces: Iterable[str] = ("/",),
+        headers: dict[str, str] | None = None,
+        verify_tls: bool = True,
+        ca_certs: str | None = None,
+        connect_timeout: float = 10.0,
+        reconnect: bool = False,
+        reconnect_attempts: int | None = 5,
+        reconnect_delay: float = 0.5,
+        reconnect_delay_max: float = 10.0,
+        reconnect_jitter: float = 0.5,
+    ) -> None:
+        self.url = websocket_url(url, path)
+        self.auth = auth
+        self.namespaces = list(namespaces) or ["/"]
+        self.headers = dict(headers or {})
+        self.headers.setdefault("User-Agent", "loadkit-socketio")  # the KTB server needs one (facts §4.4)
+        self.sslopt = _sslopt(verify_tls, ca_certs)
+        self.connect_timeout = connect_timeout
+        self.reconnect = reconnect
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_delay = reconnect_delay
+        self.reconnect_delay_max = reconnect_delay_max
+        self.reconnect_jitter = reconnect_jitter
+        self.proto = SocketIOProtocol()
+        self.ws: websocket.WebSocket | None = None
+        self.connected = False
+        self.sid: str | None = None
+        self._closing = False
+        self._reader: gevent.Greenlet | None = None
+        self._send_lock = gevent.lock.Semaphore()
+        self._handlers: dict[tuple[str, str], list[Callable]] = {}
+        self._waiters: dict[tuple[str, str], list[_Waiter]] = {}
+        self._acks: dict[int, _Waiter] = {}
+        self.on_disconnect: Callable[[str], None] | None = None  # called with a reason, from the reader
+        self.on_reconnect: Callable[[], None] | None = None
+        self.on_unhandled: Callable[[Event], None] | None = None
+        self.unhandled_events = 0
+
+    # ------------------------------------------------------------------------------ connection
+    def connect(self) -> float:
+        """Open the websocket, read Engine.IO OPEN, CONNECT every namespace, wait for the acks.
+
+        Returns the elapsed seconds. Raises ``ConnectionFailed``, ``ConnectRefused`` or
+        ``AnswerTimeout``. Runs in the caller's greenlet; the receive greenlet starts afterwards.
+        """
+        t0 = perf_counter()
+        self._closing = False
+        self._open()
+        return perf_counter() - t0
+
+    def _open(self) -> None:
+        self.proto = SocketIOProtocol()
+        ws = websocket.WebSocket(
+            enable_multithread=False,
+            skip_utf8_validation=True,
+            sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            sslopt=self.sslopt,
+        )
+        deadline = time.monotonic() + self.connect_timeout
+        try:
+            ws.connect(self.url, header=self.headers, timeout=self.connect_timeout, suppress_origin=True)
+        except (OSError, websocket.WebSocketException, ValueError) as exc:
+            raise ConnectionFailed(f"websocket {self.url}: {type(exc).__name__}: {exc}") from None
+        self.ws = ws
+        try:
+            auth = self.auth() if callable(self.auth) else self.auth
+            pending = set(self.namespaces)
+            opened = False
+            while pending:
+                ws.settimeout(max(0.001, deadline - time.monotonic()))
+                try:
+                    frame = self._recv_frame(ws)
+                except websocket.WebSocketTimeoutException:
+                    raise AnswerTimeout(f"no CONNECT ack from {self.url} within {self.connect_timeout:g}s") from None
+                except (OSError, websocket.WebSocketException) as exc:
+                    raise ConnectionFailed(f"{self.url} closed during handshake: {exc}") from None
+                if frame is None:
+                    raise ConnectionFailed(f"{self.url} closed during handshake")
+                for ev in self.proto.receive(frame):
+                    if isinstance(ev, EioOpen):
+                        opened = True
+                        for ns in self.namespaces:
+                            self._send_frames(self.proto.connect(ns, auth))
+                    elif isinstance(ev, Connected):
+                        pending.discard(ev.namespace)
+                        if ev.namespace == "/":
+                            self.sid = ev.sid
+                    elif isinstance(ev, ConnectError):
+                        raise ConnectRefused(ev.namespace, ev.data)
+                    elif isinstance(ev, EioClosed):
+                        raise ConnectionFailed(f"{self.url} sent CLOSE during handshake")
+                    elif isinstance(ev, Event):  # events sent before the CONNECT ack
+                        self._dispatch(ev, perf_counter())
+                for out in self.proto.data_to_send():
+                    self._send_raw(out)
+            ws.settimeout(None)
+        except BaseException:
+            self._abort()
+            raise
+        self.connected = True
+        self._reader = gevent.spawn(self._read_loop, ws)
+
+    @staticmethod
+    def _recv_frame(ws: websocket.WebSocket) -> str | bytes | None:
+        opcode, data = ws.recv_data()
+        if opcode == _OP_TEXT:
+            return data.decode("utf-8", "replace")
+        if opcode == _OP_BINARY:
+            return data
+        return None  # close
+
+    def _abort(self) -> None:
+        ws, self.ws = self.ws, None
+        self.connected = False
+        if ws is not None:
+            try:
+                ws.shutdown()
+            except Exception:  # noqa: BLE001 - best effort on a broken socket
+                pass
+
+    def close(self) -> None:
+        """Clean close: Socket.IO DISCONNECT per namespace, Engine.IO CLOSE, websocket close.
+
+        Every pending answer fails with ``Disconnect("client closed")``.
+        """
+        self._closing = True
+        ws = self.ws
+        if ws is not None and self.connected:
+            try:
+                for ns in list(self.proto.namespaces):
+                    self._send_frames(self.proto.disconnect(ns))
+                self._send_frames(self.proto.close())
+                ws.close(timeout=1)
+            except Exception:  # noqa: BLE001 - the peer may be gone already
+                pass
+        self._abort()
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.kill(block=False)
+        self._fail_all(Disconnect("client closed"))
+
+    # ------------------------------------------------------------------------------ reading
+    def _read_loop(self, ws: websocket.WebSocket) -> None:
+        reason = "server closed the connection"
+        proto = self.proto
+        recv = ws.recv_data
+        try:
+            while True:
+                opcode, data = recv()
+                now = perf_counter()
+                if opcode == _OP_TEXT:
+                    frame = data.decode("utf-8", "replace")
+                elif opcode == _OP_BINARY:
+                    frame = data
+                else:
+                    break
+                for ev in proto.receive(frame, len(data)):
+                    if type(ev) is Event:
+                        self._dispatch(ev, now)
+                    elif type(ev) is Ack:
+                        self._on_ack(ev, now)
+                    elif isinstance(ev, (EioClosed, Disconnected)):
+                        if isinstance(ev, Disconnected) and ev.namespace != "/":
+                            continue
+                        reason = "server sent CLOSE" if isinstance(ev, EioClosed) else "server disconnected namespace /"
+                        raise StopIteration
+                if proto._out:
+                    for out in proto.data_to_send():
+                        self._send_raw(out)
+        except StopIteration:
+            pass
+        except gevent.GreenletExit:
+            return
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            log.warning("%s: %s", self.url, reason)
+        except (OSError, websocket.WebSocketException) as exc:
+            reason = f"connection lost: {type(exc).__name__}: {exc}"
+        if self._closing or ws is not self.ws:
+            return
+        self._abort()
+        self._fail_all(Disconnect(reason))
+        if self.on_disconnect is not None:
+            try:
+                self.on_disconnect(reason)
+            except Exception:  # noqa: BLE001 - a handler bug must not kill the reader silently
+                log.exception("on_disconnect handler failed")
+        if self.reconnect and not self._closing:
+            self._reconnect_loop()
+
+    def _reconnect_loop(self) -> None:
+        attempt = 0
+        while not self._closing and (self.reconnect_attempts is None or attempt < self.reconnect_attempts):
+            delay = min(self.reconnect_delay_max, self.reconnect_delay * (2**attempt))
+            delay *= 1.0 + self.reconnect_jitter * (2 * random.random() - 1)
+            gevent.sleep(max(0.0, delay))
+            attempt += 1
+            if self._closing:
+                return
+            try:
+                self._open()
+            except SocketIOError as exc:
+                log.info("reconnect %d to %s failed: %s", attempt, self.url, exc)
+                continue
+            if self.on_reconnect is not None:
+                self.on_reconnect()
+            return
+
+    def _dispatch(self, ev: Event, now: float) -> None:
+        key = (ev.namespace, ev.name)
+        waiters = self._waiters.get(key)
+        if waiters:
+            for w in waiters:
+                if w.answer == ev.name:
+                    if w.match is None or w.match(ev.args):
+                        self._resolve(w, Answer(ev.name, ev.args, ev.nbytes, w.t_sent, now), ns=ev.namespace)
+                        break
+                else:
+                    pred = w.errors.get(ev.name)
+                    if pred is None or pred(ev.args):
+                        self._resolve(w, ErrorAnswer(ev.name, ev.args, ev.nbytes, now), ns=ev.namespace)
+                        break
+        handlers = self._handlers.get(key)
+        if handlers:
+            for h in handlers:
+                try:
+                    h(*ev.args)
+                except Exception:  # noqa: BLE001 - user handler bugs are logged, never fatal
+                    log.exception("handler for %r failed", ev.name)
+        elif not waiters:
+            self.unhandled_events += 1
+            if self.on_unhandled is not None:
+                self.on_unhandled(ev)
+
+    def _resolve(self, w: _Waiter, value: Any, ns: str | None = None) -> None:
+        self._forget(w, ns)
+        if isinstance(value, BaseException):
+            w.result.set_exception(value)
+        else:
+            w.result.set(value)
+
+    def _forget(self, w: _Waiter, ns: str | None = None) -> None:
+        for name in w.names:
+            for key in ((ns, name),) if ns else [k for k in self._waiters if k[1] == name]:
+                lst = self._waiters.get(key)
+                if lst and w in lst:
+                    lst.remove(w)
+
+    def _on_ack(self, ev: Ack, now: float) -> None:
+        w = self._acks.pop(ev.ack_id, None)
+        if w is not None and not w.result.ready():
+            if w.names:
+                self._forget(w, ev.namespace)
+            w.result.set(Answer("ack", ev.args, ev.nbytes, w.t_sent, now))
+
+    def _fail_all(self, exc: SocketIOError) -> None:
+        waiters = {id(w): w for lst in self._waiters.values() for w in lst}
+        waiters.update({id(w): w for w in self._acks.values()})
+        self._waiters.clear()
+        self._acks.clear()
+        for w in waiters.values():
+            if not w.result.ready():
+                w.result.set_exception(exc)
+
+    # ------------------------------------------------------------------------------ sending
+    def _send_raw(self, frame: str | bytes) -> None:
+        ws = self.ws
+        if ws is None:
+            raise Disconnect("not connected")
+        with self._send_lock:
+            try:
+                if isinstance(frame, str):
+                    ws.send(frame, _OP_TEXT)
+                else:
+                    ws.send(frame, _OP_BINARY)
+            except (OSError, websocket.WebSocketException) as exc:
+                raise Disconnect(f"send failed: {type(exc).__name__}: {exc}") from None
+
+    def _send_frames(self, frames: list) -> None:
+        for f in frames:
+            self._send_raw(f)
+
+    def on(self, event: str, handler: Callable[..., Any], namespace: str = "/") -> None:
+        """Call ``handler(*args)`` (in the receive greenlet: keep it short) for every ``event``."""
+        self._handlers.setdefault((namespace, event), []).append(handler)
+
+    def emit(self, event: str, *args: Any, namespace: str = "/") -> float:
+        """Fire and forget; returns the perf_counter time just before the send."""
+        if not self.connected:
+            raise Disconnect("not connected")
+        t = perf_counter()
+        self._send_frames(self.proto.emit(event, args, namespace))
+        return t
+
+    def call(
+        self,
+        event: str,
+        *args: Any,
+        namespace: str = "/",
+        timeout: float = 30.0,
+        errors: dict[str, Callable[[list], bool] | None] | Iterable[str] = (),
+    ) -> Answer:
+        """Emit with an ack id and wait for the server's ack (``Answer.event == "ack"``).
+
+        ``errors`` as in ``request()``: a matching failure event arriving first raises ``ErrorAnswer``.
+        """
+        if not self.connected:
+            raise Disconnect("not connected")
+        if not isinstance(errors, dict):
+            errors = {e: None for e in errors}
+        ack_id = self.proto.next_ack_id()
+        frames = self.proto.emit(event, args, namespace, ack_id=ack_id)
+        w = _Waiter(None, None, errors, 0.0)
+        self._acks[ack_id] = w
+        for name in w.names:
+            self._waiters.setdefault((namespace, name), []).append(w)
+        w.t_sent = perf_counter()
+        try:
+            self._send_frames(frames)
+            return w.result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise AnswerTimeout(f"no ack for {event!r} within {timeout:g}s") from None
+        finally:
+            self._acks.pop(ack_id, None)
+            if w.names:
+                self._forget(w, namespace)
+
+    def request(
+        self,
+        event: str,
+        *args: Any,
+        answer: str,
+        match: Callable[[list], bool] | None = None,
+        errors: dict[str, Callable[[list], bool] | None] | Iterable[str] = (),
+        namespace: str = "/",
+        timeout: float = 30.0,
+        ack: bool = False,
+    ) -> Answer:
+        """Emit ``event`` and wait for the first ``answer`` event whose args satisfy ``match``.
+
+        ``errors`` names failure events (optionally with a predicate saying whether that event
+        belongs to this request); the first matching one raises ``ErrorAnswer``. The waiter is
+        registered before the send, so an answer can never be missed. With ``ack=True`` and no
+        answer event (``answer=""``) this is ``call()``.
+        """
+        if ack and not answer:
+            return self.call(event, *args, namespace=namespace, timeout=timeout, errors=errors)
+        if not self.connected:
+            raise Disconnect("not connected")
+        if not isinstance(errors, dict):
+            errors = {e: None for e in errors}
+        frames = self.proto.emit(event, args, namespace)
+        w = _Waiter(answer, match, errors, 0.0)
+        for name in w.names:
+            self._waiters.setdefault((namespace, name), []).append(w)
+        w.t_sent = perf_counter()
+        try:
+            self._send_frames(frames)
+            return w.result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise AnswerTimeout(f"no {answer!r} for {event!r} within {timeout:g}s") from None
+        finally:
+            if not w.result.ready():
+                self._forget(w, namespace)

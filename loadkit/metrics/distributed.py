@@ -1,0 +1,395 @@
+"""What the master knows about its workers, and bounded waits between workers and master.
+
+Why: when a worker dies mid-run Locust's master carries on (its heartbeat check marks the worker
+"missing") but nothing in Locust's CSVs says that the totals lack a worker's last seconds. The
+master therefore writes ``<prefix>_workers.csv``: one row per worker with the reports it received,
+when it last heard from it, and whether the worker was lost. Columns:
+
+``client_id, index, hostname, pid, state, reports, requests, first_seen, last_seen, final_report, lost``
+(``<prefix>_workers.json`` holds the same rows plus each worker's sample count per operation.)
+
+- ``reports``: stats messages received; ``requests``: samples those messages carried (HDR counts);
+- ``first_seen``/``last_seen``: ISO 8601 UTC of the first/last message (connect, report, heartbeat);
+- ``final_report``: the last report was sent after the worker had stopped its users;
+- ``lost``: the master's heartbeat check marked it missing and it never came back, or it sent no
+  final report and was silent for longer than the heartbeat liveness at the end of the run.
+
+Locust workers wait for an unreachable master 60 × 5 s and for a vanished master's heartbeat 60 s.
+Importing this module bounds both from the environment so that loadkit's demo and compose setup
+fail fast with a clear message: ``LOADKIT_MASTER_WAIT`` (seconds to wait for the master at start,
+default 60) and ``LOADKIT_MASTER_TIMEOUT`` (seconds without master heartbeat before a worker quits,
+default Locust's 60).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+logger = logging.getLogger("loadkit.distributed")
+
+WORKERS_SUFFIX = "_workers.csv"
+WORKERS_JSON_SUFFIX = "_workers.json"
+WORKER_KEY = "loadkit_worker"  # key inside Locust's worker stats message
+WORKER_COLUMNS = (
+    "client_id",
+    "index",
+    "hostname",
+    "pid",
+    "state",
+    "reports",
+    "requests",
+    "first_seen",
+    "last_seen",
+    "final_report",
+    "lost",
+)
+POLL_INTERVAL = 1.0
+STALE_AFTER = 5.0  # seconds of silence at the end of a run that, without a final report, mean lost
+
+
+def _iso(ts: float | None) -> str:
+    if not ts:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class WorkerInfo:
+    client_id: str
+    index: int = -1
+    hostname: str = ""
+    pid: int = 0
+    state: str = ""
+    reports: int = 0
+    requests: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    final_report: bool = False
+    missing: bool = False  # currently marked missing by the master's heartbeat check
+    gone: bool = False  # no longer in the master's client list
+    ops: dict[str, int] = field(default_factory=dict)  # "type name" -> samples received
+
+    def seen(self, now: float) -> None:
+        if not self.first_seen:
+            self.first_seen = now
+        self.last_seen = max(self.last_seen, now)
+
+    def lost(self, now: float) -> bool:
+        if self.missing:
+            return True
+        return not self.final_report and (now - self.last_seen) > STALE_AFTER
+
+
+class WorkerTracker:
+    """Master-side bookkeeping fed by Locust events and a 1 s poll of ``runner.clients``."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerInfo] = {}
+
+    def clear(self) -> None:
+        self.workers.clear()
+
+    def _get(self, client_id: str) -> WorkerInfo:
+        info = self.workers.get(client_id)
+        if info is None:
+            info = self.workers[client_id] = WorkerInfo(client_id)
+        return info
+
+    def on_connect(self, client_id: str, index: int = -1, now: float | None = None) -> None:
+        info = self._get(client_id)
+        info.seen(now or time.time())
+        info.index = index
+        info.missing = info.gone = False
+
+    def on_heartbeat(self, client_id: str, now: float | None = None) -> None:
+        if client_id in self.workers:
+            self.workers[client_id].seen(now or time.time())
+
+    def on_report(
+        self, client_id: str, data: dict[str, Any], ops: dict[str, int] | None = None, now: float | None = None
+    ) -> None:
+        info = self._get(client_id)
+        info.seen(now or time.time())
+        info.reports += 1
+        for op, n in (ops or {}).items():
+            info.ops[op] = info.ops.get(op, 0) + n
+            info.requests += n
+        meta = data.get(WORKER_KEY) or {}
+        if isinstance(meta, dict):
+            info.hostname = str(meta.get("hostname", info.hostname))
+            try:
+                info.pid = int(meta.get("pid", info.pid))
+            except (TypeError, ValueError):
+                pass
+            info.final_report = bool(meta.get("stopped", False))
+
+    def poll(self, clients: Any) -> None:
+        """Copy the master's view (``runner.clients``): state, missing, gone."""
+        current = {c.id: c for c in clients.all}
+        for client_id, node in current.items():
+            info = self._get(client_id)
+            if not info.first_seen:
+                info.seen(time.time())
+            info.state = node.state
+            was_missing = info.missing
+            info.missing = node.state == "missing"
+            info.gone = False
+            if info.missing and not was_missing:
+                logger.warning(
+                    "loadkit: worker %s (index %s) went missing; keeping the %d requests it reported up to %s",
+                    client_id,
+                    info.index,
+                    info.requests,
+                    _iso(info.last_seen),
+                )
+        for client_id, info in self.workers.items():
+            if client_id not in current and not info.gone:
+                info.gone = True
+                if not info.missing:
+                    info.state = "stopped" if info.final_report else "gone"
+
+    def rows(self, now: float | None = None) -> list[dict[str, str]]:
+        now = now or time.time()
+        rows = []
+        for info in sorted(self.workers.values(), key=lambda i: (i.index if i.index >= 0 else 1 << 30, i.client_id)):
+            rows.append(
+                {
+                    "client_id": info.client_id,
+                    "index": str(info.index),
+                    "hostname": info.hostname,
+                    "pid": str(info.pid or ""),
+                    "state": info.state,
+                    "reports": str(info.reports),
+                    "requests": str(info.requests),
+                    "first_seen": _iso(info.first_seen),
+                    "last_seen": _iso(info.last_seen),
+                    "final_report": str(info.final_report).lower(),
+                    "lost": str(info.lost(now)).lower(),
+                }
+            )
+        return rows
+
+    def write_csv(self, path: str | os.PathLike, now: float | None = None) -> None:
+        path = os.fspath(path)
+        if directory := os.path.dirname(path):
+            os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(WORKER_COLUMNS))
+            writer.writeheader()
+            writer.writerows(self.rows(now))
+        os.replace(tmp, path)
+
+    def write_json(self, path: str | os.PathLike, now: float | None = None) -> None:
+        """The CSV's rows plus each worker's samples per operation (``"type name": count``)."""
+        now = now or time.time()
+        rows = self.rows(now)
+        by_id = {info.client_id: info for info in self.workers.values()}
+        for row in rows:
+            row_out: dict[str, Any] = row  # type: ignore[assignment]
+            row_out["ops"] = dict(sorted(by_id[row["client_id"]].ops.items()))
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"workers": rows}, f, indent=1)
+        os.replace(tmp, path)
+
+
+TRACKER = WorkerTracker()
+
+
+def _is_master(environment: Any) -> bool:
+    from locust.runners import MasterRunner
+
+    return isinstance(getattr(environment, "runner", None), MasterRunner)
+
+
+def write_results(environment: Any) -> str | None:
+    """On the master with ``--csv``: write ``<prefix>_workers.csv`` and log lost workers."""
+    options = getattr(environment, "parsed_options", None)
+    prefix = getattr(options, "csv_prefix", None) if options is not None else None
+    if not prefix or not _is_master(environment):
+        return None
+    try:
+        TRACKER.poll(environment.runner.clients)
+    except Exception:  # noqa: BLE001 - the runner may be half torn down at quitting
+        pass
+    path = f"{prefix}{WORKERS_SUFFIX}"
+    try:
+        TRACKER.write_csv(path)
+        TRACKER.write_json(f"{prefix}{WORKERS_JSON_SUFFIX}")
+    except OSError as exc:
+        logger.error("loadkit: could not write %s: %s", path, exc)
+        return None
+    return path
+
+
+def lost_workers(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a ``_workers.csv`` whose ``lost`` column is true."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row for row in csv.DictReader(f) if row.get("lost") == "true"]
+
+
+# ------------------------------------------------------------------ Locust wiring
+
+
+def _poll_forever(environment: Any) -> None:
+    import gevent
+
+    while True:
+        gevent.sleep(POLL_INTERVAL)
+        try:
+            TRACKER.poll(environment.runner.clients)
+        except Exception as exc:  # noqa: BLE001 - never kill the master over bookkeeping
+            logger.debug("loadkit: worker poll failed: %s", exc)
+
+
+def _on_init(environment: Any, runner: Any = None, **_kw: Any) -> None:
+    if _is_master(environment):
+        import gevent
+
+        gevent.spawn(_poll_forever, environment)
+
+
+_MASTER: list[Any] = []  # the master runner of this process, set at init
+_WORKER: list[Any] = []  # the worker runner of this process, set at init
+
+
+def _on_init_remember(environment: Any, **_kw: Any) -> None:
+    from locust.runners import MasterRunner, WorkerRunner
+
+    runner = getattr(environment, "runner", None)
+    if isinstance(runner, MasterRunner):
+        _MASTER[:] = [runner]
+    elif isinstance(runner, WorkerRunner):
+        _WORKER[:] = [runner]
+
+
+def _on_worker_connect(client_id: str, **_kw: Any) -> None:
+    index = -1
+    if _MASTER:
+        try:
+            index = int(_MASTER[0].get_worker_index(client_id))
+        except Exception:  # noqa: BLE001 - older masters have no worker index
+            pass
+    TRACKER.on_connect(client_id, index)
+
+
+def _on_heartbeat_sent(client_id: str, **_kw: Any) -> None:
+    TRACKER.on_heartbeat(client_id)
+
+
+def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    from loadkit.metrics.histograms import MESSAGE_KEY
+
+    ops: dict[str, int] = {}
+    for entry in data.get(MESSAGE_KEY) or ():
+        try:
+            key = f"{entry[0]} {entry[1]}"
+            ops[key] = ops.get(key, 0) + int(entry[3])
+        except (TypeError, ValueError, IndexError):
+            pass
+    TRACKER.on_report(client_id, data, ops)
+
+
+def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    runner = _WORKER[0] if _WORKER else None
+    stopped = runner is not None and runner.state in ("stopped", "stopping", "cleanup")
+    data[WORKER_KEY] = {"hostname": socket.gethostname(), "pid": os.getpid(), "stopped": stopped}
+
+
+def _on_test_start(environment: Any, **_kw: Any) -> None:
+    # Locust starts a new test with fresh stats; keep connected workers but zero their counters.
+    for info in TRACKER.workers.values():
+        info.reports = info.requests = 0
+        info.ops = {}
+        info.final_report = False
+
+
+def _on_quitting_worker(environment: Any, **_kw: Any) -> None:
+    """A worker that quits because the master fell silent says so and exits non-zero."""
+    from locust import runners
+
+    runner = _WORKER[0] if _WORKER else None
+    if runner is None or getattr(environment, "runner", None) is not runner:
+        return
+    last = getattr(runner, "last_heartbeat_timestamp", None)
+    if last and time.time() - last > runners.MASTER_HEARTBEAT_TIMEOUT:
+        logger.error(
+            "loadkit: lost the Locust master at %s:%s (no heartbeat for %.0fs, LOADKIT_MASTER_TIMEOUT); "
+            "this worker exits",
+            runner.master_host,
+            runner.master_port,
+            time.time() - last,
+        )
+        if environment.process_exit_code is None:
+            environment.process_exit_code = 3
+
+
+# ------------------------------------------------------------------ bounded waits
+
+
+def _env_seconds(name: str, default: float | None) -> float | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        logger.error("loadkit: ignoring %s=%r (not a number of seconds)", name, raw)
+        return default
+    return value if value > 0 else default
+
+
+def bound_master_waits() -> None:
+    """Apply ``LOADKIT_MASTER_WAIT`` / ``LOADKIT_MASTER_TIMEOUT`` to Locust's worker constants."""
+    from locust import runners
+
+    wait = _env_seconds("LOADKIT_MASTER_WAIT", 60.0)
+    assert wait is not None
+    runners.CONNECT_TIMEOUT = max(0.5, min(5.0, wait))
+    # connect_to_master gives up once retry > CONNECT_RETRY_COUNT, i.e. after COUNT + 1 waits
+    runners.CONNECT_RETRY_COUNT = max(0, math.ceil(wait / runners.CONNECT_TIMEOUT) - 1)
+    timeout = _env_seconds("LOADKIT_MASTER_TIMEOUT", None)
+    if timeout is not None:
+        runners.MASTER_HEARTBEAT_TIMEOUT = timeout
+
+    original = getattr(runners.WorkerRunner.connect_to_master, "_loadkit_original", None)
+    if original is None:
+        original = runners.WorkerRunner.connect_to_master
+
+        def connect_to_master(self: Any) -> None:
+            try:
+                original(self)
+            except ConnectionError as exc:
+                if exc.args:  # already explained by an inner (recursive) attempt
+                    raise
+                raise ConnectionError(
+                    f"no Locust master answered at {self.master_host}:{self.master_port} within "
+                    f"{wait:.0f}s (LOADKIT_MASTER_WAIT); is the master running and reachable? "
+                    "This worker exits."
+                ) from None
+
+        connect_to_master._loadkit_original = original  # type: ignore[attr-defined]
+        runners.WorkerRunner.connect_to_master = connect_to_master  # type: ignore[method-assign]
+
+
+def install(events: Any) -> None:
+    """Register the listeners (called once by :func:`loadkit.metrics.hdr.install`)."""
+    events.init.add_listener(_on_init_remember)
+    events.init.add_listener(_on_init)
+    events.worker_connect.add_listener(_on_worker_connect)
+    events.heartbeat_sent.add_listener(_on_heartbeat_sent)
+    events.worker_report.add_listener(_on_worker_report)
+    events.report_to_master.add_listener(_on_report_to_master)
+    events.test_start.add_listener(_on_test_start)
+    events.quitting.add_listener(_on_quitting_worker)
+    bound_master_waits()

@@ -1,0 +1,136 @@
+"""Exact, mergeable latency percentiles for every loadkit operation, across Locust workers.
+
+Why: Locust keeps response times in buckets rounded to about two significant digits (147 ms is
+stored as 150 ms, and everything below 100 ms as whole milliseconds, so sub-millisecond loopback
+latencies collapse to 0 or 1 ms), and averaging per-node percentiles (what the upstream KTB scripts
+do) is not a percentile of anything. Here every ``events.request`` is recorded at microsecond
+resolution into an HDR histogram (3 significant digits, i.e. within 0.1 %) per ``(type, name)``;
+workers ship *deltas* of those histograms to the master inside Locust's own periodic stats message
+(``report_to_master`` / ``worker_report``), and the master adds them up. Adding HDR histograms is
+lossless, so percentiles over N workers equal the percentiles of one process that saw the same
+samples.
+
+Because the histograms ride in the very message that carries Locust's stats, the master's
+``<prefix>_hdr.csv`` counts always equal the ``Request Count`` of Locust's ``<prefix>_stats.csv``.
+
+Usage: a locustfile (or a user module) does ``import loadkit.metrics.hdr``; importing registers the
+listeners once per process. The master (or the single local process) writes
+``<csv_prefix>_hdr.csv`` at ``test_stop`` and again at ``quitting`` when Locust runs with ``--csv``;
+the master also writes ``<csv_prefix>_workers.csv`` (see :mod:`loadkit.metrics.distributed`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from loadkit.metrics.histograms import (  # noqa: F401 - re-exported for locustfiles and tests
+    AGGREGATED_NAME,
+    CSV_COLUMNS,
+    HDR_SUFFIX,
+    MESSAGE_KEY,
+    PERCENTILE_COLUMNS,
+    PERCENTILES,
+    HdrStore,
+    OpHistogram,
+    read_csv,
+)
+
+logger = logging.getLogger("loadkit.hdr")
+
+# ---------------------------------------------------------------------------------------------
+# Locust wiring. One store per process: a worker records and drains it, the master merges into it,
+# a local (single-process) runner records into it.
+# ---------------------------------------------------------------------------------------------
+
+STORE = HdrStore()
+
+
+def hdr_path(csv_prefix: str) -> str:
+    return f"{csv_prefix}{HDR_SUFFIX}"
+
+
+def _csv_prefix(environment: Any) -> str | None:
+    options = getattr(environment, "parsed_options", None)
+    return getattr(options, "csv_prefix", None) if options is not None else None
+
+
+def _is_worker(environment: Any) -> bool:
+    from locust.runners import WorkerRunner
+
+    return isinstance(getattr(environment, "runner", None), WorkerRunner)
+
+
+def write_results(environment: Any) -> str | None:
+    """Write ``<prefix>_hdr.csv`` (and the master's ``<prefix>_workers.csv``); returns the HDR path."""
+    prefix = _csv_prefix(environment)
+    if not prefix or _is_worker(environment):
+        return None
+    path = hdr_path(prefix)
+    try:
+        STORE.write_csv(path)
+    except OSError as exc:
+        logger.error("loadkit hdr: could not write %s: %s", path, exc)
+        return None
+    from loadkit.metrics import distributed
+
+    distributed.write_results(environment)
+    return path
+
+
+def _on_request(request_type: str = "", name: str = "", response_time: float | None = None, **_kw: Any) -> None:
+    STORE.record(request_type, name, response_time)
+
+
+def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    data[MESSAGE_KEY] = STORE.drain()
+
+
+def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    STORE.merge(data.get(MESSAGE_KEY) or (), source=client_id)
+
+
+def _on_test_start(environment: Any, **_kw: Any) -> None:
+    STORE.clear()  # Locust clears its own stats at the same moment
+
+
+def _on_reset_stats(**_kw: Any) -> None:
+    STORE.clear()
+
+
+def _on_test_stop(environment: Any, **_kw: Any) -> None:
+    write_results(environment)
+
+
+def _on_quitting(environment: Any, **_kw: Any) -> None:
+    path = write_results(environment)
+    if path:
+        logger.info("loadkit: exact percentiles written to %s", path)
+
+
+def install(events: Any | None = None) -> bool:
+    """Register the listeners on Locust's global ``events`` (or ``events``); idempotent.
+
+    Returns True when this call registered them.
+    """
+    if events is None:
+        from locust import events as global_events
+
+        events = global_events
+    if getattr(events, "_loadkit_hdr_installed", False):
+        return False
+    events.request.add_listener(_on_request)
+    events.report_to_master.add_listener(_on_report_to_master)
+    events.worker_report.add_listener(_on_worker_report)
+    events.test_start.add_listener(_on_test_start)
+    events.reset_stats.add_listener(_on_reset_stats)
+    events.test_stop.add_listener(_on_test_stop)
+    events.quitting.add_listener(_on_quitting)
+    from loadkit.metrics import distributed
+
+    distributed.install(events)
+    events._loadkit_hdr_installed = True
+    return True
+
+
+install()

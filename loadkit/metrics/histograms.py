@@ -1,0 +1,224 @@
+"""HDR histograms per operation: record, ship as deltas, merge losslessly, write/read ``_hdr.csv``.
+
+Pure data code (no Locust, no gevent) so that reports and tests can read and merge the files
+without importing Locust; :mod:`loadkit.metrics.hdr` wires it into Locust's events.
+
+Layout, fixed so any two histograms merge: microseconds, 1 µs .. 1 h, 3 significant digits (each
+recorded value is kept within 0.1 %). Count, sum, min and max are also kept exactly, so the Min,
+Mean and Max columns are exact; the percentile columns come from the histogram.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from hdrh.histogram import HdrHistogram
+
+logger = logging.getLogger("loadkit.hdr")
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # one hour: longer samples are clamped (and counted as clamped)
+SIGNIFICANT_DIGITS = 3
+PERCENTILES: tuple[float, ...] = (50, 75, 90, 95, 99, 99.9, 99.99)
+PERCENTILE_COLUMNS: tuple[str, ...] = ("50%", "75%", "90%", "95%", "99%", "99.9%", "99.99%")
+CSV_COLUMNS: tuple[str, ...] = ("Type", "Name", "Count", "Min", "Mean", "Max", *PERCENTILE_COLUMNS, "Histogram")
+AGGREGATED_NAME = "Aggregated"  # same convention as Locust's stats CSV: Type "", Name "Aggregated"
+MESSAGE_KEY = "loadkit_hdr"  # key inside Locust's worker stats message
+HDR_SUFFIX = "_hdr.csv"
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty histogram with loadkit's fixed layout (µs, 1 µs .. 1 h, 3 significant digits)."""
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def ms_to_us(value_ms: float) -> int:
+    """Locust's float milliseconds to whole microseconds (negative → 0)."""
+    return max(0, int(round(value_ms * 1000.0)))
+
+
+def format_ms(value_us: float) -> str:
+    """Microseconds as milliseconds with µs resolution, the unit of every time column."""
+    return f"{value_us / 1000.0:.3f}"
+
+
+@dataclass
+class OpHistogram:
+    """One operation's samples: the HDR histogram plus the exact count, sum, min and max.
+
+    The exact extras cost nothing and make Min/Mean/Max exact rather than bucketed.
+    """
+
+    hist: HdrHistogram = field(default_factory=new_histogram)
+    count: int = 0
+    sum_us: int = 0
+    min_us: int = 0
+    max_us: int = 0
+    clamped: int = 0
+
+    def record(self, value_us: int) -> None:
+        if value_us > HIGHEST_US:
+            value_us = HIGHEST_US
+            self.clamped += 1
+        self.hist.record_value(value_us)
+        if self.count == 0 or value_us < self.min_us:
+            self.min_us = value_us
+        if value_us > self.max_us:
+            self.max_us = value_us
+        self.count += 1
+        self.sum_us += value_us
+
+    def add(self, other: "OpHistogram") -> None:
+        if other.count == 0:
+            return
+        self.hist.add(other.hist)
+        self.min_us = other.min_us if self.count == 0 else min(self.min_us, other.min_us)
+        self.max_us = max(self.max_us, other.max_us)
+        self.count += other.count
+        self.sum_us += other.sum_us
+        self.clamped += other.clamped
+
+    def encode(self) -> str:
+        """The standard base64 HdrHistogram V2 encoding (compressed; readable by any HDR library)."""
+        return self.hist.encode().decode("ascii")
+
+    @classmethod
+    def decode(cls, encoded: str, count: int, sum_us: int, min_us: int, max_us: int, clamped: int = 0) -> "OpHistogram":
+        hist = HdrHistogram.decode(encoded.encode("ascii") if isinstance(encoded, str) else encoded)
+        if hist.get_total_count() != count:
+            raise ValueError(f"histogram holds {hist.get_total_count()} samples but the message says {count}")
+        return cls(hist, int(count), int(sum_us), int(min_us), int(max_us), int(clamped))
+
+    def percentiles_us(self) -> dict[float, float]:
+        """Value at each of :data:`PERCENTILES`, kept within the exact [min, max] range."""
+        if self.count == 0:
+            return {p: 0.0 for p in PERCENTILES}
+        values = self.hist.get_percentile_to_value_dict(list(PERCENTILES))
+        return {p: float(min(max(values[p], self.min_us), self.max_us)) for p in PERCENTILES}
+
+    def row(self, request_type: str, name: str) -> dict[str, str]:
+        pct = self.percentiles_us()
+        mean = self.sum_us / self.count if self.count else 0.0
+        row = {
+            "Type": request_type,
+            "Name": name,
+            "Count": str(self.count),
+            "Min": format_ms(self.min_us),
+            "Mean": format_ms(mean),
+            "Max": format_ms(self.max_us),
+        }
+        for p, column in zip(PERCENTILES, PERCENTILE_COLUMNS):
+            row[column] = format_ms(pct[p])
+        row["Histogram"] = self.encode()
+        return row
+
+
+class HdrStore:
+    """Per-process histograms keyed by ``(request_type, name)``.
+
+    A worker records and periodically ``drain()``s its deltas; the master ``merge()``s them; a
+    single local process only records. Everything runs on the gevent loop, so no locking.
+    """
+
+    def __init__(self) -> None:
+        self.ops: dict[tuple[str, str], OpHistogram] = {}
+        self.rejected_messages = 0
+
+    def record(self, request_type: str, name: str, response_time_ms: float | int | None) -> None:
+        if response_time_ms is None or isinstance(response_time_ms, bool):
+            return
+        try:
+            value = float(response_time_ms)
+        except (TypeError, ValueError):
+            return
+        if math.isnan(value) or math.isinf(value):
+            return
+        key = (str(request_type), str(name))
+        op = self.ops.get(key)
+        if op is None:
+            op = self.ops[key] = OpHistogram()
+        op.record(ms_to_us(value))
+
+    def clear(self) -> None:
+        self.ops.clear()
+
+    def total_count(self) -> int:
+        return sum(op.count for op in self.ops.values())
+
+    def drain(self) -> list[list[Any]]:
+        """Encode every non-empty histogram for the wire and start afresh (delta semantics)."""
+        payload = [
+            [t, n, op.encode(), op.count, op.sum_us, op.min_us, op.max_us, op.clamped]
+            for (t, n), op in self.ops.items()
+            if op.count
+        ]
+        self.ops = {}
+        return payload
+
+    def merge(self, payload: Iterable[Any], source: str = "?") -> int:
+        """Add a worker's drained histograms; returns how many samples were added.
+
+        A malformed entry is logged and skipped (never crashes the master's message loop).
+        """
+        added = 0
+        for entry in payload or ():
+            try:
+                request_type, name, encoded, count, sum_us, min_us, max_us, *rest = entry
+                incoming = OpHistogram.decode(encoded, count, sum_us, min_us, max_us, *(rest[:1]))
+            except Exception as exc:  # noqa: BLE001 - bad input from the network
+                self.rejected_messages += 1
+                logger.error("loadkit hdr: dropped a malformed histogram from worker %s: %s", source, exc)
+                continue
+            key = (str(request_type), str(name))
+            op = self.ops.get(key)
+            if op is None:
+                op = self.ops[key] = OpHistogram()
+            op.add(incoming)
+            added += incoming.count
+        return added
+
+    def aggregated(self) -> OpHistogram:
+        total = OpHistogram()
+        for op in self.ops.values():
+            total.add(op)
+        return total
+
+    def rows(self) -> list[dict[str, str]]:
+        """CSV rows sorted like Locust's stats CSV (by name, then type), then the Aggregated row."""
+        rows = [op.row(t, n) for (t, n), op in sorted(self.ops.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+        rows.append(self.aggregated().row("", AGGREGATED_NAME))
+        return rows
+
+    def write_csv(self, path: str | os.PathLike) -> None:
+        """Write ``path`` atomically (a reader never sees half a file)."""
+        path = os.fspath(path)
+        if directory := os.path.dirname(path):
+            os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+            writer.writeheader()
+            writer.writerows(self.rows())
+        os.replace(tmp, path)
+
+
+def read_csv(path: str | os.PathLike) -> dict[tuple[str, str], dict[str, Any]]:
+    """Read a ``_hdr.csv`` back: ``{(type, name): row}`` with numbers parsed and ``hist`` decoded."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+            raise ValueError(f"{path}: columns {reader.fieldnames} are not {list(CSV_COLUMNS)}")
+        for row in reader:
+            parsed: dict[str, Any] = {k: row[k] for k in ("Type", "Name", "Histogram")}
+            parsed["Count"] = int(row["Count"])
+            for column in ("Min", "Mean", "Max", *PERCENTILE_COLUMNS):
+                parsed[column] = float(row[column])
+            parsed["hist"] = HdrHistogram.decode(row["Histogram"].encode("ascii"))
+            out[(row["Type"], row["Name"])] = parsed
+    return out

@@ -1,0 +1,133 @@
+"""Decoder for server-to-client WebSocket frames (RFC 6455 section 5), sans-I/O.
+
+Why not websocket-client's own reader: it issues two or three ``recv`` calls per frame and builds an
+ABNF object each time, which caps a load generator far below the frame rates an LLM token stream
+produces. This decoder takes whatever one ``recv`` returned (often dozens of frames), and returns the
+complete messages in it, allocating nothing per frame but the payload slice and one small tuple.
+websocket-client still does the opening handshake and all sending (masking), so only the hot,
+simple direction (unmasked server frames) is hand-written here.
+"""
+
+from __future__ import annotations
+
+import struct
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
+
+
+class WireError(Exception):
+    """The byte stream is not valid server-to-client WebSocket framing."""
+
+
+class FrameDecoder:
+    """Feed it bytes, get back ``[(opcode, payload), ...]`` for every complete message.
+
+    Data messages come back reassembled (opcode TEXT/BINARY, never CONT); control frames
+    (CLOSE/PING/PONG) come back as they arrive, even in the middle of a fragmented message.
+    """
+
+    __slots__ = ("_buf", "_max", "_frag_op", "_frag_parts", "_frag_len")
+
+    def __init__(self, max_message: int = 16 * 1024 * 1024) -> None:
+        self._buf = b""
+        self._max = max_message
+        self._frag_op = 0
+        self._frag_parts: list[bytes] = []
+        self._frag_len = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back because they are the start of a frame not yet complete."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buf = self._buf + data if self._buf else data
+        n = len(buf)
+        pos = 0
+        out: list[tuple[int, bytes]] = []
+        append = out.append
+        while n - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            if b1 & 0x80:
+                raise WireError("masked frame from server")
+            if b0 & 0x70:
+                raise WireError("reserved bits set (no extension was negotiated)")
+            length = b1 & 0x7F
+            head = pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = _U16.unpack_from(buf, head)[0]
+                head += 2
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = _U64.unpack_from(buf, head)[0]
+                head += 8
+            if length > self._max:
+                raise WireError(f"frame of {length} bytes exceeds the {self._max}-byte limit")
+            end = head + length
+            if end > n:
+                break
+            payload = buf[head:end]
+            pos = end
+            op = b0 & 0x0F
+            if b0 & 0x80 and (op == OP_TEXT or op == OP_BINARY) and not self._frag_op:
+                append((op, payload))  # the hot path: one whole data frame
+            elif op >= 0x8:
+                if not b0 & 0x80 or length > 125:
+                    raise WireError("fragmented or oversized control frame")
+                if op not in (OP_CLOSE, OP_PING, OP_PONG):
+                    raise WireError(f"unknown control opcode {op:#x}")
+                append((op, payload))
+            else:
+                self._fragment(op, bool(b0 & 0x80), payload, append)
+        self._buf = buf[pos:] if pos < n else b""
+        return out
+
+    def _fragment(self, op: int, fin: bool, payload: bytes, append) -> None:
+        if op in (OP_TEXT, OP_BINARY):
+            if self._frag_op:
+                raise WireError("new data frame inside a fragmented message")
+            self._frag_op, self._frag_parts, self._frag_len = op, [payload], len(payload)
+        elif op == OP_CONT:
+            if not self._frag_op:
+                raise WireError("continuation frame without a message to continue")
+            self._frag_parts.append(payload)
+            self._frag_len += len(payload)
+            if self._frag_len > self._max:
+                raise WireError(f"message exceeds the {self._max}-byte limit")
+        else:
+            raise WireError(f"unknown data opcode {op:#x}")
+        if fin:
+            append((self._frag_op, b"".join(self._frag_parts)))
+            self._frag_op, self._frag_parts, self._frag_len = 0, [], 0
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    """(code, reason) of a CLOSE frame's payload; code None when the peer sent none."""
+    if len(payload) < 2:
+        return None, ""
+    return _U16.unpack_from(payload)[0], payload[2:].decode("utf-8", "replace")
+
+
+def encode_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """An unmasked frame as a server would send it (tests and fakes use this)."""
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes((b0, n))
+    elif n < 65536:
+        head = bytes((b0, 126)) + _U16.pack(n)
+    else:
+        head = bytes((b0, 127)) + _U64.pack(n)
+    return head + payload

@@ -1,0 +1,298 @@
+"""KTB Chat rules a load client needs, with no I/O: which event answers which emit, how an answer
+is recognised, which ``error`` belongs to which emit, how failures are classified, and message
+nonces that can never contain a banned word.
+
+Sources: /work/shared/spec/ktb-chat-socketio.md and ktb-java-server-facts.md (§5, §6, §7).
+
+Banned words are 4–10 character ``[a-z0-9]`` strings matched as case-insensitive substrings, so a
+text whose every run of ASCII letters/digits is at most 3 characters long can never match one.
+Nonces are built that way: numbers are written in groups of at most 3 digits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable
+
+# ------------------------------------------------------------------------------------ answers
+#: emit -> (answer event, failure events). ``leaveRoom`` has no answer event for the leaver, so it
+#: is measured with a Socket.IO ack (the Java server auto-acks registered events, facts §1).
+ANSWERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "joinRoom": ("joinRoomSuccess", ("joinRoomError", "error")),
+    "chatMessage": ("message", ("error",)),
+    "fetchPreviousMessages": ("previousMessagesLoaded", ("error",)),
+    "markMessagesAsRead": ("messagesRead", ("error",)),
+    "messageReaction": ("messageReactionUpdate", ("error",)),
+    "leaveRoom": ("", ("error",)),  # ack
+}
+
+#: events every client may receive without asking; never counted as "unknown".
+KNOWN_SERVER_EVENTS = frozenset(
+    {
+        "message", "error", "joinRoomSuccess", "joinRoomError", "previousMessagesLoaded", "messageLoadStart",
+        "participantsUpdate", "roomCreated", "roomUpdated", "roomUpdate", "roomDeleted", "userLeft",
+        "messagesRead", "messageReactionUpdate", "duplicate_login", "session_ended",
+        "aiMessageStart", "aiMessageChunk", "aiMessageComplete", "aiMessageError",
+    }
+)
+
+# error codes (facts §5.3, §5.4) and the code-less messages of the other handlers (§5.2, §5.5, §5.6)
+CHAT_CODES = frozenset({"MESSAGE_ERROR", "SESSION_EXPIRED", "RATE_LIMIT_EXCEEDED", "MESSAGE_REJECTED"})
+LOAD_CODES = frozenset({"LOAD_ERROR"})
+_READ_MESSAGES = frozenset({"Invalid room", "Room access denied", "읽음 상태 업데이트 중 오류가 발생했습니다."})
+_REACTION_MESSAGES = frozenset(
+    {"메시지를 찾을 수 없습니다.", "지원하지 않는 리액션 타입입니다.", "리액션 처리 중 오류가 발생했습니다."}
+)
+_LEAVE_MESSAGES = frozenset({"채팅방 퇴장 중 오류가 발생했습니다."})
+_ANY_MESSAGES = frozenset({"Unauthorized", "User not found"})
+CONNECT_PROBLEM = "연결 처리 중 오류가 발생했습니다."  # sent on connect, belongs to no emit
+
+
+def error_owner(payload: Any) -> frozenset[str]:
+    """Which emits an ``error`` event with this payload can answer (empty: none of ours).
+
+    Codes decide when present; otherwise the fixed Korean/English messages of each handler.
+    An unrecognised code-less message may belong to any emit that fails through ``error``.
+    """
+    if not isinstance(payload, dict):
+        return frozenset(k for k, v in ANSWERS.items() if "error" in v[1])
+    code = payload.get("code")
+    if code in CHAT_CODES:
+        return frozenset({"chatMessage"})
+    if code in LOAD_CODES:
+        return frozenset({"fetchPreviousMessages"})
+    msg = payload.get("message")
+    if code is None:
+        if msg in _READ_MESSAGES:
+            return frozenset({"markMessagesAsRead"})
+        if msg in _REACTION_MESSAGES:
+            return frozenset({"messageReaction"})
+        if msg in _LEAVE_MESSAGES:
+            return frozenset({"leaveRoom"})
+        if msg == CONNECT_PROBLEM:
+            return frozenset()
+        if msg in _ANY_MESSAGES:
+            return frozenset({"leaveRoom", "markMessagesAsRead", "messageReaction", "joinRoom"})
+    return frozenset(k for k, v in ANSWERS.items() if "error" in v[1])
+
+
+def error_predicate(emit: str) -> Callable[[list], bool]:
+    """Predicate for the client's ``errors=`` map: does this ``error`` event belong to ``emit``?"""
+
+    def pred(args: list) -> bool:
+        return emit in error_owner(args[0] if args else None)
+
+    return pred
+
+
+def failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
+    """The ``errors=`` map for ``SocketIOClient.request`` for a KTB emit."""
+    out: dict[str, Callable[[list], bool] | None] = {}
+    for ev in ANSWERS[emit][1]:
+        out[ev] = error_predicate(emit) if ev == "error" else None
+    return out
+
+
+# ---------------------------------------------------------------------------- answer matchers
+def _first(args: list) -> Any:
+    return args[0] if args else None
+
+
+def match_join(room_id: str) -> Callable[[list], bool]:
+    """``joinRoomSuccess`` for this room (the short "already joined" form ``{roomId}`` included)."""
+    return lambda args: isinstance(_first(args), dict) and args[0].get("roomId") == room_id
+
+
+def match_previous() -> None:
+    """``previousMessagesLoaded`` carries no room or request id: the next one on this socket."""
+    return None
+
+
+def match_read(user_id: str, message_ids: list[str]) -> Callable[[list], bool]:
+    """``messagesRead`` from *this* user for exactly these ids (it is broadcast to the room)."""
+    ids = list(message_ids)
+    return lambda args: isinstance(_first(args), dict) and args[0].get("userId") == user_id and args[0].get("messageIds") == ids
+
+
+def match_reaction(message_id: str, emoji: str, user_id: str, add: bool) -> Callable[[list], bool]:
+    """``messageReactionUpdate`` for this message whose set for ``emoji`` shows our add/remove."""
+
+    def pred(args: list) -> bool:
+        p = _first(args)
+        if not isinstance(p, dict) or p.get("messageId") != message_id:
+            return False
+        users = (p.get("reactions") or {}).get(emoji) or ()
+        return (user_id in users) if add else (user_id not in users)
+
+    return pred
+
+
+def match_content(content: str) -> Callable[[list], bool]:
+    """The ``message`` broadcast echoing our own text: the server echoes no client id, so the
+    (unique, trimmed) content is the correlation key."""
+    return lambda args: isinstance(_first(args), dict) and args[0].get("content") == content
+
+
+# ------------------------------------------------------------------------------------ failures
+class KtbError(Exception):
+    """A KTB server-side failure; the text is ``CODE: message`` (Locust groups failures by it)."""
+
+    kind = "KTB_ERROR"
+
+    def __init__(self, code: str | None, message: str, payload: Any = None) -> None:
+        self.code = code
+        self.server_message = message
+        self.payload = payload
+        super().__init__(f"{code or self.kind}: {message}")
+
+
+class RateLimited(KtbError):
+    kind = "RATE_LIMIT_EXCEEDED"
+
+    @property
+    def retry_after(self) -> float:
+        try:
+            return max(0.0, float((self.payload or {}).get("retryAfter", 1)))
+        except (TypeError, ValueError, AttributeError):
+            return 1.0
+
+
+class MessageRejected(KtbError):
+    kind = "MESSAGE_REJECTED"
+
+
+class SessionExpired(KtbError):
+    """``SESSION_EXPIRED``, ``duplicate_login``, ``session_ended``: the client must log in again."""
+
+    kind = "SESSION_EXPIRED"
+
+
+class LoadError(KtbError):
+    kind = "LOAD_ERROR"
+
+
+class MessageError(KtbError):
+    kind = "MESSAGE_ERROR"
+
+
+class JoinRoomError(KtbError):
+    kind = "JOIN_ROOM_ERROR"
+
+
+class ServerError(KtbError):
+    """An ``error`` event without a code (read, reaction, leave handlers)."""
+
+    kind = "ERROR"
+
+
+class AuthFailed(KtbError):
+    """REST login/register or Socket.IO CONNECT_ERROR (``Invalid token``, ``Invalid session`` …)."""
+
+    kind = "AUTH_FAILED"
+
+
+_BY_CODE = {
+    "RATE_LIMIT_EXCEEDED": RateLimited,
+    "MESSAGE_REJECTED": MessageRejected,
+    "SESSION_EXPIRED": SessionExpired,
+    "LOAD_ERROR": LoadError,
+    "MESSAGE_ERROR": MessageError,
+}
+
+
+def classify(event: str, payload: Any) -> KtbError:
+    """Turn a failure event (``error``, ``joinRoomError``, ``session_ended``, ``duplicate_login``)
+    into the exception that names its kind and carries the server's code and message."""
+    if event == "duplicate_login":
+        p = payload if isinstance(payload, dict) else {}
+        return SessionExpired("duplicate_login", str(p.get("type", "duplicate_login")), payload)
+    if event == "session_ended":
+        p = payload if isinstance(payload, dict) else {}
+        return SessionExpired("session_ended", f"{p.get('reason', '')} {p.get('message', '')}".strip(), payload)
+    if isinstance(payload, dict):
+        code = payload.get("code")
+        message = str(payload.get("message", ""))
+    else:
+        code, message = None, "" if payload is None else str(payload)
+    if event == "joinRoomError":
+        return JoinRoomError(code or "JOIN_ROOM_ERROR", message, payload)
+    cls = _BY_CODE.get(code or "", ServerError)
+    return cls(code, message, payload)
+
+
+# -------------------------------------------------------------------------------------- nonces
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]{4,}")
+NONCE_PREFIX = "lk "
+_NONCE_RE = re.compile(r"^lk ([0-9.]+)~([0-9.]+)~([0-9.]+)~([0-9.]+)~([0-9.]+)(?:$|\s)")
+
+
+def max_alnum_run(text: str) -> int:
+    """Length of the longest run of ASCII letters/digits (what a banned word could hide in)."""
+    best = run = 0
+    for ch in text:
+        if ch.isascii() and ch.isalnum():
+            run += 1
+            if run > best:
+                best = run
+        else:
+            run = 0
+    return best
+
+
+def is_banned_word_safe(text: str) -> bool:
+    """True if no 4+ character ``[A-Za-z0-9]`` run exists, so no banned word can match."""
+    return _ALNUM_RUN.search(text) is None
+
+
+def _grp(n: int) -> str:
+    """1763724452123456 -> '1.763.724.452.123.456' (runs of at most 3 digits)."""
+    s = str(int(n))
+    head = len(s) % 3 or 3
+    parts = [s[:head]] + [s[i : i + 3] for i in range(head, len(s), 3)]
+    return ".".join(parts)
+
+
+def _ungrp(s: str) -> int:
+    return int(s.replace(".", ""))
+
+
+def host_token() -> int:
+    """A number naming this host's clock (a hash of the hostname): delivery latency is only
+    computed between processes that share a clock."""
+    return int.from_bytes(hashlib.blake2s(socket.gethostname().encode(), digest_size=3).digest(), "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Nonce:
+    host: int
+    pid: int
+    user: int
+    seq: int
+    sent_us: int  # sender's time.time() at emit, in microseconds
+
+    @property
+    def sender(self) -> tuple[int, int, int]:
+        return (self.host, self.pid, self.user)
+
+
+def make_content(host: int, pid: int, user: int, seq: int, sent_us: int) -> str:
+    """Message content carrying a nonce; always banned-word safe."""
+    return f"{NONCE_PREFIX}{_grp(host)}~{_grp(pid)}~{_grp(user)}~{_grp(seq)}~{_grp(sent_us)}"
+
+
+def parse_content(content: Any) -> Nonce | None:
+    """The nonce in a message written by ``make_content`` (None for anything else)."""
+    if not isinstance(content, str) or not content.startswith(NONCE_PREFIX):
+        return None
+    m = _NONCE_RE.match(content)
+    if m is None:
+        return None
+    return Nonce(*(_ungrp(g) for g in m.groups()))
+
+
+def default_pid() -> int:
+    return os.getpid()

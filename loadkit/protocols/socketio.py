@@ -1,0 +1,288 @@
+"""Sans-I/O Engine.IO 4 / Socket.IO 5 client connection state (websocket transport only).
+
+Why sans-I/O: the same state machine is driven by the gevent client, by unit tests that feed it
+literal frames, and could be driven by any other I/O shell. It never touches a socket.
+
+The wire codec is python-engineio's ``engineio.packet.Packet`` and python-socketio's
+``socketio.packet.Packet`` (binary attachments included), not hand-written ``42[...]`` strings.
+On the websocket transport every websocket message is exactly one Engine.IO packet: text frames
+carry ``<type><data>``, binary frames carry a raw binary MESSAGE (Engine.IO 4: no ``b`` prefix).
+
+Usage::
+
+    proto = SocketIOProtocol()
+    for frame in incoming_frames:
+        for ev in proto.receive(frame):
+            ...                      # EioOpen, Connected, ConnectError, Event, Ack, Disconnected, EioClosed
+        for out in proto.data_to_send():
+            send(out)                # pongs queued by the protocol itself
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+__all__ = [
+    "ProtocolError",
+    "EioOpen",
+    "EioClosed",
+    "EioPing",
+    "Connected",
+    "ConnectError",
+    "Event",
+    "Ack",
+    "Disconnected",
+    "SocketIOProtocol",
+    "websocket_url",
+]
+
+EIO_PONG = eio_packet.Packet(eio_packet.PONG).encode()  # "3"
+EIO_CLOSE = eio_packet.Packet(eio_packet.CLOSE).encode()  # "1"
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not valid Engine.IO 4 / Socket.IO 5."""
+
+
+@dataclass(slots=True)
+class EioOpen:
+    sid: str
+    ping_interval: float  # seconds
+    ping_timeout: float  # seconds
+    max_payload: int | None
+    upgrades: list
+
+
+@dataclass(slots=True)
+class EioClosed:
+    """The server sent an Engine.IO CLOSE packet."""
+
+
+@dataclass(slots=True)
+class EioPing:
+    """The server pinged; a pong was queued in ``data_to_send()``."""
+
+
+@dataclass(slots=True)
+class Connected:
+    namespace: str
+    sid: str | None
+
+
+@dataclass(slots=True)
+class ConnectError:
+    namespace: str
+    data: Any  # "Authentication error" or {"message": ...} or anything the server put there
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.data, dict):
+            return str(self.data.get("message", self.data))
+        return "" if self.data is None else str(self.data)
+
+
+@dataclass(slots=True)
+class Event:
+    namespace: str
+    name: str
+    args: list
+    ack_id: int | None
+    nbytes: int  # bytes on the wire (text frame + attachments)
+
+
+@dataclass(slots=True)
+class Ack:
+    namespace: str
+    ack_id: int
+    args: list
+    nbytes: int
+
+
+@dataclass(slots=True)
+class Disconnected:
+    """The server disconnected a namespace (Socket.IO DISCONNECT)."""
+
+    namespace: str
+
+
+def websocket_url(base_url: str, path: str = "/socket.io", query: dict[str, str] | None = None) -> str:
+    """Turn ``http(s)://host:port`` (or ``ws(s)://``) into the direct Engine.IO websocket URL.
+
+    >>> websocket_url("http://127.0.0.1:5002")
+    'ws://127.0.0.1:5002/socket.io/?EIO=4&transport=websocket'
+    """
+    parts = urlsplit(base_url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"not an http(s):// or ws(s):// URL: {base_url!r}")
+    p = "/" + path.strip("/") + "/"
+    q = {"EIO": "4", "transport": "websocket"}
+    if query:
+        q.update(query)
+    return urlunsplit((scheme, parts.netloc, p, urlencode(q), ""))
+
+
+def _nsp(ns: str | None) -> str:
+    return ns or "/"
+
+
+@dataclass
+class SocketIOProtocol:
+    """State of one Engine.IO/Socket.IO client connection.
+
+    ``receive(frame)`` takes one websocket message (``str`` for text, ``bytes`` for binary) and
+    returns the high-level events it completes. Encoders return the websocket messages to send
+    (a list: one text frame, then one binary frame per attachment).
+    """
+
+    eio_sid: str | None = None
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    max_payload: int | None = None
+    opened: bool = False
+    closed: bool = False
+    namespaces: dict = field(default_factory=dict)  # ns -> "connecting" | "connected"
+    _next_ack: int = 0
+    _partial: Any = None  # socketio Packet waiting for binary attachments
+    _partial_bytes: int = 0
+    _out: list = field(default_factory=list)
+
+    # ---------------------------------------------------------------- encoding (client -> server)
+    def connect(self, namespace: str = "/", auth: Any = None) -> list:
+        """Socket.IO CONNECT for ``namespace`` with an optional ``auth`` payload."""
+        self.namespaces[_nsp(namespace)] = "connecting"
+        pkt = sio_packet.Packet(sio_packet.CONNECT, data=auth, namespace=namespace, binary=False)
+        return self._wrap(pkt.encode())
+
+    def disconnect(self, namespace: str = "/") -> list:
+        self.namespaces.pop(_nsp(namespace), None)
+        pkt = sio_packet.Packet(sio_packet.DISCONNECT, namespace=namespace, binary=False)
+        return self._wrap(pkt.encode())
+
+    def close(self) -> list:
+        """Engine.IO CLOSE (the polite goodbye before closing the websocket)."""
+        self.closed = True
+        return [EIO_CLOSE]
+
+    def next_ack_id(self) -> int:
+        ack_id = self._next_ack
+        self._next_ack += 1
+        return ack_id
+
+    def emit(self, event: str, args: Iterable = (), namespace: str = "/", ack_id: int | None = None) -> list:
+        """EVENT (or BINARY_EVENT when an argument holds bytes) packet(s) for ``event(*args)``."""
+        pkt = sio_packet.Packet(sio_packet.EVENT, data=[event, *args], namespace=namespace, id=ack_id)
+        return self._wrap(pkt.encode())
+
+    def ack(self, ack_id: int, args: Iterable = (), namespace: str = "/") -> list:
+        pkt = sio_packet.Packet(sio_packet.ACK, data=list(args), namespace=namespace, id=ack_id)
+        return self._wrap(pkt.encode())
+
+    @staticmethod
+    def _wrap(encoded: str | list) -> list:
+        if isinstance(encoded, list):  # [text, attachment, ...]
+            first = eio_packet.Packet(eio_packet.MESSAGE, data=encoded[0]).encode()
+            return [first, *(eio_packet.Packet(eio_packet.MESSAGE, data=bytes(b)).encode() for b in encoded[1:])]
+        return [eio_packet.Packet(eio_packet.MESSAGE, data=encoded).encode()]
+
+    def data_to_send(self) -> list:
+        """Frames the protocol itself wants sent (pongs). Drains the queue."""
+        out, self._out = self._out, []
+        return out
+
+    # ---------------------------------------------------------------- decoding (server -> client)
+    def receive(self, frame: str | bytes, nbytes: int | None = None) -> list:
+        """Feed one websocket message; return the events it completes.
+
+        ``nbytes`` is the message's size on the wire (defaults to ``len(frame)``, which for text
+        counts characters, not UTF-8 bytes).
+        """
+        if isinstance(frame, (bytes, bytearray, memoryview)):
+            return self._receive_binary(bytes(frame))
+        if not frame:
+            raise ProtocolError("empty Engine.IO packet")
+        kind = frame[0]
+        if kind == "4":  # MESSAGE: the hot path
+            return self._receive_sio(frame[1:], len(frame) if nbytes is None else nbytes)
+        try:
+            pkt = eio_packet.Packet(encoded_packet=frame)
+        except (ValueError, IndexError) as exc:
+            raise ProtocolError(f"bad Engine.IO packet {frame[:80]!r}: {exc}") from None
+        t = pkt.packet_type
+        if t == eio_packet.PING:
+            self._out.append(EIO_PONG)
+            return [EioPing()]
+        if t == eio_packet.OPEN:
+            data = pkt.data
+            if not isinstance(data, dict) or "sid" not in data:
+                raise ProtocolError(f"bad Engine.IO OPEN payload {frame[:200]!r}")
+            self.eio_sid = data["sid"]
+            self.ping_interval = float(data.get("pingInterval", 25000)) / 1000.0
+            self.ping_timeout = float(data.get("pingTimeout", 20000)) / 1000.0
+            self.max_payload = data.get("maxPayload")
+            self.opened = True
+            return [EioOpen(self.eio_sid, self.ping_interval, self.ping_timeout, self.max_payload, data.get("upgrades", []))]
+        if t == eio_packet.CLOSE:
+            self.closed = True
+            return [EioClosed()]
+        if t in (eio_packet.PONG, eio_packet.NOOP, eio_packet.UPGRADE):
+            return []
+        raise ProtocolError(f"unexpected Engine.IO packet type {t} in {frame[:80]!r}")
+
+    def _receive_binary(self, data: bytes) -> list:
+        pkt = self._partial
+        if pkt is None:
+            raise ProtocolError(f"binary frame of {len(data)} bytes without a pending BINARY_EVENT/ACK")
+        self._partial_bytes += len(data)
+        try:
+            done = pkt.add_attachment(data)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+        if not done:
+            return []
+        self._partial = None
+        return self._sio_event(pkt, self._partial_bytes)
+
+    def _receive_sio(self, text: str, nbytes: int) -> list:
+        if self._partial is not None:
+            raise ProtocolError("text packet while binary attachments are still expected")
+        try:
+            pkt = sio_packet.Packet(encoded_packet=text)
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise ProtocolError(f"bad Socket.IO packet {text[:80]!r}: {exc}") from None
+        if pkt.attachment_count:
+            self._partial = pkt
+            self._partial_bytes = nbytes
+            return []
+        return self._sio_event(pkt, nbytes)
+
+    def _sio_event(self, pkt: Any, nbytes: int) -> list:
+        t = pkt.packet_type
+        ns = _nsp(pkt.namespace)
+        if t == sio_packet.EVENT or t == sio_packet.BINARY_EVENT:
+            data = pkt.data
+            if not isinstance(data, list) or not data or not isinstance(data[0], str):
+                raise ProtocolError(f"EVENT without an event name: {data!r:.200}")
+            return [Event(ns, data[0], data[1:], pkt.id, nbytes)]
+        if t == sio_packet.ACK or t == sio_packet.BINARY_ACK:
+            if pkt.id is None:
+                raise ProtocolError("ACK without an id")
+            data = pkt.data if isinstance(pkt.data, list) else ([] if pkt.data is None else [pkt.data])
+            return [Ack(ns, pkt.id, data, nbytes)]
+        if t == sio_packet.CONNECT:
+            self.namespaces[ns] = "connected"
+            sid = pkt.data.get("sid") if isinstance(pkt.data, dict) else None
+            return [Connected(ns, sid)]
+        if t == sio_packet.CONNECT_ERROR:
+            self.namespaces.pop(ns, None)
+            return [ConnectError(ns, pkt.data)]
+        if t == sio_packet.DISCONNECT:
+            self.namespaces.pop(ns, None)
+            return [Disconnected(ns)]
+        raise ProtocolError(f"unknown Socket.IO packet type {t}")

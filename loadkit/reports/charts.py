@@ -1,0 +1,215 @@
+"""matplotlib charts (Agg backend) written as PNG files and returned as base64 for the HTML.
+
+Each chart answers one question and carries its own title, axis units and legend; colours are
+fixed per run (and per operation) across charts so a reader can follow one series everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from .model import AGGREGATED, Run  # noqa: E402
+from .tables import operations_in_order  # noqa: E402
+
+RUN_COLORS = plt.get_cmap("tab10").colors
+OP_COLORS = plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2]
+MAX_OPS = 10
+DPI = 100
+
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 12, "axes.titleweight": "bold", "figure.titlesize": 14,
+                     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})  # fmt: skip
+
+
+def _run_key(tool: str, run: str) -> str:
+    return f"{tool} · {run}"
+
+
+def _ms_formatter():
+    def f(v, _pos):
+        if v >= 1000:
+            return f"{v / 1000:g} s"
+        return f"{v:g}"
+
+    return FuncFormatter(f)
+
+
+def _log_axis(axis, lo: float | None = None, hi: float | None = None) -> None:
+    """Log scale with 1-2-5 ticks in plain ms (no 2x10^0 minor labels colliding); 1-10-100 when wide."""
+    decades = np.log10(hi / lo) if lo and hi and lo > 0 else 2
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
+    axis.set_major_formatter(_ms_formatter())
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _maybe_log(ax, values, axis: str = "y") -> None:
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), dtype=float)
+    v = v[v > 0]
+    if v.size and v.max() / max(v.min(), 1e-3) > 50:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+        _log_axis(ax.yaxis if axis == "y" else ax.xaxis, v.min(), v.max())
+
+
+def _save(fig, path: Path) -> str:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def overview(ts: pd.DataFrame, runs: list[Run], path: Path) -> str | None:
+    agg = ts[ts["operation"] == AGGREGATED]
+    if agg.empty:
+        return None
+    fig, axes = plt.subplots(3, 1, figsize=(13, 8.5), sharex=True)
+    panels = [("rps", "throughput (requests/s)"), ("users", "users (Locust users / k6 VUs)"), ("errors", "failures/s")]
+    for i, r in enumerate(runs):
+        d = agg[(agg["tool"] == r.tool) & (agg["run"] == r.label)].sort_values("t")
+        if d.empty:
+            continue
+        for ax, (col, _) in zip(axes, panels):
+            ax.plot(d["t"], d[col], color=RUN_COLORS[i % 10], lw=1.6, label=_run_key(r.tool, r.label))
+    for ax, (_, ylabel) in zip(axes, panels):
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+    axes[0].set_title("Throughput, users and failures over time (all operations)")
+    axes[-1].set_xlabel("time since the run's start (s)")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="tool · run")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def latency_over_time(ts: pd.DataFrame, runs: list[Run], summary: pd.DataFrame, path: Path) -> str | None:
+    ops_all = operations_in_order(summary)
+    shown = [r for r in runs if ((ts["tool"] == r.tool) & (ts["run"] == r.label)).any()]
+    if not shown:
+        return None
+    fig, axes = plt.subplots(len(shown), 1, figsize=(13, 3.6 * len(shown) + 0.6), sharex=True, squeeze=False)
+    for ax, r in zip(axes[:, 0], shown):
+        d = ts[(ts["tool"] == r.tool) & (ts["run"] == r.label)]
+        ops = [o for o in ops_all if o in set(d["operation"])][:MAX_OPS] or [AGGREGATED]
+        window = d["pct_window"].iloc[0] if len(d) else ""
+        for op in ops:
+            dd = d[d["operation"] == op].sort_values("t")
+            c = OP_COLORS[ops_all.index(op) % len(OP_COLORS)] if op in ops_all else "black"
+            ax.plot(dd["t"], dd["p95"], color=c, lw=1.6, label=f"{op} p95")
+            ax.plot(dd["t"], dd["p50"], color=c, lw=1.0, ls="--", label=f"{op} p50")
+        _maybe_log(ax, d.loc[d["operation"].isin(ops), ["p50", "p95"]].to_numpy().ravel())
+        ax.set_title(f"{_run_key(r.tool, r.label)}: latency p50 (dashed) and p95 (solid) — {window}")
+        ax.set_ylabel("latency (ms)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8, ncol=1 if len(ops) <= 6 else 2)
+    axes[-1, 0].set_xlabel("time since the run's start (s)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def percentiles_by_operation(summary: pd.DataFrame, runs: list[Run], path: Path) -> str | None:
+    ops = operations_in_order(summary, limit=16)
+    if not ops:
+        return None
+    n = len(runs)
+    ncols = min(n, 3)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(13, (0.42 * len(ops) + 1.6) * nrows), sharey=True, sharex=True, squeeze=False)
+    y = np.arange(len(ops))
+    h = 0.26
+    pcts = [("p50", "#9ecae1"), ("p95", "#3182bd"), ("p99", "#08306b")]
+    vmax = pd.to_numeric(summary.loc[summary["operation"].isin(ops), ["p50", "p95", "p99"]].stack(), errors="coerce")
+    for k, r in enumerate(runs):
+        ax = axes[k // ncols, k % ncols]
+        d = summary[(summary["tool"] == r.tool) & (summary["run"] == r.label)].set_index("operation")
+        for j, (col, color) in enumerate(pcts):
+            vals = [float(d.at[o, col]) if o in d.index and pd.notna(d.at[o, col]) else 0.0 for o in ops]
+            ax.barh(y + (1 - j) * h, vals, height=h, color=color, label=col)
+        missing = [i for i, o in enumerate(ops) if o not in d.index]
+        for i in missing:
+            ax.text(0.01, y[i], "(not in this run)", transform=ax.get_yaxis_transform(), va="center", fontsize=8, color="grey")
+        ax.set_title(_run_key(r.tool, r.label))
+        ax.set_xlabel("latency (ms)")
+        ax.tick_params(axis="x", labelbottom=True)
+    _maybe_log(axes[0, 0], vmax, axis="x")
+    axes[0, 0].invert_yaxis()
+    for k in range(n, nrows * ncols):
+        axes[k // ncols, k % ncols].set_visible(False)
+    axes[0, 0].set_yticks(y, ops)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=3, frameon=False)
+    fig.suptitle("Latency percentiles per operation (p50 / p95 / p99)", x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if nrows > 1 else 0.94))
+    return _save(fig, path)
+
+
+def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | None:
+    with_data = [(i, r) for i, r in enumerate(runs) if (r.samples is not None and len(r.samples)) or r.histograms]
+    if not with_data:
+        return None
+    ops = operations_in_order(summary, limit=9)
+    series: dict[str, list] = {op: [] for op in ops}
+    for i, r in with_data:
+        if r.samples is not None and len(r.samples):
+            for op, g in r.samples.groupby("operation", sort=False):
+                if op in series:
+                    series[op].append((i, r, g["value"].to_numpy(), None))
+        for op, (vals, counts) in r.histograms.items():
+            if op in series and not (r.samples is not None and len(r.samples)):
+                series[op].append((i, r, vals, counts))
+    ops = [op for op in ops if series[op]]
+    if not ops:
+        return None
+    ncols = min(3, len(ops))
+    nrows = (len(ops) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(13, 3.3 * nrows + 0.8), squeeze=False)
+    for k, op in enumerate(ops):
+        ax = axes[k // ncols, k % ncols]
+        allv = np.concatenate([s[2] for s in series[op]])
+        pos = allv[allv > 0]
+        lo, hi = (pos.min(), pos.max()) if pos.size else (0.01, 1.0)
+        lo, hi = max(lo * 0.9, 1e-3), max(hi * 1.1, lo * 1.5)
+        bins = np.geomspace(lo, hi, 60)
+        for i, r, vals, counts in series[op]:
+            w = counts if counts is not None else None
+            hist, edges = np.histogram(np.clip(vals, lo, hi), bins=bins, weights=w)
+            total = hist.sum()
+            if total <= 0:
+                continue
+            share = hist / total * 100
+            ax.step(edges[:-1], share, where="post", color=RUN_COLORS[i % 10], lw=1.4, label=_run_key(r.tool, r.label))
+        ax.set_xscale("log")
+        _log_axis(ax.xaxis, lo, hi)
+        ax.set_title(op, fontsize=11)
+        ax.set_xlabel("latency (ms, log scale)")
+        ax.set_ylabel("% of samples")
+        ax.set_ylim(bottom=0)
+    for k in range(len(ops), nrows * ncols):
+        axes[k // ncols, k % ncols].set_visible(False)
+    handles, labels = {}, []
+    for ax in axes.ravel():
+        for hnd, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, hnd)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="upper right", frameon=False, title="tool · run")
+    fig.suptitle("Latency distribution per operation (share of samples per log-spaced bin)", x=0.4)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    return _save(fig, path)
+
+
+def render_all(runs: list[Run], summary: pd.DataFrame, ts: pd.DataFrame, out_dir: Path) -> list[tuple[str, str, str]]:
+    """[(file name, title, base64 PNG)] for the charts that have data."""
+    made = []
+    specs = [
+        ("throughput_users_errors.png", "Throughput, users and failures over time", lambda p: overview(ts, runs, p)),
+        ("latency_over_time.png", "Latency percentiles over time", lambda p: latency_over_time(ts, runs, summary, p)),
+        ("percentiles_by_operation.png", "Latency percentiles per operation", lambda p: percentiles_by_operation(summary, runs, p)),
+        ("latency_distribution.png", "Latency distribution", lambda p: distribution(runs, summary, p)),
+    ]
+    for name, title, fn in specs:
+        b64 = fn(out_dir / name)
+        if b64:
+            made.append((name, title, b64))
+    return made

@@ -1,0 +1,285 @@
+"""Read one Locust run from its ``--csv`` prefix (plus loadkit's exact ``<prefix>_hdr.csv``).
+
+Column meanings follow Locust 2.x ``locust/stats.py`` (``StatsCSV``/``StatsCSVFileWriter``):
+
+* ``_stats.csv`` — one row per (Type, Name) plus a last ``Aggregated`` row; percentiles are whole
+  milliseconds read from Locust's rounded response-time buckets (about 2 significant digits).
+* ``_stats_history.csv`` — appended every second. Without ``--csv-full-history`` it only holds the
+  ``Aggregated`` row and its percentile columns are **cumulative since the start**; with it there is
+  a row per (Type, Name) too and all percentile columns cover **a ~10 s window**. ``Requests/s`` is a
+  rolling ~10 s average, so throughput here is recomputed from the cumulative ``Total Request Count``.
+* ``_failures.csv`` — ``Method|Type, Name, Error, Occurrences[, First Seen, Last Seen]``.
+* ``_exceptions.csv`` — ``Count, Message, Traceback, Nodes``.
+* ``_hdr.csv`` (loadkit) — exact per-operation percentiles in float ms and a base64 HdrHistogram (µs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import csvutil
+from .errors import ReportInputError
+from .model import AGGREGATED, Run
+
+SUFFIXES = ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv", "_hdr.csv")
+# old Locust spellings -> current ones
+_ALIASES = {
+    "Method": "Type",
+    "# requests": "Request Count",
+    "# failures": "Failure Count",
+    "Median response time": "Median Response Time",
+    "Max response time": "Max Response Time",
+}
+_WANTED_PCT = {"p50": "50%", "p90": "90%", "p95": "95%", "p99": "99%"}
+
+
+def normalise_prefix(prefix: str) -> str:
+    """Accept ``run`` as well as ``run_stats.csv`` (shell completion often adds the suffix)."""
+    for suffix in SUFFIXES:
+        if prefix.endswith(suffix):
+            return prefix[: -len(suffix)]
+    return prefix
+
+
+def _op_names(types: pd.Series, names: pd.Series) -> pd.Series:
+    """Operation = Name; ``Type Name`` only where one Name has several Types in the same run."""
+    frame = pd.DataFrame({"t": types.fillna(""), "n": names})
+    multi = frame.groupby("n")["t"].transform("nunique") > 1
+    return frame["n"].where(~multi, frame["t"] + " " + frame["n"])
+
+
+def _read(path: str, what: str, needed: list[str], str_cols: list[str], check_last: bool = True) -> pd.DataFrame:
+    text = csvutil.read_text(path)
+    header = [_ALIASES.get(c, c) for c in csvutil.header_of(path, text)]
+    csvutil.require_columns(path, header, needed, what)
+    # put the normalised header back so dtypes line up with the names
+    body = text.split("\n", 1)[1] if "\n" in text else ""
+    import csv as _csv, io as _io
+
+    buf = _io.StringIO()
+    _csv.writer(buf, lineterminator="\n").writerow(header)
+    return csvutil.read_typed(path, buf.getvalue() + body, header, str_cols, check_last=check_last)
+
+
+def read_stats(path: str) -> pd.DataFrame:
+    df = _read(path, "Locust _stats.csv", ["Type", "Name", "Request Count", "Failure Count", "Max Response Time"], ["Type", "Name"])
+    df["Type"] = df["Type"].fillna("")
+    csvutil.incomplete_rows(path, df, ["Request Count", "Failure Count"])
+    if df["Name"].iloc[-1] != AGGREGATED:
+        raise ReportInputError(path, "no final 'Aggregated' row: file truncated or not written by Locust")
+    return df
+
+
+def read_history(path: str) -> pd.DataFrame:
+    df = _read(path, "Locust _stats_history.csv", ["Timestamp", "User Count", "Name", "Total Request Count", "Total Failure Count"], ["Type", "Name"])
+    if "Type" not in df:
+        df["Type"] = ""
+    df["Type"] = df["Type"].fillna("")
+    csvutil.incomplete_rows(path, df, ["Timestamp", "Total Request Count", "Total Failure Count"])
+    return df
+
+
+def read_failures(path: str) -> pd.DataFrame:
+    df = _read(path, "Locust _failures.csv", ["Type", "Name", "Error", "Occurrences"], ["Type", "Name", "Error", "First Seen", "Last Seen"], check_last=False)
+    csvutil.incomplete_rows(path, df, ["Occurrences"])
+    out = pd.DataFrame(
+        {"type": df["Type"].fillna(""), "operation": df["Name"], "error": df["Error"].fillna(""), "occurrences": df["Occurrences"].astype("int64")}
+    )
+    for col, src in (("first_seen", "First Seen"), ("last_seen", "Last Seen")):
+        out[col] = df[src].fillna("") if src in df else ""
+    return out
+
+
+def read_exceptions(path: str) -> pd.DataFrame:
+    df = _read(path, "Locust _exceptions.csv", ["Count", "Message"], ["Message", "Traceback", "Nodes"], check_last=False)
+    return pd.DataFrame(
+        {
+            "count": df["Count"].fillna(0).astype("int64"),
+            "message": df["Message"].fillna(""),
+            "traceback": df.get("Traceback", pd.Series([""] * len(df))).fillna(""),
+            "nodes": df.get("Nodes", pd.Series([""] * len(df))).fillna(""),
+        }
+    )
+
+
+def read_hdr(path: str) -> tuple[pd.DataFrame, dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]]:
+    """Exact percentiles per (Type, Name) and the decoded histograms (values in ms, counts)."""
+    df = _read(path, "loadkit _hdr.csv", ["Type", "Name", "Count", "50%", "90%", "95%", "99%", "Max"], ["Type", "Name", "Histogram"])
+    df["Type"] = df["Type"].fillna("")
+    csvutil.incomplete_rows(path, df, ["Count"])
+    histograms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    if "Histogram" in df:
+        from hdrh.histogram import HdrHistogram
+
+        for typ, name, enc in zip(df["Type"], df["Name"], df["Histogram"]):
+            if not isinstance(enc, str) or not enc:
+                continue
+            try:
+                hist = HdrHistogram.decode(enc)
+            except Exception as exc:  # hdrh raises bare zlib/struct/Value errors
+                raise ReportInputError(path, f"row {typ} {name}: Histogram column is not a base64 HdrHistogram ({type(exc).__name__})") from None
+            vals, counts = [], []
+            for item in hist.get_recorded_iterator():
+                vals.append(item.value_iterated_to / 1000.0)
+                counts.append(item.count_added_in_this_iter_step)
+            histograms[(typ, name)] = (np.asarray(vals, dtype=float), np.asarray(counts, dtype=np.int64))
+    return df, histograms
+
+
+def _timeseries(history: pd.DataFrame, ops: pd.Series, full: bool) -> pd.DataFrame:
+    h = history.assign(operation=ops.to_numpy())
+    t0 = h["Timestamp"].min()
+    parts = []
+    for op, g in h.groupby("operation", sort=False):
+        g = g.drop_duplicates("Timestamp", keep="last").sort_values("Timestamp")
+        ts = g["Timestamp"].to_numpy(float)
+        dt = np.diff(ts, prepend=np.nan)
+        reqs = g["Total Request Count"].to_numpy(float)
+        fails = g["Total Failure Count"].to_numpy(float)
+        d_req = np.diff(reqs, prepend=np.nan)
+        d_fail = np.diff(fails, prepend=np.nan)
+        ok = (dt > 0) & (d_req >= 0) & (d_fail >= 0)  # a stats reset makes the totals drop
+        rolling = g["Requests/s"].to_numpy(float) if "Requests/s" in g else np.full(len(g), np.nan)
+        rolling_f = g["Failures/s"].to_numpy(float) if "Failures/s" in g else np.full(len(g), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rps = np.where(ok, d_req / dt, rolling)
+            err = np.where(ok, d_fail / dt, rolling_f)
+        p50 = g["50%"].to_numpy(float) if "50%" in g else np.full(len(g), np.nan)
+        p95 = g["95%"].to_numpy(float) if "95%" in g else np.full(len(g), np.nan)
+        empty = reqs == 0
+        if full and "100%" in g and "Total Max Response Time" in g:
+            # Locust writes 0 (not N/A) while its 10 s window cache is still filling
+            empty |= (g["100%"].to_numpy(float) == 0) & (g["Total Max Response Time"].to_numpy(float) >= 1)
+        p50 = np.where(empty, np.nan, p50)
+        p95 = np.where(empty, np.nan, p95)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "t": ts - t0,
+                    "operation": op,
+                    "rps": rps,
+                    "p50": p50,
+                    "p95": p95,
+                    "users": g["User Count"].to_numpy(float),
+                    "errors": err,
+                    "pct_window": "10s window" if full else "cumulative",
+                    "timestamp": pd.to_datetime(ts, unit="s", utc=True),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def read_locust_run(prefix: str, label: str) -> Run:
+    """Everything one ``--csv`` prefix holds; only ``_stats.csv`` is mandatory."""
+    prefix = normalise_prefix(prefix)
+    run = Run(tool="locust", label=label)
+    stats_path = prefix + "_stats.csv"
+    if not os.path.exists(stats_path):
+        near = sorted(p.name for p in Path(prefix).parent.glob(Path(prefix).name + "*"))[:4] if Path(prefix).parent.is_dir() else []
+        hint = f" (found: {', '.join(near)})" if near else " (pass the value given to locust --csv)"
+        raise ReportInputError(stats_path, f"file not found: no Locust run with prefix {prefix!r}{hint}")
+    stats = read_stats(stats_path)
+    run.sources.append(stats_path)
+    rows = stats[stats["Name"] != AGGREGATED]
+    total = stats.iloc[-1]
+    if total["Request Count"] <= 0 or rows.empty:
+        raise ReportInputError(stats_path, "empty run: Locust recorded no requests")
+    ops = _op_names(stats["Type"], stats["Name"]).where(stats["Name"] != AGGREGATED, AGGREGATED)
+    summary = pd.DataFrame(
+        {
+            "operation": ops,
+            "type": stats["Type"],
+            "count": stats["Request Count"].astype("int64"),
+            "failures": stats["Failure Count"].astype("int64"),
+            "rps": stats["Requests/s"] if "Requests/s" in stats else np.nan,
+            "p50": stats["50%"] if "50%" in stats else stats.get("Median Response Time", np.nan),
+            "p90": stats.get("90%", np.nan),
+            "p95": stats.get("95%", np.nan),
+            "p99": stats.get("99%", np.nan),
+            "max": stats["Max Response Time"],
+            "mean": stats.get("Average Response Time", np.nan),
+            "pct_source": "locust buckets",
+        }
+    )
+    key = list(zip(stats["Type"], stats["Name"]))
+
+    hdr_path = prefix + "_hdr.csv"
+    if os.path.exists(hdr_path):
+        hdr, hists = read_hdr(hdr_path)
+        run.sources.append(hdr_path)
+        by_key = {(t, n): i for i, (t, n) in enumerate(zip(hdr["Type"], hdr["Name"]))}
+        for col in ("p50", "p90", "p95", "p99"):
+            summary["locust_" + col] = summary[col]
+        summary["p99.9"] = np.nan
+        matched = 0
+        mismatched: list[str] = []
+        for i, k in enumerate(key):
+            j = by_key.get(k)
+            if j is None and k[1] == AGGREGATED:
+                j = by_key.get(("", AGGREGATED), by_key.get(("Aggregated", AGGREGATED)))
+            if j is None:
+                continue
+            matched += 1
+            row = hdr.iloc[j]
+            for col, src in _WANTED_PCT.items():
+                summary.iloc[i, summary.columns.get_loc(col)] = row[src]
+            summary.iloc[i, summary.columns.get_loc("max")] = row["Max"]
+            if "99.9%" in hdr:
+                summary.iloc[i, summary.columns.get_loc("p99.9")] = row["99.9%"]
+            if "Mean" in hdr:
+                summary.iloc[i, summary.columns.get_loc("mean")] = row["Mean"]
+            summary.iloc[i, summary.columns.get_loc("pct_source")] = "hdr exact"
+            if int(row["Count"]) != int(summary["count"].iloc[i]):
+                mismatched.append(f"{summary['operation'].iloc[i]} {int(row['Count'])} vs {int(summary['count'].iloc[i])}")
+        if mismatched:
+            run.notes.append(
+                "exact histogram and _stats.csv counts differ (" + ", ".join(mismatched[:6]) + (" …" if len(mismatched) > 6 else "")
+                + "): Locust rewrites _stats.csv once a second and not at shutdown, so it can miss the last second;"
+                " count, failures and rps are Locust's"
+            )
+        if not matched:
+            run.notes.append(f"{hdr_path}: no row matches a (Type, Name) of {stats_path}; exact percentiles not used")
+        op_of = dict(zip(key, summary["operation"]))
+        for k, hv in hists.items():
+            op = op_of.get(k) or (AGGREGATED if k[1] == AGGREGATED else k[1])
+            run.histograms[op] = hv
+        run.notes.append("summary percentiles are exact (HdrHistogram, merged across workers); Locust's own bucketed value is shown beside them")
+    else:
+        run.notes.append("percentiles are Locust's (rounded buckets, ~2 significant digits); no _hdr.csv found")
+    run.summary = summary
+
+    hist_path = prefix + "_stats_history.csv"
+    if os.path.exists(hist_path):
+        history = read_history(hist_path)
+        run.sources.append(hist_path)
+        full = bool((history["Name"] != AGGREGATED).any())
+        hops = _op_names(history["Type"], history["Name"]).where(history["Name"] != AGGREGATED, AGGREGATED)
+        run.timeseries = _timeseries(history, hops, full)
+        run.info["start"] = pd.to_datetime(history["Timestamp"].min(), unit="s", utc=True)
+        run.info["duration_s"] = float(history["Timestamp"].max() - history["Timestamp"].min())
+        run.notes.append(
+            "percentiles over time cover a ~10 s window (--csv-full-history)"
+            if full
+            else "percentiles over time are cumulative since the start (run without --csv-full-history: Aggregated only)"
+        )
+    else:
+        run.notes.append("no _stats_history.csv: no time series")
+
+    fail_path = prefix + "_failures.csv"
+    if os.path.exists(fail_path) and os.path.getsize(fail_path) > 0:
+        text = open(fail_path, "rb").read()
+        if text.count(b"\n") >= 1 and text.strip().count(b"\n") >= 1:
+            run.failures = read_failures(fail_path)
+        run.sources.append(fail_path)
+    exc_path = prefix + "_exceptions.csv"
+    if os.path.exists(exc_path) and os.path.getsize(exc_path) > 0:
+        text = open(exc_path, "rb").read()
+        if text.strip().count(b"\n") >= 1:
+            run.exceptions = read_exceptions(exc_path)
+        run.sources.append(exc_path)
+    return run

@@ -1,0 +1,46 @@
+"""In-memory shape of one labelled run, whatever tool produced it.
+
+Readers (``locust_csv``, ``k6_points``, ``k6_summary``) fill a :class:`Run`; ``tables`` turns runs
+into the two tidy tables every chart and the HTML are drawn from. Keeping the per-tool parsing apart
+from the tidy tables means a new input kind only needs a reader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+#: columns of the tidy summary table (extra columns follow these)
+SUMMARY_COLUMNS = ["tool", "run", "operation", "count", "failures", "rps", "p50", "p90", "p95", "p99", "max"]
+#: columns of the tidy time series
+TIMESERIES_COLUMNS = ["tool", "run", "t", "operation", "rps", "p50", "p95", "users", "errors"]
+AGGREGATED = "Aggregated"
+#: loadkit chldo per-turn figures carried in Locust's response_time: not latencies, kept out of
+#: latency charts and shown with their unit
+NOT_LATENCY = {"chunks": "chunks/turn", "chars": "chars/turn", "chunks_per_s": "chunks/s", "voice_ms": "ms of speech"}
+
+
+@dataclass
+class Run:
+    """One labelled run of one tool, as read from its files."""
+
+    tool: str  # "locust" | "k6"
+    label: str
+    sources: list[str] = field(default_factory=list)
+    #: per-operation summary rows (SUMMARY_COLUMNS minus tool/run, plus optional extras)
+    summary: pd.DataFrame | None = None
+    #: tidy time series rows (TIMESERIES_COLUMNS minus tool/run, plus "pct_window")
+    timeseries: pd.DataFrame | None = None
+    #: raw latency samples in ms: columns operation, value (successful samples only)
+    samples: pd.DataFrame | None = None
+    #: per-operation latency histograms decoded from HDR: operation -> (values_ms, counts)
+    histograms: dict[str, tuple] = field(default_factory=dict)
+    #: failures grouped by error text: columns type, operation, error, occurrences
+    failures: pd.DataFrame | None = None
+    #: Locust exceptions: columns count, message, traceback, nodes
+    exceptions: pd.DataFrame | None = None
+    #: human-readable caveats shown next to the run (percentile kinds, missing files…)
+    notes: list[str] = field(default_factory=list)
+    #: run facts: duration_s, start (UTC), iterations, checks…
+    info: dict = field(default_factory=dict)

@@ -1,0 +1,70 @@
+"""The tidy tables every chart, CSV and HTML table is drawn from.
+
+* summary: one row per (tool, run, operation): count, failures, rps, p50, p90, p95, p99, max, then
+  extras (type, mean, p99.9, pct_source, locust_p50… where an exact histogram replaced them).
+* time series: one row per (tool, run, t, operation): rps, p50, p95, users, errors (failures/s),
+  pct_window (what the percentiles of that row cover).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .model import AGGREGATED, NOT_LATENCY, SUMMARY_COLUMNS, TIMESERIES_COLUMNS, Run
+
+
+def summary_table(runs: list[Run]) -> pd.DataFrame:
+    frames = []
+    for r in runs:
+        if r.summary is not None:
+            frames.append(r.summary.assign(tool=r.tool, run=r.label))
+    df = pd.concat(frames, ignore_index=True)
+    extras = [c for c in ("type", "mean", "p99.9", "pct_source", "locust_p50", "locust_p90", "locust_p95", "locust_p99") if c in df]
+    df = df[SUMMARY_COLUMNS + extras].copy()
+    df["unit"] = df["operation"].map(NOT_LATENCY).fillna("ms")
+    df["count"] = df["count"].astype("Float64").round().astype("Int64")
+    df["failures"] = df["failures"].astype("Float64").round().astype("Int64")
+    # Aggregated last within each run, operations alphabetical otherwise
+    df["_agg"] = df["operation"] == AGGREGATED
+    order = {(r.tool, r.label): i for i, r in enumerate(runs)}
+    df["_run"] = [order[(t, l)] for t, l in zip(df["tool"], df["run"])]
+    df = df.sort_values(["_run", "_agg", "operation"], kind="stable").drop(columns=["_agg", "_run"])
+    return df.reset_index(drop=True)
+
+
+def timeseries_table(runs: list[Run]) -> pd.DataFrame:
+    frames = [r.timeseries.assign(tool=r.tool, run=r.label) for r in runs if r.timeseries is not None and not r.timeseries.empty]
+    if not frames:
+        return pd.DataFrame(columns=TIMESERIES_COLUMNS + ["pct_window", "timestamp"])
+    df = pd.concat(frames, ignore_index=True)
+    return df[TIMESERIES_COLUMNS + ["pct_window", "timestamp"]]
+
+
+def failures_table(runs: list[Run]) -> pd.DataFrame:
+    frames = [r.failures.assign(tool=r.tool, run=r.label) for r in runs if r.failures is not None and not r.failures.empty]
+    cols = ["tool", "run", "type", "operation", "error", "occurrences"]
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    df = pd.concat(frames, ignore_index=True)
+    return df[cols + [c for c in ("first_seen", "last_seen") if c in df]].sort_values(
+        ["tool", "run", "occurrences"], ascending=[True, True, False]
+    )
+
+
+def operations_in_order(summary: pd.DataFrame, limit: int | None = None) -> list[str]:
+    """Latency operations across runs, busiest first (Aggregated excluded), for consistent chart order."""
+    ops = summary[(summary["operation"] != AGGREGATED) & ~summary["operation"].isin(list(NOT_LATENCY))].groupby("operation")["count"].sum().sort_values(ascending=False)
+    names = list(ops.index)
+    return names[:limit] if limit else names
+
+
+def fmt_ms(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return "–"
+    v = float(v)
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"

@@ -1,0 +1,111 @@
+"""``loadkit serve ktb``: the faithful KTB Chat reference server (REST + Socket.IO).
+
+Top level is argparse only: gevent monkey-patching and the server imports happen inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not an integer") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value}: must be 1..65535")
+    return value
+
+
+def _non_negative(kind: type) -> object:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be >= 0")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be >= 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=5002, help="Socket.IO port (default 5002)")
+    parser.add_argument("--rest-port", type=_port, default=None,
+                        help="REST port (default 5001; equal to --port = one port for both, like the Node deployment)")
+    parser.add_argument("--single-port", action="store_true", help="serve REST and Socket.IO on --port only")
+    parser.add_argument("--db", default=":memory:", metavar="PATH",
+                        help="SQLite database file; keeps users/rooms/messages across restarts (default :memory:)")
+    parser.add_argument("--rate-limit", type=_positive_int, default=10000, metavar="N",
+                        help="chatMessage events per minute per user (default 10000)")
+    parser.add_argument("--banned-words", default=None, metavar="PATH",
+                        help="banned-word list, one word a line (default: a small built-in list)")
+    parser.add_argument("--duplicate-login-delay", type=_non_negative(float), default=10.0, metavar="SECONDS",
+                        help="delay between duplicate_login and session_ended on the old socket (default 10)")
+    parser.add_argument("--delay-ms", type=_non_negative(float), default=0.0, metavar="N",
+                        help="fixed processing delay before answering each chatMessage (default 0)")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="server log level (default WARNING)")
+
+
+def _config_error(msg: str) -> int:
+    print(f"loadkit serve ktb: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    rest_port = args.rest_port if args.rest_port is not None else (args.port if args.single_port else 5001)
+    if args.banned_words is not None and not os.path.isfile(args.banned_words):
+        return _config_error(f"--banned-words file not found: {args.banned_words}")
+    if args.db not in ("", ":memory:"):
+        parent = os.path.dirname(os.path.abspath(args.db))
+        if not os.path.isdir(parent):
+            return _config_error(f"--db directory does not exist: {parent}")
+
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    import logging
+    import resource
+
+    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # thousands of idle sockets need file descriptors
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+    from .server import ServerConfig, serve
+
+    cfg = ServerConfig(host=args.host, port=args.port, rest_port=rest_port, single_port=args.single_port,
+                       db=args.db, rate_limit=args.rate_limit, banned_words=args.banned_words,
+                       duplicate_login_delay=args.duplicate_login_delay, delay_ms=args.delay_ms)
+    try:
+        return serve(cfg)
+    except (OSError, UnicodeDecodeError) as exc:
+        return _config_error(str(exc))
+    except Exception as exc:  # sqlite errors on a bad --db file, ...
+        import sqlite3
+
+        if isinstance(exc, sqlite3.Error):
+            return _config_error(f"--db {args.db}: {exc}")
+        raise

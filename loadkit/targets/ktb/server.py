@@ -1,0 +1,189 @@
+"""Assemble and run the KTB reference server on gevent (pywsgi + gevent-websocket).
+
+``serve()`` is what ``loadkit serve ktb`` calls after monkey-patching: it builds the store, the REST
+app and the Socket.IO server, binds one or two ports on 127.0.0.1 (REST and Socket.IO apart like
+the Java deployment, or together like the Node one), prints a single ready line and runs until
+SIGINT/SIGTERM, then commits the database and returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import gevent
+from gevent import pywsgi
+
+log = logging.getLogger("loadkit.ktb")
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 5002
+    rest_port: int = 5001
+    single_port: bool = False
+    db: str = ":memory:"
+    rate_limit: int = 10000
+    banned_words: str | None = None
+    duplicate_login_delay: float = 10.0
+    delay_ms: float = 0.0
+    max_payload: int = 65536
+    env_name: str | None = None
+
+    @property
+    def one_port(self) -> bool:
+        return self.single_port or self.rest_port == self.port
+
+
+def limit_websocket_frames(max_bytes: int) -> None:
+    """Make gevent-websocket refuse frames over ``max_bytes`` *before* reading them (close 1009).
+
+    netty-socketio's decoder rejects frames over 64 KiB; gevent-websocket would otherwise buffer a
+    frame of any announced length in memory.
+    """
+    from geventwebsocket import websocket as gws
+
+    if getattr(gws.WebSocket, "_loadkit_limited", None) == max_bytes:
+        return
+
+    def read_frame(self: Any) -> tuple[Any, bytes]:
+        header = gws.Header.decode_header(self.stream)
+        if header.flags:
+            raise gws.ProtocolError
+        if not header.length:
+            return header, b""
+        if header.length > max_bytes:
+            try:
+                self.send_frame(struct.pack("!H", 1009) + b"Message too big", self.OPCODE_CLOSE)
+            except Exception:
+                pass
+            raise gws.ProtocolError("frame too large")
+        try:
+            payload = self.raw_read(header.length)
+        except Exception:
+            payload = b""
+        if len(payload) != header.length:
+            raise gws.WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = header.unmask_payload(payload)
+        return header, payload
+
+    gws.WebSocket.read_frame = read_frame
+    gws.WebSocket._loadkit_limited = max_bytes
+
+
+def _not_found(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    body = b'{"success":false,"message":"not found"}'
+    start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class QuietErrorLog:
+    """pywsgi error log that keeps one line per client error instead of a traceback storm."""
+
+    def write(self, data: str) -> None:
+        if data.strip():
+            log.debug("pywsgi: %s", data.rstrip())
+
+    def flush(self) -> None:
+        pass
+
+
+def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
+    """Create (store, wsgi servers, socket server) without starting them."""
+    import socketio
+    from geventwebsocket.handler import WebSocketHandler
+
+    from .auth import Auth
+    from .banned import DEFAULT_LIST, BannedWordChecker
+    from .rest import RestApp
+    from .sockets import ChatSockets, make_socket_server
+    from .store import Store
+
+    limit_websocket_frames(cfg.max_payload)
+    banned = BannedWordChecker.from_file(cfg.banned_words or DEFAULT_LIST)
+    store = Store(cfg.db)
+    auth = Auth(store)
+    sio = make_socket_server(max_payload=cfg.max_payload)
+    ChatSockets(sio, store, auth, banned, rate_limit=cfg.rate_limit,
+                duplicate_login_delay=cfg.duplicate_login_delay, delay_ms=cfg.delay_ms)
+
+    def emit(event: str, data: Any, room: str) -> None:
+        sio.emit(event, data, to=room)
+
+    rest = RestApp(store, auth, emit, env_name=cfg.env_name)
+
+    def make(port: int, app: Any) -> pywsgi.WSGIServer:
+        return pywsgi.WSGIServer((cfg.host, port), app, handler_class=WebSocketHandler, log=None,
+                                 error_log=QuietErrorLog(), backlog=2048)
+
+    if cfg.one_port:
+        servers = [make(cfg.port, socketio.WSGIApp(sio, rest))]
+    else:
+        servers = [make(cfg.rest_port, rest), make(cfg.port, socketio.WSGIApp(sio, _not_found))]
+    servers[0]._loadkit_banned = len(banned)  # for the ready line
+    return store, servers, sio
+
+
+def serve(cfg: ServerConfig, ready: Callable[[str], None] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code."""
+    store, servers, sio = build(cfg)
+    try:
+        for s in servers:
+            s.init_socket()
+    except OSError as exc:
+        store.close()
+        print(f"loadkit serve ktb: cannot listen on {cfg.host}: {exc}", file=sys.stderr)
+        return 1
+    stop_event = gevent.event.Event()
+
+    def on_signal() -> None:
+        stop_event.set()
+
+    gevent.signal_handler(signal.SIGTERM, on_signal)
+    gevent.signal_handler(signal.SIGINT, on_signal)
+
+    def flusher() -> None:
+        while not stop_event.is_set():
+            stop_event.wait(0.25)
+            try:
+                store.flush()
+            except Exception:
+                log.exception("database flush failed")
+
+    for s in servers:
+        s.start()
+    flush_task = gevent.spawn(flusher)
+    if cfg.one_port:
+        where = f"REST + Socket.IO http://{cfg.host}:{cfg.port} (path /socket.io)"
+    else:
+        where = f"REST http://{cfg.host}:{cfg.rest_port}, Socket.IO http://{cfg.host}:{cfg.port} (path /socket.io)"
+    line = (f"loadkit ktb server ready: {where}; db={cfg.db} rate-limit={cfg.rate_limit}/min "
+            f"banned-words={servers[0]._loadkit_banned} duplicate-login-delay={cfg.duplicate_login_delay}s "
+            f"delay-ms={cfg.delay_ms:g}")
+    (ready or (lambda text: print(text, flush=True)))(line)
+    stop_event.wait()
+    for s in servers:
+        s.close()  # stop accepting; existing connections are cut below
+    try:
+        for eio_sid in list(sio.eio.sockets):
+            try:
+                sio.eio.disconnect(eio_sid)
+            except Exception:
+                pass
+    except Exception:
+        pass
+    for s in servers:
+        try:
+            s.stop(timeout=1)
+        except Exception:
+            pass
+    flush_task.kill()
+    store.close()
+    print("loadkit ktb server stopped", flush=True)
+    return 0

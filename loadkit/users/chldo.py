@@ -1,0 +1,242 @@
+"""Locust glue for the chldo ``sendmsg`` stream: ``--chldo-*`` options and :class:`ChldoUser`.
+
+Each user opens one WebSocket (Locust ``--host`` is the ``ws://`` / ``wss://`` URL), then loops:
+send one prompt, wait for END, report, think. Every turn becomes request events with
+``request_type="chldo"`` (definitions in docs/chldo.md):
+
+* ``sendmsg``   send → END (response_length = answer characters); the only event of a failed turn
+* ``time_to_start`` send → START, ``ttft`` send → first token, ``som_to_eom`` START → END,
+  ``first_voice`` send → first voice_ready
+* per-turn figures carried in response_time (so Locust's percentiles apply to them):
+  ``chunks``, ``chars``, ``chunks_per_s``, ``chunk_gap`` (mean gap, ms), ``chunk_gap_max`` (ms),
+  ``voice_ms`` (seconds of speech × 1000)
+* ``connect`` (handshake), and ``protocol`` for violations seen between turns.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+from locust import User, events, task
+
+from loadkit.clients.chldo import ChldoClient
+from loadkit.protocols.chldo import build_sendmsg
+from loadkit.protocols.chldo_turn import ChldoConnectError, ChldoConnectionLost, ChldoError, ChldoTimeout, Turn
+
+REQUEST_TYPE = "chldo"
+DEFAULT_PROMPTS = (
+    "안녕 반가워요",
+    "울산 남구에서의 기억을 이야기해 줄래?",
+    "오늘 날씨 어때?",
+    "Hello, nice to meet you!",
+    "Tell me about your favourite memory.",
+)
+OMITTABLE = ("api_key", "room_uid", "user_id", "msg", "action")
+
+# ids unique per worker process, even across machines (pid + random) and across fork: Locust's
+# --processes forks after this module was imported, so the tag is (re)made in whichever process asks.
+_proc_state: dict[str, Any] = {"pid": None, "tag": "", "seq": None}
+
+
+def process_tag() -> tuple[str, int]:
+    """(tag of this process, next user number in it)."""
+    pid = os.getpid()
+    if _proc_state["pid"] != pid:
+        _proc_state.update(pid=pid, tag=f"{pid:x}{uuid.uuid4().hex[:6]}", seq=itertools.count(1))
+    return _proc_state["tag"], next(_proc_state["seq"])
+
+
+@events.init_command_line_parser.add_listener
+def _add_chldo_options(parser: Any) -> None:
+    group = parser.add_argument_group("chldo sendmsg stream (loadkit)")
+    group.add_argument("--chldo-api-key", default="demo-key", help="api_key sent with every sendmsg")
+    group.add_argument("--chldo-return-voice", default="",
+                       help="'' = omit (space default), 0 or 1 (sent as numbers); anything else is sent "
+                            "verbatim as a string (to provoke the validation error)")
+    group.add_argument("--chldo-prompts", default="",
+                       help="file with one prompt per line, or prompts separated by '|' (default: built-in "
+                            "Korean and English prompts)")
+    group.add_argument("--chldo-think-time", default="1",
+                       help="seconds between turns: 'S' or 'MIN-MAX' (uniform), default 1")
+    group.add_argument("--chldo-turn-timeout", type=float, default=60.0,
+                       help="seconds from send to END before the turn fails as a timeout (default 60)")
+    group.add_argument("--chldo-connect-timeout", type=float, default=10.0,
+                       help="WebSocket handshake timeout in seconds (default 10)")
+    group.add_argument("--chldo-turns-per-connection", type=int, default=0,
+                       help="reconnect after this many turns; 0 = keep one connection (default)")
+    group.add_argument("--chldo-omit", default="",
+                       help=f"comma-separated request fields to leave out (negative tests): {', '.join(OMITTABLE)}")
+    group.add_argument("--chldo-detail-metrics", type=int, default=1,
+                       help="1 = also report chunks, chars, chunks_per_s, chunk_gap, chunk_gap_max, voice_ms "
+                            "(default); 0 = only the timing events")
+
+
+def parse_think_time(text: str) -> tuple[float, float]:
+    """'2' → (2, 2); '0.5-3' → (0.5, 3)."""
+    text = (text or "0").strip()
+    lo_s, sep, hi_s = text.partition("-")
+    try:
+        lo = float(lo_s)
+        hi = float(hi_s) if sep else lo
+    except ValueError:
+        raise ValueError(f"--chldo-think-time: expected S or MIN-MAX seconds, got {text!r}") from None
+    if lo < 0 or hi < lo:
+        raise ValueError(f"--chldo-think-time: need 0 <= MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
+def load_prompts(spec: str) -> list[str]:
+    """A file of prompts (one per line), or 'a|b|c', or the built-in list when empty."""
+    if not spec:
+        return list(DEFAULT_PROMPTS)
+    path = Path(spec)
+    if path.is_file():
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        prompts = [p.strip() for p in spec.split("|") if p.strip()]
+    if not prompts:
+        raise ValueError(f"--chldo-prompts: no prompt found in {spec!r}")
+    return prompts
+
+
+def parse_return_voice(text: str) -> Any:
+    text = (text or "").strip()
+    if text == "":
+        return None
+    if text in ("0", "1"):
+        return int(text)
+    return text
+
+
+class ChldoUser(User):
+    """A visitor chatting over one chldo WebSocket: connect, then send → stream → think, forever.
+
+    Subclasses may pin settings with class attributes (``api_key``, ``return_voice``, ``prompts``,
+    ``omit``); ``None`` means "take the ``--chldo-*`` option".
+    """
+
+    abstract = True
+    api_key: str | None = None
+    return_voice: Any = None
+    prompts: list[str] | None = None
+    omit: tuple[str, ...] | None = None
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        opts = environment.parsed_options
+        get = (lambda name, default: getattr(opts, name, default)) if opts is not None else (lambda n, d: d)
+        tag, n = process_tag()
+        self.user_id = f"lk-{tag}-u{n}"
+        self.room_uid = f"lk{tag}r{n}"
+        if self.api_key is None:
+            self.api_key = get("chldo_api_key", "demo-key")
+        if self.return_voice is None:
+            self.return_voice = parse_return_voice(get("chldo_return_voice", ""))
+        if self.prompts is None:
+            self.prompts = load_prompts(get("chldo_prompts", ""))
+        if self.omit is None:
+            self.omit = tuple(f.strip() for f in get("chldo_omit", "").split(",") if f.strip())
+        unknown = set(self.omit) - set(OMITTABLE)
+        if unknown:
+            raise ValueError(f"--chldo-omit: unknown field(s) {sorted(unknown)}; allowed: {', '.join(OMITTABLE)}")
+        self.think = parse_think_time(get("chldo_think_time", "1"))
+        self.turn_timeout = float(get("chldo_turn_timeout", 60.0))
+        self.turns_per_connection = int(get("chldo_turns_per_connection", 0))
+        self.detail = bool(int(get("chldo_detail_metrics", 1)))
+        self._prompt_index = random.randrange(len(self.prompts))
+        self._turns_on_connection = 0
+        if not self.host:
+            raise ValueError("ChldoUser needs --host ws://HOST:PORT (the chldo WebSocket URL)")
+        self.client = ChldoClient(
+            self.host,
+            connect_timeout=float(get("chldo_connect_timeout", 10.0)),
+            on_stray=self._report_stray,
+        )
+        self._ctx = {"room_uid": self.room_uid, "user_id": self.user_id}
+
+    def wait_time(self) -> float:
+        lo, hi = self.think
+        return lo if hi == lo else random.uniform(lo, hi)
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self._connect()
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    def _fire(self, name: str, response_time: float, response_length: int = 0,
+              exception: Exception | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type=REQUEST_TYPE, name=name, response_time=response_time,
+            response_length=response_length, exception=exception, context=self._ctx,
+        )
+
+    def _connect(self) -> bool:
+        try:
+            ms = self.client.connect()
+        except ChldoConnectError as exc:
+            self._fire("connect", 0.0, 0, exc)
+            return False
+        self._turns_on_connection = 0
+        self._fire("connect", ms)
+        return True
+
+    def _report_stray(self, violation: ChldoError) -> None:
+        self._fire("protocol", 0.0, 0, violation)
+
+    def build_request(self, prompt: str) -> dict[str, Any]:
+        req = build_sendmsg(api_key=self.api_key, room_uid=self.room_uid, user_id=self.user_id, msg=prompt,
+                            return_voice=self.return_voice)
+        for name in self.omit or ():
+            req.pop(name, None)
+        return req
+
+    # ---- the conversation loop ---------------------------------------------------------------------
+    @task
+    def converse(self) -> None:
+        if not self.client.connected and not self._connect():
+            return
+        prompts = self.prompts
+        prompt = prompts[self._prompt_index % len(prompts)]
+        self._prompt_index += 1
+        turn = self.client.sendmsg(self.build_request(prompt), self.turn_timeout)
+        self.report(turn)
+        self._turns_on_connection += 1
+        if isinstance(turn.error, (ChldoTimeout, ChldoConnectionLost)) or (
+            self.turns_per_connection and self._turns_on_connection >= self.turns_per_connection
+        ):
+            self.client.close()
+
+    def report(self, turn: Turn) -> None:
+        """Turn → request events (see the module docstring and docs/chldo.md)."""
+        total = turn.sendmsg_ms or 0.0
+        if turn.error is not None:
+            self._fire("sendmsg", total, turn.chars, turn.error)
+            return
+        fire = self._fire
+        fire("sendmsg", total, turn.chars)
+        if turn.t_start is not None:
+            fire("time_to_start", turn.time_to_start_ms, 0)
+            fire("som_to_eom", turn.som_to_eom_ms, turn.frames)
+        if turn.t_first_token is not None:
+            fire("ttft", turn.ttft_ms, 0)
+        if turn.t_first_voice is not None:
+            fire("first_voice", turn.first_voice_ms, turn.voices)
+        if not self.detail:
+            return
+        fire("chunks", float(turn.chunks), turn.chunks)
+        fire("chars", float(turn.chars), turn.chars)
+        rate = turn.chunks_per_s
+        if rate is not None:
+            fire("chunks_per_s", rate, turn.chunks)
+        if turn.chunks >= 2:
+            fire("chunk_gap", turn.gap_mean_ms, turn.chunks - 1)
+            fire("chunk_gap_max", turn.gap_max_ms, turn.chunks - 1)
+        if turn.voices:
+            fire("voice_ms", turn.voice_seconds * 1000.0, turn.voices)

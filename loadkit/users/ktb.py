@@ -1,0 +1,415 @@
+"""``KtbChatUser``: a KTB Chat client that behaves like the real frontend and measures round trips.
+
+Per user: register (409 = exists) and log in over REST with an account unique per user *and* per
+process (the server keeps one session per user), get the room of its group (rooms of
+``--ktb-room-size`` users, created over REST by the group's first user, or ``--ktb-room-id``),
+connect the Socket.IO socket with ``auth {token, sessionId}``, ``joinRoom``, then run weighted tasks
+covering all six client events. See docs/ktb-users.md for every request name and its definition.
+
+Reactions to the server, like a real client:
+- ``RATE_LIMIT_EXCEEDED`` → failure ``RateLimited`` and a pause of ``retryAfter`` seconds;
+- ``MESSAGE_REJECTED`` → failure ``MessageRejected``;
+- ``SESSION_EXPIRED``, ``duplicate_login``, ``session_ended``, a disconnect → log in again,
+  reconnect and re-join before the next task;
+- unknown server events are counted (``ktb_counters``), never fatal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import secrets
+import time
+from collections import deque
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult
+from locust import events, task
+from locust.contrib.fasthttp import FastHttpSession
+
+from loadkit.clients.socketio import AnswerTimeout, Disconnect, ErrorAnswer, SocketIOError
+from loadkit.protocols import ktb
+from loadkit.users.socketio import SocketIOUser
+
+log = logging.getLogger(__name__)
+
+REQUEST_TYPE = "ktb"
+DEFAULT_WEIGHTS = {
+    "chatMessage": 10,
+    "fetchPreviousMessages": 2,
+    "markMessagesAsRead": 3,
+    "messageReaction": 1,
+    "rejoin": 1,
+}
+
+
+# ------------------------------------------------------------------------------------ options
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any) -> None:
+    g = parser.add_argument_group("KTB chat (loadkit)")
+    g.add_argument("--ktb-socket-url", default="", help="Socket.IO base URL (default: --host, the REST base URL)")
+    g.add_argument("--ktb-room-size", type=int, default=10, help="users per chat room (rooms are per process)")
+    g.add_argument("--ktb-room-id", default="", help="join this existing room instead of creating rooms")
+    g.add_argument("--ktb-password", default="loadkit-pass-1", help="password of the generated accounts")
+    g.add_argument("--ktb-run-id", default="", help="account name prefix (default: random per process)")
+    g.add_argument("--ktb-timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    g.add_argument("--ktb-wait-min", type=float, default=1.0, help="min seconds between tasks")
+    g.add_argument("--ktb-wait-max", type=float, default=3.0, help="max seconds between tasks")
+    g.add_argument(
+        "--ktb-weights",
+        default="",
+        help="task weights, e.g. chatMessage=10,fetchPreviousMessages=2,markMessagesAsRead=3,messageReaction=1,rejoin=1",
+    )
+    g.add_argument("--ktb-delivery", default="on", choices=["on", "off"], help="record `delivery` latency to other members")
+    g.add_argument("--ktb-banned-word", default="", help="word appended to every Nth message (forces MESSAGE_REJECTED)")
+    g.add_argument("--ktb-banned-every", type=int, default=0, help="N for --ktb-banned-word (0: never)")
+    g.add_argument("--ktb-insecure", action="store_true", default=False, help="do not verify TLS certificates (wss://)")
+    g.add_argument("--ktb-max-retry-after", type=float, default=60.0, help="cap on the RATE_LIMIT pause (seconds)")
+
+
+def _opt(env: Any, name: str, default: Any) -> Any:
+    po = getattr(env, "parsed_options", None)
+    v = getattr(po, name, None) if po is not None else None
+    return default if v is None else v
+
+
+def parse_weights(text: str) -> dict[str, int]:
+    """``"chatMessage=10,rejoin=0"`` → weights (unknown names are an error, not ignored)."""
+    weights = dict(DEFAULT_WEIGHTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, val = part.partition("=")
+        if key not in weights:
+            raise ValueError(f"--ktb-weights: unknown task {key!r} (known: {', '.join(weights)})")
+        weights[key] = int(val)
+    if not any(weights.values()):
+        raise ValueError("--ktb-weights: every weight is 0")
+    return weights
+
+
+# --------------------------------------------------------------------------- process-wide state
+class KtbCounters(dict):
+    """Counts of things that are not round trips: unknown events, reconnects, skipped deliveries."""
+
+    def bump(self, key: str, n: int = 1) -> None:
+        self[key] = self.get(key, 0) + n
+
+
+COUNTERS = KtbCounters()
+_ROOMS: dict[int, AsyncResult] = {}
+_USER_SEQ = itertools.count()
+_RUN_ID = secrets.token_hex(3)
+_HOST = ktb.host_token()
+_PID = os.getpid()
+
+
+@events.quitting.add_listener
+def _log_counters(environment: Any, **_kw: Any) -> None:
+    if COUNTERS:
+        log.info("ktb counters: %s", dict(sorted(COUNTERS.items())))
+
+
+class KtbChatUser(SocketIOUser):
+    """Abstract KTB chat user; subclass it in a locustfile (see locustfiles/ktb_chat.py)."""
+
+    abstract = True
+    request_type = REQUEST_TYPE
+    emoji = "👍"
+
+    def __init__(self, environment: Any) -> None:
+        env = environment
+        self.user_no = next(_USER_SEQ)
+        self.timeout = float(_opt(env, "ktb_timeout", 10.0))
+        self.wait_min = float(_opt(env, "ktb_wait_min", 1.0))
+        self.wait_max = max(self.wait_min, float(_opt(env, "ktb_wait_max", 3.0)))
+        self.room_size = max(1, int(_opt(env, "ktb_room_size", 10)))
+        self.fixed_room = _opt(env, "ktb_room_id", "") or ""
+        self.password = _opt(env, "ktb_password", "loadkit-pass-1")
+        self.run_id = _opt(env, "ktb_run_id", "") or _RUN_ID
+        self.delivery = _opt(env, "ktb_delivery", "on") == "on"
+        self.banned_word = _opt(env, "ktb_banned_word", "") or ""
+        self.banned_every = int(_opt(env, "ktb_banned_every", 0) or 0)
+        self.max_retry_after = float(_opt(env, "ktb_max_retry_after", 60.0))
+        self.verify_tls = not bool(_opt(env, "ktb_insecure", False))
+        self.socket_url = _opt(env, "ktb_socket_url", "") or None
+        super().__init__(environment)
+        if not self.host:
+            raise ValueError("KtbChatUser needs --host (the REST base URL, e.g. http://127.0.0.1:5001)")
+        self.rest = FastHttpSession(self.host, environment.events.request, user=self)
+        weights = parse_weights(_opt(env, "ktb_weights", "") or "")
+        table = {
+            "chatMessage": "send_chat",
+            "fetchPreviousMessages": "fetch_previous",
+            "markMessagesAsRead": "mark_read",
+            "messageReaction": "react",
+            "rejoin": "rejoin",
+        }
+        self.tasks = [getattr(type(self), table[k]) for k, w in weights.items() for _ in range(w)]
+        self.token = self.session_id = self.user_id = None
+        self.room_id: str | None = None
+        self.seq = 0
+        self.recent_ids: deque = deque(maxlen=20)
+        self.need_session = True
+        self.me = (_HOST, _PID, self.user_no)
+        self.email = self.account_email()
+        self.display_name = f"lk user {self.user_no}"
+        self._wire_handlers()
+
+    # ------------------------------------------------------------------ identity & wait time
+    def account_email(self) -> str:
+        """Unique per user and per process/worker (the server allows one session per user)."""
+        worker = getattr(getattr(self.environment, "runner", None), "worker_index", 0)
+        return f"lk-{self.run_id}-w{worker}-{_PID}-u{self.user_no}@loadkit.test"
+
+    def wait_time(self) -> float:  # type: ignore[override]
+        return random.uniform(self.wait_min, self.wait_max)
+
+    def socketio_auth(self) -> Any:
+        return {"token": self.token, "sessionId": self.session_id}
+
+    def classify_error(self, exc: ErrorAnswer) -> Exception:
+        return ktb.classify(exc.event, exc.payload)
+
+    def _fire(self, name: str, rt_ms: float, length: int, exc: Exception | None) -> None:
+        self.environment.events.request.fire(
+            request_type=REQUEST_TYPE, name=name, response_time=rt_ms, response_length=length, exception=exc, context={}
+        )
+
+    # ------------------------------------------------------------------ server-initiated events
+    def _wire_handlers(self) -> None:
+        sio = self.sio
+        sio.on("message", self._on_message)
+        sio.on("duplicate_login", lambda *a: self._session_lost("duplicate_login", a))
+        sio.on("session_ended", lambda *a: self._session_lost("session_ended", a))
+        for ev in ktb.KNOWN_SERVER_EVENTS - {"message", "duplicate_login", "session_ended"}:
+            sio.on(ev, _noop)
+        sio.raw.on_unhandled = self._on_unknown
+        sio.raw.on_disconnect = self._on_disconnect
+
+    def _on_message(self, msg: Any = None, *_: Any) -> None:
+        if not isinstance(msg, dict):
+            return
+        mid = msg.get("_id")
+        if mid and msg.get("room") in (None, self.room_id):
+            self.recent_ids.append(mid)
+        if self.delivery:
+            n = ktb.parse_content(msg.get("content"))
+            if n is not None and n.sender != self.me:
+                if n.host != _HOST:
+                    COUNTERS.bump("delivery_other_host")
+                    return
+                rt = time.time() * 1000.0 - n.sent_us / 1000.0
+                self._fire("delivery", max(0.0, rt), len(msg.get("content", "")), None)
+
+    def _session_lost(self, event: str, args: tuple) -> None:
+        COUNTERS.bump(event)
+        self.need_session = True
+        self._fire("session", 0.0, 0, ktb.classify(event, args[0] if args else None))
+
+    def _on_disconnect(self, reason: str) -> None:
+        COUNTERS.bump("disconnects")
+        self.need_session = True
+        self._fire("session", 0.0, 0, Disconnect(reason))
+
+    def _on_unknown(self, ev: Any) -> None:
+        COUNTERS.bump(f"unknown_event:{ev.name}")
+
+    # ------------------------------------------------------------------ REST
+    def _rest_headers(self) -> dict[str, str]:
+        return {"x-auth-token": self.token or "", "x-session-id": self.session_id or ""}
+
+    def login(self) -> None:
+        """Register (201 or 409) then log in; sets token, sessionId and user id."""
+        body = {"name": self.display_name, "email": self.email, "password": self.password}
+        with self.rest.post("/api/auth/register", json=body, name="/api/auth/register", catch_response=True) as r:
+            if r.status_code in (200, 201, 409):
+                r.success()
+            else:
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                raise ktb.AuthFailed(str(r.status_code), "register failed")
+        with self.rest.post(
+            "/api/auth/login", json={"email": self.email, "password": self.password}, name="/api/auth/login", catch_response=True
+        ) as r:
+            data = _json(r)
+            if r.status_code != 200 or not data.get("token") or not data.get("sessionId"):
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                raise ktb.AuthFailed(str(r.status_code), "login failed")
+            self.token = data["token"]
+            self.session_id = data["sessionId"]
+            user = data.get("user") or {}
+            self.user_id = user.get("_id") or user.get("id")
+
+    def room_for_me(self) -> str:
+        """The room of this user's group; the group's first user creates it over REST."""
+        if self.fixed_room:
+            return self.fixed_room
+        group = self.user_no // self.room_size
+        slot = _ROOMS.get(group)
+        if slot is None or (slot.ready() and not slot.successful()):
+            slot = _ROOMS[group] = AsyncResult()
+            try:
+                slot.set(self._create_room(group))
+            except Exception as exc:  # noqa: BLE001 - waiting members must see it too
+                slot.set_exception(exc)
+                raise
+        return slot.get(timeout=self.timeout * 3)
+
+    def _create_room(self, group: int) -> str:
+        name = f"lk {self.run_id} {_PID} room {group}"
+        with self.rest.post("/api/rooms", json={"name": name}, headers=self._rest_headers(), name="/api/rooms", catch_response=True) as r:
+            data = _json(r)
+            room = (data.get("data") or {}).get("_id") if isinstance(data.get("data"), dict) else None
+            if r.status_code not in (200, 201) or not room:
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                raise ktb.ServerError(str(r.status_code), "room creation failed")
+            return room
+
+    # ------------------------------------------------------------------ session lifecycle
+    def establish(self) -> None:
+        """(Re-)login, connect, join. Raises after reporting on failure."""
+        self.sio.close()
+        self.login()
+        self.room_id = self.room_for_me()
+        self.sio.connect()
+        self.join()
+        self.need_session = False
+
+    def ensure_session(self) -> bool:
+        if not self.need_session:
+            return True
+        COUNTERS.bump("sessions")
+        try:
+            self.establish()
+            return True
+        except (SocketIOError, ktb.KtbError) as exc:
+            log.debug("user %s: session setup failed: %s", self.user_no, exc)
+        except gevent.Timeout:
+            pass
+        gevent.sleep(min(5.0, 0.5 + random.random()))
+        return False
+
+    def on_start(self) -> None:
+        self.ensure_session()
+
+    def on_stop(self) -> None:
+        self.sio.close()
+
+    def _handle(self, exc: Exception) -> None:
+        """React to a reported failure like a real client would."""
+        if isinstance(exc, ktb.RateLimited):
+            COUNTERS.bump("rate_limited_pauses")
+            gevent.sleep(min(self.max_retry_after, exc.retry_after))
+        elif isinstance(exc, (ktb.SessionExpired, Disconnect, ktb.AuthFailed)):
+            self.need_session = True
+        elif isinstance(exc, ktb.JoinRoomError):
+            self.need_session = True
+
+    # ------------------------------------------------------------------ operations
+    def join(self) -> None:
+        room = self.room_id
+        a = self.sio.request(
+            "joinRoom", room, answer="joinRoomSuccess", match=ktb.match_join(room),
+            errors=ktb.failure_events("joinRoom"), timeout=self.timeout,
+        )
+        data = a.data if isinstance(a.data, dict) else {}
+        for m in data.get("messages") or ():
+            if isinstance(m, dict) and m.get("_id"):
+                self.recent_ids.append(m["_id"])
+
+    def next_content(self) -> str:
+        self.seq += 1
+        content = ktb.make_content(_HOST, _PID, self.user_no, self.seq, int(time.time() * 1_000_000))
+        if self.banned_word and self.banned_every > 0 and self.seq % self.banned_every == 0:
+            content = f"{content} {self.banned_word}"
+        return content
+
+    def chat_once(self) -> Any:
+        content = self.next_content()
+        a = self.sio.request(
+            "chatMessage", {"room": self.room_id, "type": "text", "content": content},
+            answer="message", match=ktb.match_content(content),
+            errors=ktb.failure_events("chatMessage"), timeout=self.timeout,
+        )
+        return a
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        if not self.ensure_session():
+            return None
+        try:
+            return fn(*args)
+        except (SocketIOError, ktb.KtbError) as exc:
+            self._handle(exc)
+        return None
+
+    @task
+    def send_chat(self) -> None:
+        """chatMessage → our own ``message`` echo, recognised by its nonce content."""
+        self._run(self.chat_once)
+
+    @task
+    def fetch_previous(self) -> None:
+        """fetchPreviousMessages → previousMessagesLoaded."""
+        self._run(
+            lambda: self.sio.request(
+                "fetchPreviousMessages", {"roomId": self.room_id, "limit": 30},
+                answer="previousMessagesLoaded", errors=ktb.failure_events("fetchPreviousMessages"), timeout=self.timeout,
+            )
+        )
+
+    @task
+    def mark_read(self) -> None:
+        """markMessagesAsRead of up to 3 received messages → our own messagesRead broadcast."""
+        def op() -> None:
+            if not self.recent_ids:
+                self.chat_once()
+            ids = list(self.recent_ids)[-3:]
+            if not ids:
+                return
+            self.sio.request(
+                "markMessagesAsRead", {"roomId": self.room_id, "messageIds": ids},
+                answer="messagesRead", match=ktb.match_read(self.user_id, ids),
+                errors=ktb.failure_events("markMessagesAsRead"), timeout=self.timeout,
+            )
+
+        self._run(op)
+
+    @task
+    def react(self) -> None:
+        """messageReaction add then remove on a recent message → messageReactionUpdate (twice)."""
+        def op() -> None:
+            if not self.recent_ids:
+                self.chat_once()
+            if not self.recent_ids:
+                return
+            mid = self.recent_ids[-1]
+            for kind in ("add", "remove"):
+                self.sio.request(
+                    "messageReaction", {"messageId": mid, "reaction": self.emoji, "type": kind},
+                    answer="messageReactionUpdate", match=ktb.match_reaction(mid, self.emoji, self.user_id, kind == "add"),
+                    errors=ktb.failure_events("messageReaction"), timeout=self.timeout,
+                )
+
+        self._run(op)
+
+    @task
+    def rejoin(self) -> None:
+        """leaveRoom (measured by its Socket.IO ack) then joinRoom again."""
+        def op() -> None:
+            self.sio.call("leaveRoom", self.room_id, errors=ktb.failure_events("leaveRoom"), timeout=self.timeout)
+            self.join()
+
+        self._run(op)
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+def _json(resp: Any) -> dict:
+    try:
+        data = resp.json()
+    except Exception:  # noqa: BLE001 - an empty or HTML body is a failure, not a crash
+        return {}
+    return data if isinstance(data, dict) else {}

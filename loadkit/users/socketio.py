@@ -1,0 +1,184 @@
+"""An abstract Locust ``SocketIOUser`` whose client fires one request event per round trip.
+
+In the spirit of ``locust.contrib.fasthttp.FastHttpUser``: the user owns ``self.sio``, a
+:class:`LocustSocketIOClient`, and every measured operation fires exactly one
+``environment.events.request``:
+
+==============  ======================================================================================
+name            response_time (ms, ``time.perf_counter`` deltas) / response_length
+==============  ======================================================================================
+``connect``     websocket open start → Socket.IO CONNECT ack of every namespace / 0
+``<event>``     for ``request(event, answer=...)``: just before the send → receipt of the matching
+                answer event (taken in the receive greenlet) / answer frame bytes
+``<event>``     for ``call(event)``: just before the send → receipt of the ack / ack frame bytes
+==============  ======================================================================================
+
+Fire-and-forget ``emit()`` fires nothing (there is no round trip to time). Received events are
+never recorded with a fake 0 ms response time (unlike ``locust.contrib.socketio``).
+
+Failures carry the exception: ``ConnectionFailed``, ``ConnectRefused`` (CONNECT_ERROR),
+``AnswerTimeout``, ``Disconnect``, or what ``classify_error`` makes of an ``ErrorAnswer``. After
+reporting, the method raises the same exception so the task can react.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from locust import User
+
+from loadkit.clients.socketio import (
+    Answer,
+    AnswerTimeout,
+    Disconnect,
+    ErrorAnswer,
+    SocketIOClient,
+    SocketIOError,
+)
+
+perf_counter = time.perf_counter
+
+__all__ = ["LocustSocketIOClient", "SocketIOUser", "Answer", "SocketIOError", "AnswerTimeout", "Disconnect", "ErrorAnswer"]
+
+
+class LocustSocketIOClient:
+    """A :class:`SocketIOClient` that reports every round trip to Locust."""
+
+    def __init__(
+        self,
+        request_event: Any,
+        url: str,
+        *,
+        request_type: str = "socketio",
+        classify_error: Callable[[ErrorAnswer], Exception] | None = None,
+        user: Any = None,
+        **client_kwargs: Any,
+    ) -> None:
+        self.raw = SocketIOClient(url, **client_kwargs)
+        self._fire = request_event.fire
+        self.request_type = request_type
+        self.classify_error = classify_error or (lambda e: e)
+        self.user = user
+
+    # passthroughs ----------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.raw.connected
+
+    def on(self, event: str, handler: Callable[..., Any], namespace: str = "/") -> None:
+        self.raw.on(event, handler, namespace)
+
+    def emit(self, event: str, *args: Any, namespace: str = "/") -> float:
+        return self.raw.emit(event, *args, namespace=namespace)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    # measured operations -----------------------------------------------------------------------
+    def _report(self, name: str, t0: float, t1: float, length: int, exc: BaseException | None) -> None:
+        self._fire(
+            request_type=self.request_type,
+            name=name,
+            response_time=(t1 - t0) * 1000.0,
+            response_length=length,
+            exception=exc,
+            context={},
+        )
+
+    def connect(self, name: str = "connect") -> None:
+        """Open + CONNECT; one ``connect`` event; raises the failure after reporting it."""
+        t0 = perf_counter()
+        try:
+            self.raw.connect()
+        except SocketIOError as exc:
+            self._report(name, t0, perf_counter(), 0, exc)
+            raise
+        self._report(name, t0, perf_counter(), 0, None)
+
+    def request(self, event: str, *args: Any, answer: str, name: str | None = None, **kw: Any) -> Answer:
+        """``SocketIOClient.request`` plus one request event named ``name or event``."""
+        t0 = perf_counter()
+        try:
+            a = self.raw.request(event, *args, answer=answer, **kw)
+        except ErrorAnswer as exc:
+            err = self.classify_error(exc)
+            self._report(name or event, t0, exc.t_recv or perf_counter(), exc.nbytes, err)
+            raise err from None
+        except SocketIOError as exc:
+            self._report(name or event, t0, perf_counter(), 0, exc)
+            raise
+        self._report(name or event, a.t_sent, a.t_recv, a.nbytes, None)
+        return a
+
+    def call(self, event: str, *args: Any, name: str | None = None, **kw: Any) -> Answer:
+        """Emit with ack and wait for the ack (one request event). ``errors=`` as in ``request``:
+        a failure event arriving before the ack fails the call."""
+        t0 = perf_counter()
+        try:
+            a = self.raw.call(event, *args, **kw)
+        except ErrorAnswer as exc:
+            err = self.classify_error(exc)
+            self._report(name or event, t0, exc.t_recv or perf_counter(), exc.nbytes, err)
+            raise err from None
+        except SocketIOError as exc:
+            self._report(name or event, t0, perf_counter(), 0, exc)
+            raise
+        self._report(name or event, a.t_sent, a.t_recv, a.nbytes, None)
+        return a
+
+
+class SocketIOUser(User):
+    """Abstract user with a Socket.IO connection in ``self.sio`` (connected in ``on_start``).
+
+    Class attributes: ``socket_url`` (default: ``host``), ``socketio_path``, ``namespaces``,
+    ``auth`` (or override ``socketio_auth()``), ``request_type``, ``verify_tls`` (TLS certificate
+    verification for wss://, on by default), ``connect_timeout``, ``socketio_headers``.
+    """
+
+    abstract = True
+    socket_url: str | None = None
+    socketio_path: str = "/socket.io"
+    namespaces: tuple[str, ...] = ("/",)
+    auth: Any = None
+    request_type: str = "socketio"
+    verify_tls: bool = True
+    connect_timeout: float = 10.0
+    socketio_headers: dict[str, str] | None = None
+    sio: LocustSocketIOClient
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.sio = self.make_client()
+
+    def socketio_auth(self) -> Any:
+        """The CONNECT ``auth`` payload; called on every (re)connect."""
+        return self.auth
+
+    def classify_error(self, exc: ErrorAnswer) -> Exception:
+        """Turn a failure event into the exception reported to Locust (override per protocol)."""
+        return exc
+
+    def make_client(self, url: str | None = None) -> LocustSocketIOClient:
+        url = url or self.socket_url or self.host
+        if not url:
+            raise ValueError(f"{type(self).__name__}: no Socket.IO URL (set socket_url or --host)")
+        return LocustSocketIOClient(
+            self.environment.events.request,
+            url,
+            request_type=self.request_type,
+            classify_error=self.classify_error,
+            user=self,
+            path=self.socketio_path,
+            auth=self.socketio_auth,
+            namespaces=self.namespaces,
+            headers=self.socketio_headers,
+            verify_tls=self.verify_tls,
+            connect_timeout=self.connect_timeout,
+        )
+
+    def on_start(self) -> None:
+        self.sio.connect()
+
+    def on_stop(self) -> None:
+        self.sio.close()

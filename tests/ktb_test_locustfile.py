@@ -1,0 +1,43 @@
+"""Locustfile used by tests/test_ktb_users_locust.py (not a scenario to run by hand).
+
+- ``KtbChat``: the stock ``KtbChatUser``.
+- ``DupUser`` (``fixed_count = 2``): two users sharing ONE account, to force the second-login path.
+- If ``LK_RAW_DUMP`` is set, every successful ``chatMessage`` response time (exact float ms, not
+  Locust's rounded percentiles) is written there as JSON when the test stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from locust import events
+
+from loadkit.users.ktb import KtbChatUser
+
+_RAW: list[float] = []
+
+
+class KtbChat(KtbChatUser):
+    pass
+
+
+class DupUser(KtbChatUser):
+    fixed_count = 2
+
+    def account_email(self) -> str:
+        return f"lk-dup-{self.run_id}-{os.getpid()}@loadkit.test"
+
+
+@events.request.add_listener
+def _collect(request_type, name, response_time, exception, **_kw):
+    if request_type == "ktb" and name == "chatMessage" and exception is None:
+        _RAW.append(response_time)
+
+
+@events.quitting.add_listener
+def _dump(environment, **_kw):
+    path = os.environ.get("LK_RAW_DUMP")
+    if path:
+        with open(path, "w") as f:
+            json.dump(_RAW, f)

@@ -1,0 +1,117 @@
+"""docker-compose: the file validates, and its very commands run as plain processes on 127.0.0.1.
+
+No Docker engine runs here. The first test asks ``docker-compose config`` (skipped, with the reason,
+when the binary is absent). The second resolves the file (with ``docker-compose config`` when
+available, else PyYAML plus ``${VAR:-default}`` interpolation), takes the headless profile's
+services — ktb, chldo, headless (the master + report) and two workers — and runs their commands as
+processes: ``loadkit``/``locust`` via this interpreter, service hostnames and 0.0.0.0 → 127.0.0.1,
+every port a free one through the file's own variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loadkit.procs import free_port, wait_for_port
+from test_distributed import assert_complete_mixed_run
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+SERVICE_HOSTS = {"ktb", "chldo", "master"}
+HOST_FLAGS = {"--host", "--master-host", "--master-bind-host", "--web-host"}
+COMPOSE_BIN = shutil.which("docker-compose")
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        value = env.get(name)
+        return value if value not in (None, "") else (default or "")
+
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", sub, text)
+
+
+def resolved_config(env: dict[str, str]) -> dict:
+    if COMPOSE_BIN:
+        out = subprocess.run([COMPOSE_BIN, "-f", str(COMPOSE), "config"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return yaml.safe_load(out.stdout)
+    return yaml.safe_load(_interpolate(COMPOSE.read_text(), env))
+
+
+def as_process(command: list[str]) -> list[str]:
+    exe = {"loadkit": [sys.executable, "-m", "loadkit"], "locust": [sys.executable, "-m", "locust"]}[command[0]]
+    argv, previous = [], ""
+    for arg in map(str, command[1:]):
+        if previous in HOST_FLAGS and (arg in SERVICE_HOSTS or arg == "0.0.0.0"):
+            arg = "127.0.0.1"
+        arg = re.sub(r"(?<=://)(ktb|chldo|master)(?=[:/]|$)", "127.0.0.1", arg)
+        argv.append(arg)
+        previous = arg
+    return exe + argv
+
+
+@pytest.mark.timeout(60)
+def test_compose_file_is_valid():
+    if not COMPOSE_BIN:
+        pytest.skip("docker-compose binary not installed (apt-get install docker-compose); cannot validate")
+    out = subprocess.run([COMPOSE_BIN, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    services = subprocess.run([COMPOSE_BIN, "-f", str(COMPOSE), "--profile", "headless", "config", "--services"],
+                              capture_output=True, text=True, timeout=60)
+    assert set(services.stdout.split()) == {"ktb", "chldo", "master", "worker", "headless"}
+    profiles = subprocess.run([COMPOSE_BIN, "-f", str(COMPOSE), "config", "--profiles"], capture_output=True,
+                              text=True, timeout=60)
+    assert profiles.stdout.split() == ["headless"]
+
+
+def test_compose_structure():
+    """One image for every service, UI on 8089, workers scalable (no fixed container name or port)."""
+    config = resolved_config(dict(os.environ))
+    services = config["services"]
+    assert {s.get("image") for s in services.values()} == {"loadkit:local"}
+    assert all(s.get("build") for s in services.values())
+    assert any("8089" in str(p) for p in services["master"].get("ports", []))
+    worker = services["worker"]
+    assert "container_name" not in worker and not worker.get("ports")
+    assert services["headless"]["profiles"] == ["headless"]
+    assert any("reports" in str(v) for v in services["headless"]["volumes"])
+    assert "master" in str(services["headless"]["networks"])  # workers reach it as "master"
+
+
+@pytest.mark.timeout(150)
+def test_headless_profile_runs_as_processes(spawn, tmp_path):
+    env = dict(os.environ)
+    ports = {name: str(free_port()) for name in
+             ("KTB_REST_PORT", "KTB_SOCKET_PORT", "CHLDO_PORT", "LOCUST_MASTER_PORT", "LOCUST_WEB_PORT")}
+    env.update(ports, WORKERS="2", RUN_TIME="8s", USERS="6", SPAWN_RATE="6")
+    services = resolved_config(env)["services"]
+    (tmp_path / "locustfiles").symlink_to(ROOT / "locustfiles")  # the image's WORKDIR layout
+
+    def start(name: str, port: str | None = None, index: int = 0):
+        svc = services[name]
+        return spawn(as_process(svc["command"]), port=int(port) if port else None, name=f"{name}{index}",
+                     env={k: str(v) for k, v in (svc.get("environment") or {}).items()}, cwd=tmp_path)
+
+    ktb = start("ktb", ports["KTB_REST_PORT"])
+    wait_for_port("127.0.0.1", int(ports["KTB_SOCKET_PORT"]), proc=ktb.proc)
+    start("chldo", ports["CHLDO_PORT"])
+    headless = start("headless")
+    workers = [start("worker", index=i) for i in range(2)]  # they wait (bounded) for the master
+
+    assert headless.wait(120) == 0, headless.output()[-4000:]
+    out_dirs = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
+    assert len(out_dirs) == 1, out_dirs
+    assert_complete_mixed_run(out_dirs[0], workers=2)
+    for w in workers:
+        assert w.wait(30) == 0, w.output()[-2000:]
+    assert "report:" in headless.output()

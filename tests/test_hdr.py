@@ -1,0 +1,157 @@
+"""HDR histograms: exactness, lossless merging across workers, the _hdr.csv format, bad input."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import msgpack
+import numpy as np
+import pytest
+
+from hdr_synth_samples import samples
+from loadkit.metrics.histograms import (
+    AGGREGATED_NAME,
+    CSV_COLUMNS,
+    HIGHEST_US,
+    PERCENTILE_COLUMNS,
+    PERCENTILES,
+    HdrStore,
+    read_csv,
+)
+
+
+def _exact_percentile_ms(values_ms: list[float], p: float) -> float:
+    """The HDR convention: the smallest recorded value with at least p % of samples at or below it."""
+    us = np.sort(np.rint(np.asarray(values_ms) * 1000.0))
+    rank = max(1, int(p * len(us) / 100.0 + 0.5))
+    return float(us[rank - 1]) / 1000.0
+
+
+def _store_with(values_ms, request_type="synth", name="op") -> HdrStore:
+    store = HdrStore()
+    for v in values_ms:
+        store.record(request_type, name, v)
+    return store
+
+
+def _row(store: HdrStore, name: str = "op") -> dict[str, str]:
+    return next(r for r in store.rows() if r["Name"] == name)
+
+
+def test_percentiles_match_exact_values_within_a_tenth_of_a_percent():
+    values = samples(1, 20_000)
+    row = _row(_store_with(values))
+    assert int(row["Count"]) == len(values)
+    for p, column in zip(PERCENTILES, PERCENTILE_COLUMNS):
+        exact = _exact_percentile_ms(values, p)
+        assert float(row[column]) == pytest.approx(exact, rel=1e-3, abs=0.001), column
+    assert float(row["Min"]) == pytest.approx(min(values), abs=0.0006)
+    assert float(row["Max"]) == pytest.approx(max(values), abs=0.0006)
+    assert float(row["Mean"]) == pytest.approx(sum(values) / len(values), rel=1e-5)
+
+
+def test_sub_millisecond_values_keep_microsecond_resolution():
+    # Locust would store all of these as 0 or 1 ms; they must stay distinct here.
+    values = [0.123, 0.456, 0.789] * 10
+    row = _row(_store_with(values))
+    assert float(row["Min"]) == pytest.approx(0.123, abs=0.0006)
+    assert float(row["50%"]) == pytest.approx(0.456, abs=0.0006)
+    assert float(row["Max"]) == pytest.approx(0.789, abs=0.0006)
+    assert len({row["Min"], row["50%"], row["Max"]}) == 3
+
+
+def test_four_workers_merged_equal_one_process_within_one_percent():
+    """The same samples split over 4 "workers", shipped through msgpack like Locust's messages."""
+    all_values = {name: samples(seed, 5000) for seed, name in enumerate(["connect", "chatMessage", "ttft"])}
+    single = HdrStore()
+    workers = [HdrStore() for _ in range(4)]
+    for name, values in all_values.items():
+        for i, v in enumerate(values):
+            single.record("ktb", name, v)
+            workers[i % 4].record("ktb", name, v)
+    master = HdrStore()
+    for round_ in range(2):  # two report intervals: deltas must add up
+        for w in workers:
+            wire = msgpack.unpackb(msgpack.packb({"loadkit_hdr": w.drain()}), raw=False)
+            master.merge(wire["loadkit_hdr"])
+        assert all(not w.ops for w in workers)
+    single_rows = {r["Name"]: r for r in single.rows()}
+    merged_rows = {r["Name"]: r for r in master.rows()}
+    assert set(single_rows) == set(merged_rows) == {*all_values, AGGREGATED_NAME}
+    for name, srow in single_rows.items():
+        mrow = merged_rows[name]
+        assert mrow["Count"] == srow["Count"]
+        for column in ("Min", "Mean", "Max", *PERCENTILE_COLUMNS):
+            assert float(mrow[column]) == pytest.approx(float(srow[column]), rel=0.01), (name, column)
+        if name != AGGREGATED_NAME:
+            values = all_values[name]
+            for p, column in zip(PERCENTILES, PERCENTILE_COLUMNS):
+                assert float(mrow[column]) == pytest.approx(_exact_percentile_ms(values, p), rel=0.01, abs=0.001)
+    assert int(merged_rows[AGGREGATED_NAME]["Count"]) == sum(len(v) for v in all_values.values())
+
+
+def test_csv_has_exact_columns_and_round_trips(tmp_path):
+    store = _store_with(samples(7, 3000), "chldo", "ttft")
+    store.record("POST", "login", 12.5)
+    path = tmp_path / "run_hdr.csv"
+    store.write_csv(path)
+    with open(path, newline="") as f:
+        header = next(csv.reader(f))
+    assert header == list(CSV_COLUMNS) == [
+        "Type", "Name", "Count", "Min", "Mean", "Max",
+        "50%", "75%", "90%", "95%", "99%", "99.9%", "99.99%", "Histogram",
+    ]
+    rows = read_csv(path)
+    assert set(rows) == {("chldo", "ttft"), ("POST", "login"), ("", AGGREGATED_NAME)}
+    assert rows[("chldo", "ttft")]["Count"] == 3000
+    assert rows[("", AGGREGATED_NAME)]["Count"] == 3001
+    hist = rows[("chldo", "ttft")]["hist"]  # µs units in the encoded histogram
+    assert hist.get_total_count() == 3000
+    assert hist.get_value_at_percentile(99) / 1000.0 == pytest.approx(rows[("chldo", "ttft")]["99%"], rel=1e-3)
+    assert rows[("POST", "login")]["50%"] == pytest.approx(12.5, rel=1e-3)
+
+
+def test_bad_samples_and_bad_messages_are_skipped_not_fatal(caplog):
+    store = HdrStore()
+    for bad in (None, float("nan"), float("inf"), "x", True):
+        store.record("t", "n", bad)
+    store.record("t", "n", -5)  # clock weirdness: recorded as 0
+    store.record("t", "n", 10 * 3600 * 1000.0)  # 10 h: clamped to the histogram's top
+    op = store.ops[("t", "n")]
+    assert op.count == 2 and op.min_us == 0 and op.max_us == HIGHEST_US and op.clamped == 1
+
+    good = _store_with([1.0, 2.0]).drain()
+    master = HdrStore()
+    added = master.merge(
+        [["t", "n", "not base64!", 3, 0, 0, 0, 0], ["short"], ["t", "n", good[0][2], 99, 0, 0, 0, 0], *good],
+        source="w1",
+    )
+    assert added == 2
+    assert master.rejected_messages == 3
+    assert "malformed histogram from worker w1" in caplog.text
+
+
+def test_empty_store_still_writes_an_aggregated_row(tmp_path):
+    path = tmp_path / "empty_hdr.csv"
+    HdrStore().write_csv(path)
+    rows = read_csv(path)
+    assert list(rows) == [("", AGGREGATED_NAME)] and rows[("", AGGREGATED_NAME)]["Count"] == 0
+
+
+def test_importing_registers_listeners_once():
+    # In a subprocess: importing Locust monkey-patches the interpreter.
+    code = (
+        "import loadkit.metrics.hdr as h\n"
+        "from locust import events\n"
+        "n = len(events.request._handlers)\n"
+        "import importlib; importlib.reload(h)\n"
+        "assert h.install() is False\n"
+        "assert len(events.request._handlers) == n, (n, len(events.request._handlers))\n"
+        "assert sum(1 for f in events.request._handlers if f.__name__ == '_on_request') == 1\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -1,0 +1,122 @@
+"""Acceptance: headless Locust runs of KtbChatUser against the real ``loadkit serve ktb``.
+
+Each test starts the reference server and ``locust --headless --csv`` as subprocesses and reads
+Locust's own CSV output (plus exact response times dumped by tests/ktb_test_locustfile.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadkit.procs import free_port, loadkit_argv
+
+LOCUSTFILE = str(Path(__file__).with_name("ktb_test_locustfile.py"))
+OPERATIONS = [
+    ("ktb", "connect"),
+    ("ktb", "joinRoom"),
+    ("ktb", "chatMessage"),
+    ("ktb", "fetchPreviousMessages"),
+    ("ktb", "markMessagesAsRead"),
+    ("ktb", "messageReaction"),
+    ("ktb", "leaveRoom"),
+    ("ktb", "delivery"),
+    ("POST", "/api/auth/register"),
+    ("POST", "/api/auth/login"),
+    ("POST", "/api/rooms"),
+]
+
+
+def start_server(spawn, *extra: str, single: bool = False) -> tuple[str, str]:
+    sio = free_port()
+    rest = sio if single else free_port()
+    spawn(loadkit_argv("serve", "ktb", "--host", "127.0.0.1", "--port", str(sio), "--rest-port", str(rest), *extra),
+          port=sio, name="ktb")
+    return f"http://127.0.0.1:{rest}", f"http://127.0.0.1:{sio}"
+
+
+def run_locust(spawn, tmp_path: Path, host: str, *args: str, users: int = 10, seconds: int = 6,
+               classes: tuple[str, ...] = ("KtbChat",), env: dict | None = None) -> dict:
+    prefix = tmp_path / f"run{len(list(tmp_path.glob('run*_stats.csv')))}"
+    argv = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", str(users), "-r", str(users),
+            "-t", f"{seconds}s", "--host", host, "--csv", str(prefix), "--only-summary", "--stop-timeout", "5",
+            "--ktb-wait-min", "0.01", "--ktb-wait-max", "0.05", *args, *classes]
+    p = spawn(argv, name="locust", env=env)
+    rc = p.wait(timeout=seconds + 60)
+    out = p.output()
+    assert Path(f"{prefix}_stats.csv").exists(), out[-3000:]
+    stats = {(r["Type"], r["Name"]): r for r in csv.DictReader(open(f"{prefix}_stats.csv"))}
+    failures = list(csv.DictReader(open(f"{prefix}_failures.csv")))
+    return {"rc": rc, "out": out, "stats": stats, "failures": failures}
+
+
+def assert_clean(res: dict) -> None:
+    stats = res["stats"]
+    for key in OPERATIONS:
+        assert key in stats, f"{key} missing from stats: {sorted(stats)}\n{res['out'][-2000:]}"
+        assert int(stats[key]["Request Count"]) > 0, key
+    assert not res["failures"], res["failures"]
+    assert all(int(r["Failure Count"]) == 0 for r in stats.values())
+    assert "Traceback" not in res["out"], res["out"][-3000:]
+
+
+@pytest.mark.timeout(90)
+def test_split_port_all_operations_clean(spawn, tmp_path):
+    rest, sio = start_server(spawn)
+    res = run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "5")
+    assert_clean(res)
+
+
+@pytest.mark.timeout(90)
+def test_single_port_all_operations_clean(spawn, tmp_path):
+    rest, sio = start_server(spawn, single=True)
+    assert rest == sio
+    res = run_locust(spawn, tmp_path, rest, "--ktb-room-size", "3")  # no --ktb-socket-url: same URL
+    assert_clean(res)
+
+
+def _failures(res: dict, name: str) -> list[str]:
+    return [f["Error"] for f in res["failures"] if f["Name"] == name]
+
+
+@pytest.mark.timeout(120)
+def test_forced_error_paths_are_classified(spawn, tmp_path):
+    words = tmp_path / "banned.txt"
+    words.write_text("zq9x\nqqqq\n")
+    rest, sio = start_server(spawn, "--rate-limit", "8", "--banned-words", str(words), "--duplicate-login-delay", "1")
+    res = run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "2",
+                     "--ktb-banned-word", "zq9x", "--ktb-banned-every", "3", "--ktb-max-retry-after", "1",
+                     "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
+                     users=6, seconds=6, classes=("KtbChat", "DupUser"))
+    chat = _failures(res, "chatMessage")
+    assert any(e.startswith("RateLimited(") and "RATE_LIMIT_EXCEEDED" in e for e in chat), chat
+    assert any(e.startswith("MessageRejected(") and "MESSAGE_REJECTED" in e for e in chat), chat
+    # the two DupUser users keep logging each other out: the old socket receives duplicate_login,
+    # reported as a `session` failure of kind SessionExpired (and the user logs in again)
+    session = _failures(res, "session")
+    assert any(e.startswith("SessionExpired(") and "duplicate_login" in e for e in session), res["failures"]
+    assert int(res["stats"][("POST", "/api/auth/login")]["Request Count"]) > 6  # re-logins happened
+    # nothing is misfiled: every chatMessage failure is one of the three forced kinds
+    assert all(e.split("(")[0] in {"RateLimited", "MessageRejected", "SessionExpired"} for e in chat), chat
+    assert "Traceback" not in res["out"], res["out"][-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_ground_truth_server_delay_shows_in_chat_median(spawn, tmp_path):
+    """With --delay-ms 50 the chatMessage median is the no-delay median + 50 ms (±1 ms)."""
+    medians = {}
+    for delay in ("0", "50"):
+        rest, sio = start_server(spawn, "--delay-ms", delay)
+        dump = tmp_path / f"raw{delay}.json"
+        run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "1", "--ktb-delivery", "off",
+                   "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
+                   users=5, seconds=5, env={"LK_RAW_DUMP": str(dump)})
+        raw = json.loads(dump.read_text())
+        assert len(raw) > 20, len(raw)
+        medians[delay] = statistics.median(raw)
+    assert abs(medians["50"] - (medians["0"] + 50.0)) <= 1.0, medians

@@ -1,0 +1,163 @@
+"""The gevent Socket.IO client against a real python-socketio server (tests/sio_test_server.py)."""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+import pytest  # noqa: E402
+
+from loadkit.clients.socketio import (  # noqa: E402
+    AnswerTimeout,
+    ConnectionFailed,
+    ConnectRefused,
+    Disconnect,
+    ErrorAnswer,
+    SocketIOClient,
+)
+from loadkit.procs import free_port  # noqa: E402
+
+SERVER = str(Path(__file__).with_name("sio_test_server.py"))
+
+
+@pytest.fixture
+def server(spawn):
+    port = free_port()
+    spawn([sys.executable, SERVER, str(port)], port=port, name="sio")
+    return f"http://127.0.0.1:{port}"
+
+
+def client(url, **kw):
+    kw.setdefault("auth", {"token": "good"})
+    return SocketIOClient(url, **kw)
+
+
+def no_waiters(c: SocketIOClient) -> bool:
+    return not any(c._waiters.values()) and not c._acks
+
+
+@pytest.mark.timeout(60)
+def test_request_answer_ack_binary_namespaces(server):
+    c = client(server, namespaces=["/", "/admin"])
+    c.connect()
+    assert c.connected and c.sid
+    a = c.request("echo", {"x": 1}, answer="echoed")
+    assert a.event == "echoed" and a.data == {"x": 1} and a.nbytes > 0 and a.t_recv >= a.t_sent
+    assert c.call("ask", 1, 2).args == [2, 1]
+    a = c.request("joinRoom", "r1", answer="joinRoomSuccess", match=lambda args: args[0]["roomId"] == "r1",
+                  errors=["joinRoomError"])
+    assert a.data == {"roomId": "r1"}
+    with pytest.raises(ErrorAnswer) as ei:
+        c.request("joinRoom", "missing", answer="joinRoomSuccess", errors=["joinRoomError"])
+    assert ei.value.event == "joinRoomError" and ei.value.payload["message"] == "채팅방을 찾을 수 없습니다."
+    a = c.request("bin", b"\x00\x01abc", answer="binary")
+    assert a.data == {"blob": b"\x00\x01abc", "n": 5}
+    assert c.request("whoami", answer="whoami", namespace="/admin").data == "admin"
+    assert no_waiters(c)
+    c.close()
+    assert not c.connected
+
+
+@pytest.mark.timeout(60)
+def test_match_skips_other_answers_and_handlers_see_everything(server):
+    c = client(server)
+    seen = []
+    c.on("echoed", lambda *a: seen.append(a))
+    c.connect()
+    # a late "later" answer with the wrong payload arrives first and must not resolve the request
+    c.emit("later", {"delay": 0.0, "event": "echoed", "data": {"n": 1}})
+    a = c.request("later", {"delay": 0.2, "event": "echoed", "data": {"n": 2}}, answer="echoed",
+                  match=lambda args: args[0]["n"] == 2)
+    assert a.data == {"n": 2}
+    assert [s[0]["n"] for s in seen] == [1, 2]
+    c.close()
+
+
+@pytest.mark.timeout(60)
+def test_timeout_and_disconnect_never_leak_pending(server):
+    c = client(server)
+    c.connect()
+    with pytest.raises(AnswerTimeout):
+        c.request("later", {"delay": 2, "event": "x"}, answer="nothing", timeout=0.2)
+    assert no_waiters(c)
+    # pings every 1 s: the connection must survive several ping intervals (pongs answered)
+    time.sleep(2.5)
+    assert c.connected and c.request("echo", 1, answer="echoed").data == 1
+    # a waiter pending when the server drops us fails with Disconnect, quickly
+    reasons = []
+    c.on_disconnect = reasons.append
+    waiter = gevent.spawn(c.request, "later", {"delay": 5, "event": "y"}, answer="y", timeout=10)
+    gevent.sleep(0.1)
+    c.emit("kick")
+    with pytest.raises(Disconnect):
+        waiter.get(timeout=5)
+    assert reasons and not c.connected and no_waiters(c)
+    with pytest.raises(Disconnect):
+        c.request("echo", 1, answer="echoed")
+
+
+@pytest.mark.timeout(60)
+def test_close_fails_pending_requests(server):
+    c = client(server)
+    c.connect()
+    waiter = gevent.spawn(c.request, "later", {"delay": 5, "event": "y"}, answer="y", timeout=10)
+    gevent.sleep(0.1)
+    c.close()
+    with pytest.raises(Disconnect, match="client closed"):
+        waiter.get(timeout=5)
+    assert no_waiters(c)
+
+
+@pytest.mark.timeout(60)
+def test_connect_error_is_surfaced(server):
+    with pytest.raises(ConnectRefused) as ei:
+        client(server, auth={"token": "bad"}).connect()
+    assert "Invalid token" in str(ei.value)
+    with pytest.raises(ConnectRefused, match="Authentication error"):
+        client(server, auth={"token": "string"}).connect()
+    with pytest.raises(ConnectionFailed):
+        client(f"http://127.0.0.1:{free_port()}", connect_timeout=2).connect()
+
+
+@pytest.mark.timeout(60)
+def test_reconnect_with_backoff(server):
+    c = client(server, reconnect=True, reconnect_delay=0.1, reconnect_attempts=5)
+    reconnected = gevent.event.Event()
+    c.on_reconnect = reconnected.set
+    c.connect()
+    first_sid = c.sid
+    c.emit("kick")
+    assert reconnected.wait(10), "did not reconnect"
+    assert c.connected and c.sid != first_sid
+    assert c.request("echo", "again", answer="echoed").data == "again"
+    c.close()
+
+
+@pytest.fixture
+def tls_server(spawn, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    port = free_port()
+    spawn([sys.executable, SERVER, str(port), str(cert), str(key)], port=port, name="sio-tls")
+    return f"https://127.0.0.1:{port}"
+
+
+@pytest.mark.timeout(60)
+def test_wss_verifies_certificates_unless_opted_out(tls_server):
+    with pytest.raises(ConnectionFailed, match="(?i)certificate"):
+        client(tls_server).connect()
+    c = client(tls_server, verify_tls=False)
+    c.connect()
+    assert c.url.startswith("wss://") and c.request("echo", "tls", answer="echoed").data == "tls"
+    c.close()

@@ -1,0 +1,124 @@
+"""Sans-I/O Engine.IO 4 / Socket.IO 5 state: literal frames in, events and frames out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loadkit.protocols.socketio import (
+    Ack,
+    ConnectError,
+    Connected,
+    Disconnected,
+    EioClosed,
+    EioOpen,
+    EioPing,
+    Event,
+    ProtocolError,
+    SocketIOProtocol,
+    websocket_url,
+)
+
+OPEN = '0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":60000}'
+
+
+def test_websocket_url_variants():
+    assert websocket_url("http://127.0.0.1:5002") == "ws://127.0.0.1:5002/socket.io/?EIO=4&transport=websocket"
+    assert websocket_url("https://h:443/").startswith("wss://h:443/socket.io/?")
+    assert websocket_url("ws://h:1", "/chat/io").startswith("ws://h:1/chat/io/?EIO=4")
+    with pytest.raises(ValueError):
+        websocket_url("ftp://h")
+    with pytest.raises(ValueError):
+        websocket_url("127.0.0.1:5002")
+
+
+def test_open_ping_pong_and_close():
+    p = SocketIOProtocol()
+    [ev] = p.receive(OPEN)
+    assert isinstance(ev, EioOpen) and ev.sid == "abc" and ev.ping_interval == 25.0 and ev.ping_timeout == 60.0
+    assert p.opened and p.data_to_send() == []
+    assert isinstance(p.receive("2")[0], EioPing)
+    assert p.data_to_send() == ["3"]
+    assert p.data_to_send() == []
+    assert p.receive("6") == []
+    assert isinstance(p.receive("1")[0], EioClosed)
+    assert p.close() == ["1"]
+
+
+def test_connect_with_auth_and_ack():
+    p = SocketIOProtocol()
+    p.receive(OPEN)
+    [frame] = p.connect("/", {"token": "t", "sessionId": "s"})
+    assert frame[:2] == "40" and json.loads(frame[2:]) == {"token": "t", "sessionId": "s"}
+    assert p.connect("/admin", None) == ["40/admin,"]
+    [ev] = p.receive('40{"sid":"xyz"}')
+    assert ev == Connected("/", "xyz")
+    [ev] = p.receive('40/admin,{"sid":"q"}')
+    assert ev == Connected("/admin", "q")
+    assert p.namespaces == {"/": "connected", "/admin": "connected"}
+
+
+@pytest.mark.parametrize(
+    "frame,data,message",
+    [
+        ('44"Authentication error"', "Authentication error", "Authentication error"),
+        ('44{"message":"Invalid session"}', {"message": "Invalid session"}, "Invalid session"),
+    ],
+)
+def test_connect_error_string_and_object(frame, data, message):
+    p = SocketIOProtocol()
+    p.connect("/", {})
+    [ev] = p.receive(frame)
+    assert isinstance(ev, ConnectError) and ev.data == data and ev.message == message
+    assert "/" not in p.namespaces
+
+
+def test_event_decoding_with_namespace_and_ack_id():
+    p = SocketIOProtocol()
+    [ev] = p.receive('42["message",{"content":"hi ☃"}]', 40)
+    assert ev == Event("/", "message", [{"content": "hi ☃"}], None, 40)
+    [ev] = p.receive('42/admin,7["whoami"]')
+    assert ev.namespace == "/admin" and ev.name == "whoami" and ev.args == [] and ev.ack_id == 7
+    [ev] = p.receive("433[]")  # ACK id 3, no args
+    assert ev == Ack("/", 3, [], 5)
+    [ev] = p.receive("41")
+    assert ev == Disconnected("/")
+
+
+def test_emit_encoding_uses_socketio_packets():
+    p = SocketIOProtocol()
+    assert p.emit("joinRoom", ["r1"]) == ['42["joinRoom","r1"]']
+    ack = p.next_ack_id()
+    assert p.emit("leaveRoom", ["r1"], ack_id=ack) == ['420["leaveRoom","r1"]']
+    assert p.next_ack_id() == 1
+    assert p.emit("x", [], "/admin") == ['42/admin,["x"]']
+    assert p.ack(5, ["ok"]) == ['435["ok"]']
+
+
+def test_binary_attachments_round_trip():
+    sender = SocketIOProtocol()
+    frames = sender.emit("upload", [{"blob": b"\x00\x01\x02", "n": 3}, b"zz"])
+    assert frames[0].startswith("452-") and frames[1:] == [b"\x00\x01\x02", b"zz"]
+    # the same frames, as a server would send them back, decode into the original arguments
+    recv = SocketIOProtocol()
+    assert recv.receive(frames[0]) == []
+    assert recv.receive(frames[1]) == []
+    [ev] = recv.receive(frames[2])
+    assert ev.name == "upload" and ev.args == [{"blob": b"\x00\x01\x02", "n": 3}, b"zz"]
+    assert ev.nbytes == len(frames[0]) + 5
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ["", "9", "0notjson", '42{"not":"a list"}', "42[1,2]", '42["x"', "x"],
+)
+def test_bad_frames_raise_protocol_error(frame):
+    p = SocketIOProtocol()
+    with pytest.raises(ProtocolError):
+        p.receive(frame)
+
+
+def test_binary_without_pending_packet_is_an_error():
+    with pytest.raises(ProtocolError):
+        SocketIOProtocol().receive(b"\x00")
