@@ -232,6 +232,7 @@ class _Demo:
         self.started: list[Any] = []  # ManagedProcess, in start order
         self.master: Any = None
         self.workers: list[Any] = []
+        self._marks: list[tuple[float, int]] = []  # (elapsed, total requests) at each progress line
 
     # -------------------------------------------------------------- helpers
     def say(self, text: str) -> None:
@@ -291,14 +292,21 @@ class _Demo:
 
     def progress_line(self, elapsed: float) -> str:
         row = _last_history_row(Path(f"{self.prefix}_stats_history.csv"))
-        if row is None:
-            connected = self.master.output().count("reported as ready") if self.master else 0
-            return f"{elapsed:5.0f}s  waiting for workers: {min(connected, self.expect)}/{self.expect} connected"
+        users = int(_num(row.get("User Count"))) if row else 0
+        total = int(_num(row.get("Total Request Count"))) if row else 0
+        if users == 0 and total == 0:
+            connected = min(self.expect, self.master.output().count("reported as ready") if self.master else 0)
+            if connected < self.expect:
+                return f"{elapsed:5.0f}s  waiting for workers: {connected}/{self.expect} connected"
+            return f"{elapsed:5.0f}s  {connected} worker(s) connected, starting users"
+        failures = int(_num(row.get("Total Failure Count"))) if row else 0
+        # rate over the last ~6 s: workers report every 3 s, so shorter windows jump between 0 and 2x
+        self._marks.append((elapsed, total))
+        older = [m for m in self._marks[:-1] if m[0] >= elapsed - 6.5] or self._marks[-2:-1]
+        rate = (total - older[0][1]) / (elapsed - older[0][0]) if older and elapsed > older[0][0] else 0.0
         return (
-            f"{elapsed:5.0f}s  users {int(_num(row.get('User Count'))):>4}  "
-            f"requests {int(_num(row.get('Total Request Count'))):>7}  "
-            f"failures {int(_num(row.get('Total Failure Count'))):>5}  "
-            f"{_num(row.get('Requests/s')):7.1f} req/s  (run time {self.run_seconds}s)"
+            f"{elapsed:5.0f}s  users {users:>4}  requests {total:>7}  failures {failures:>5}  "
+            f"{rate:7.1f} req/s   (run time {self.run_seconds}s; workers report every 3 s)"
         )
 
     # -------------------------------------------------------------- phases

@@ -3,7 +3,8 @@
 Batch mode (default): user k fires exactly ``--synth-samples`` deterministic samples (seeded by its
 global user number), every 20th marked failed, then idles, so one process with U users and U
 workers with one user each record the same multiset. Continuous mode (``--synth-continuous``):
-fires a sample every ~5 ms until stopped (for the fault tests).
+fires a sample every ~5 ms until stopped (for the fault tests). ``--synth-stop-delay S`` makes
+each user take S seconds to stop and then fire one ``on_stop`` sample (a worker slow to stop).
 """
 
 from __future__ import annotations
@@ -25,10 +26,19 @@ def _options(parser):
     parser.add_argument("--synth-samples", type=int, default=1000, help="samples per user (batch mode)")
     parser.add_argument("--synth-stride", type=int, default=1, help="number of workers (seed stride)")
     parser.add_argument("--synth-continuous", action="store_true", default=False)
+    parser.add_argument("--synth-stop-delay", type=float, default=0.0,
+                        help="on_stop sleeps this long, then fires one 'on_stop' sample (a slow-to-stop worker)")
 
 
 class SynthUser(User):
     wait_time = constant(600)
+
+    def on_stop(self):
+        delay = self.environment.parsed_options.synth_stop_delay
+        if delay > 0:
+            gevent.sleep(delay)
+            self.environment.events.request.fire(request_type="synth", name="on_stop", response_time=delay * 1000,
+                                                 response_length=0, exception=None, context={})
 
     @task
     def fire(self):

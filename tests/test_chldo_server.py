@@ -242,6 +242,7 @@ def test_ready_line_and_clean_signals(spawn):
     (["--answer-tokens", "0"], "--answer-tokens"),
     (["--first-token-ms", "-5"], "--first-token-ms"),
     (["--port", "99999"], "--port"),
+    (["--processes", "0"], "--processes"),
 ])
 def test_bad_config_exits_cleanly(args, text):
     r = subprocess.run(loadkit_argv("serve", "chldo", *args), capture_output=True, text=True, timeout=30)
@@ -269,3 +270,21 @@ def test_help_is_light():
                         "print('websockets' in sys.modules, 'gevent' in sys.modules)"],
                        capture_output=True, text=True, timeout=30)
     assert r.stdout.split() == ["False", "False"]
+
+
+def test_prefork_processes_share_the_port(spawn):
+    proc, url = start(spawn, *FAST, "--processes", "2")
+    for _ in range(6):
+        with connect(url) as ws:
+            assert turn_frames(ws, sendmsg())[-1]["status"] == "END"
+    deadline = time.monotonic() + 5
+    while "ready on" not in proc.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.signal(signal.SIGINT)  # the whole process group, as Ctrl-C in a terminal does
+    assert proc.wait(15) == 0
+    out = proc.output()
+    assert out.count("ready on ws://127.0.0.1:") == 1 and "2 processes" in out
+    stopped = [line for line in out.splitlines() if "stopped (process" in line]
+    assert len(stopped) == 2 and "Traceback" not in out
+    turns = sum(int(line.split(" turns")[0].rsplit(" ", 1)[1]) for line in stopped)
+    assert turns == 6

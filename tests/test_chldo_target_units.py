@@ -105,7 +105,7 @@ def test_parse_spaces_good_and_bad():
 def _args(**kw):
     base = dict(host="127.0.0.1", port=0, first_token_ms=300.0, token_ms=20.0, answer_tokens=40, api_keys=None,
                 llm_failure_rate=0.0, require_msg=False, langchain_events=False, no_sentence_split=False,
-                max_frame_bytes=65536, max_streams_per_connection=4, ping_interval=20.0)
+                max_frame_bytes=65536, max_streams_per_connection=4, ping_interval=20.0, processes=1)
     base.update(kw)
     return SimpleNamespace(**base)
 

@@ -120,3 +120,28 @@ def test_ground_truth_server_delay_shows_in_chat_median(spawn, tmp_path):
         assert len(raw) > 20, len(raw)
         medians[delay] = statistics.median(raw)
     assert abs(medians["50"] - (medians["0"] + 50.0)) <= 1.0, medians
+
+
+@pytest.mark.timeout(120)
+def test_distributed_workers_get_options_and_distinct_accounts(spawn, tmp_path):
+    """Master + 2 workers: --ktb-* options reach the workers and no account is shared (a shared
+    account would show as duplicate_login / SESSION_EXPIRED failures)."""
+    rest, sio = start_server(spawn)
+    port = free_port()
+    prefix = tmp_path / "dist"
+    common = ["-f", LOCUSTFILE]
+    for i in range(2):
+        spawn([sys.executable, "-m", "locust", *common, "--worker", "--master-host", "127.0.0.1",
+               "--master-port", str(port)], name=f"worker{i}")
+    master = spawn([sys.executable, "-m", "locust", *common, "--master", "--master-bind-host", "127.0.0.1",
+                    "--master-bind-port", str(port), "--expect-workers", "2", "--headless", "-u", "8", "-r", "8",
+                    "-t", "6s", "--host", rest, "--ktb-socket-url", sio, "--ktb-room-size", "2",
+                    "--ktb-wait-min", "0.01", "--ktb-wait-max", "0.05", "--csv", str(prefix), "--only-summary",
+                    "KtbChat"], name="master")
+    master.wait(timeout=90)
+    stats = {(r["Type"], r["Name"]): r for r in csv.DictReader(open(f"{prefix}_stats.csv"))}
+    failures = list(csv.DictReader(open(f"{prefix}_failures.csv")))
+    assert not failures, failures
+    assert int(stats[("POST", "/api/auth/login")]["Request Count"]) == 8  # one login per user, no re-login
+    assert int(stats[("ktb", "chatMessage")]["Request Count"]) > 0
+    assert int(stats[("ktb", "delivery")]["Request Count"]) > 0  # rooms of 2 built within each worker

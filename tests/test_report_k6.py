@@ -99,3 +99,17 @@ def test_json_and_summary_of_one_run_make_one_run(tmp_path):
     assert res.returncode == 0, res.stderr
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert summary["run"].nunique() == 1
+
+
+def test_ktb_fixture_operations_match_raw_samples(tmp_path):
+    path = K6_FIXTURES / "ktb.json.gz"
+    res = run_report("--k6-json", str(path), "--out", str(tmp_path), "--quiet")
+    assert res.returncode == 0, res.stderr
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("operation")
+    raw = raw_k6_samples(path)
+    for op in ("connect", "joinRoom", "chatMessage", "fetchPreviousMessages", "markMessagesAsRead", "messageReaction", "leaveRoom", "delivery"):
+        assert op in raw, op
+        assert summary.at[op, "count"] == raw[op].size + raw_k6_failures(path).get(op, 0)
+        assert summary.at[op, "p95"] == pytest.approx(np.percentile(raw[op], 95), abs=1e-3)
+    # REST calls are http_req_duration points named by their `name` tag, method as type
+    assert summary.at["/api/auth/login", "type"] == "POST"

@@ -122,3 +122,25 @@ def test_bad_frames_raise_protocol_error(frame):
 def test_binary_without_pending_packet_is_an_error():
     with pytest.raises(ProtocolError):
         SocketIOProtocol().receive(b"\x00")
+
+
+PAYLOADS = [
+    [],
+    ["r1"],
+    [{"room": "abc", "type": "text", "content": "안녕 ☃ \"quoted\" \\ /slash"}],
+    [1, 2.5, None, True, {"nested": [1, {"a": []}]}],
+]
+
+
+@pytest.mark.parametrize("args", PAYLOADS)
+def test_fast_codec_is_byte_identical_to_packet_classes(args):
+    from engineio import packet as ep
+    from socketio import packet as sp
+
+    p = SocketIOProtocol()
+    [fast] = p.emit("chatMessage", args)
+    ref = ep.Packet(ep.MESSAGE, data=sp.Packet(sp.EVENT, data=["chatMessage", *args]).encode()).encode()
+    assert fast == ref
+    [ev] = p.receive(fast)
+    ref_pkt = sp.Packet(encoded_packet=fast[1:])
+    assert [ev.name, *ev.args] == ref_pkt.data and ev.namespace == "/" and ev.ack_id is None

@@ -26,9 +26,10 @@ from typing import Any, Callable, Iterable
 
 import gevent
 import gevent.lock
-from gevent.event import AsyncResult
+from gevent.hub import Waiter, get_hub
 import websocket
 
+from loadkit.protocols.chldo_wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameDecoder, WireError
 from loadkit.protocols.socketio import (
     Ack,
     ConnectError,
@@ -39,12 +40,14 @@ from loadkit.protocols.socketio import (
     Event,
     ProtocolError,
     SocketIOProtocol,
+    client_frame,
     websocket_url,
 )
 
 log = logging.getLogger(__name__)
 
 perf_counter = time.perf_counter
+_randbytes = random.randbytes
 _OP_TEXT = websocket.ABNF.OPCODE_TEXT
 _OP_BINARY = websocket.ABNF.OPCODE_BINARY
 
@@ -113,18 +116,109 @@ class Answer:
         return (self.t_recv - self.t_sent) * 1000.0
 
 
+class _Expired(Exception):
+    """Internal: the deadline wheel expired a pending result."""
+
+
+class _DeadlineWheel:
+    """Process-wide coarse timeouts for pending answers (resolution ``tick`` seconds).
+
+    Why not ``gevent.Timeout`` per request: starting and stopping a libev timer for every round
+    trip measurably costs (~4-5 us of a ~50 us budget on the dev VM); appending to a bucket list is
+    nearly free. One sweeper greenlet for the whole process (not per connection), alive only while
+    something is pending.
+    """
+
+    tick = 0.05
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, list] = {}
+        self.greenlet: gevent.Greenlet | None = None
+
+    def add(self, res: "_Result", timeout: float) -> None:
+        b = int((time.monotonic() + timeout) / self.tick) + 1
+        lst = self.buckets.get(b)
+        if lst is None:
+            self.buckets[b] = [res]
+        else:
+            lst.append(res)
+        if self.greenlet is None:
+            self.greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        try:
+            while self.buckets:
+                gevent.sleep(self.tick)
+                now_b = int(time.monotonic() / self.tick)
+                for b in [b for b in self.buckets if b <= now_b]:
+                    for res in self.buckets.pop(b):
+                        if not res.done:
+                            res.set_exception(_Expired())
+        finally:
+            self.greenlet = None
+
+
+_WHEEL = _DeadlineWheel()
+
+
+class _Result:
+    """A one-shot result a greenlet waits for; set from the receive greenlet (a lighter
+    ``AsyncResult``: one hub callback to wake the waiter, no links, no per-wait timer)."""
+
+    __slots__ = ("done", "_value", "_exc", "_waiter")
+
+    def __init__(self) -> None:
+        self.done = False
+        self._value: Any = None
+        self._exc: BaseException | None = None
+        self._waiter: Waiter | None = None
+
+    def ready(self) -> bool:
+        return self.done
+
+    def set(self, value: Any) -> None:
+        if not self.done:
+            self.done = True
+            self._value = value
+            if self._waiter is not None:
+                get_hub().loop.run_callback(self._waiter.switch, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self.done:
+            self.done = True
+            self._exc = exc
+            if self._waiter is not None:
+                get_hub().loop.run_callback(self._waiter.switch, None)
+
+    def get(self, timeout: float) -> Any:
+        """Wait (at most ``timeout`` s, ± the wheel's tick); raises ``_Expired`` on timeout."""
+        if not self.done:
+            self._waiter = Waiter()
+            _WHEEL.add(self, timeout)
+            try:
+                self._waiter.get()
+            finally:
+                self._waiter = None
+        value, exc = self._value, self._exc
+        self._value = self._exc = None  # the wheel keeps this object until its deadline: keep it light
+        if exc is not None:
+            raise exc
+        return value
+
+
 class _Waiter:
     """One pending request: which events answer it, which fail it, and where the result goes."""
 
-    __slots__ = ("answer", "match", "errors", "result", "t_sent", "names")
+    __slots__ = ("answer", "match", "errors", "result", "t_sent", "names", "registered")
 
     def __init__(self, answer, match, errors, t_sent):
         self.answer = answer
         self.match = match
         self.errors = errors  # dict event -> predicate | None
-        self.result = AsyncResult()
+        self.result = _Result()
         self.t_sent = t_sent
         self.names = (answer, *errors) if answer else tuple(errors)
+        self.registered = False
 
 
 def _sslopt(verify_tls: bool, ca_certs: str | None) -> dict:
@@ -213,52 +307,62 @@ class SocketIOClient:
         except (OSError, websocket.WebSocketException, ValueError) as exc:
             raise ConnectionFailed(f"websocket {self.url}: {type(exc).__name__}: {exc}") from None
         self.ws = ws
+        self._decoder = FrameDecoder()
         try:
             auth = self.auth() if callable(self.auth) else self.auth
             pending = set(self.namespaces)
-            opened = False
+            sock = ws.sock
             while pending:
-                ws.settimeout(max(0.001, deadline - time.monotonic()))
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
                 try:
-                    frame = self._recv_frame(ws)
-                except websocket.WebSocketTimeoutException:
+                    data = sock.recv(65536)
+                except socket.timeout:
                     raise AnswerTimeout(f"no CONNECT ack from {self.url} within {self.connect_timeout:g}s") from None
-                except (OSError, websocket.WebSocketException) as exc:
+                except OSError as exc:
                     raise ConnectionFailed(f"{self.url} closed during handshake: {exc}") from None
-                if frame is None:
+                if not data:
                     raise ConnectionFailed(f"{self.url} closed during handshake")
-                for ev in self.proto.receive(frame):
-                    if isinstance(ev, EioOpen):
-                        opened = True
-                        for ns in self.namespaces:
-                            self._send_frames(self.proto.connect(ns, auth))
-                    elif isinstance(ev, Connected):
-                        pending.discard(ev.namespace)
-                        if ev.namespace == "/":
-                            self.sid = ev.sid
-                    elif isinstance(ev, ConnectError):
-                        raise ConnectRefused(ev.namespace, ev.data)
-                    elif isinstance(ev, EioClosed):
-                        raise ConnectionFailed(f"{self.url} sent CLOSE during handshake")
-                    elif isinstance(ev, Event):  # events sent before the CONNECT ack
-                        self._dispatch(ev, perf_counter())
-                for out in self.proto.data_to_send():
-                    self._send_raw(out)
-            ws.settimeout(None)
+                try:
+                    messages = self._decoder.feed(data)
+                except WireError as exc:
+                    raise ConnectionFailed(f"{self.url}: bad websocket framing: {exc}") from None
+                for op, payload in messages:
+                    if op == OP_TEXT:
+                        frame: str | bytes = payload.decode("utf-8", "replace")
+                    elif op == OP_BINARY:
+                        frame = payload
+                    elif op == OP_PING:
+                        self._send_control(websocket.ABNF.OPCODE_PONG, payload)
+                        continue
+                    elif op == OP_CLOSE:
+                        raise ConnectionFailed(f"{self.url} closed the websocket during handshake")
+                    else:
+                        continue
+                    for ev in self.proto.receive(frame, len(payload)):
+                        if isinstance(ev, EioOpen):
+                            for ns in self.namespaces:
+                                self._send_frames(self.proto.connect(ns, auth))
+                        elif isinstance(ev, Connected):
+                            pending.discard(ev.namespace)
+                            if ev.namespace == "/":
+                                self.sid = ev.sid
+                        elif isinstance(ev, ConnectError):
+                            raise ConnectRefused(ev.namespace, ev.data)
+                        elif isinstance(ev, EioClosed):
+                            raise ConnectionFailed(f"{self.url} sent CLOSE during handshake")
+                        elif isinstance(ev, Event):  # events sent before the CONNECT ack
+                            self._dispatch(ev, perf_counter())
+                    for out in self.proto.data_to_send():
+                        self._send_raw(out)
+            sock.settimeout(None)
+        except ProtocolError as exc:
+            self._abort()
+            raise ConnectionFailed(f"{self.url}: {exc}") from None
         except BaseException:
             self._abort()
             raise
         self.connected = True
         self._reader = gevent.spawn(self._read_loop, ws)
-
-    @staticmethod
-    def _recv_frame(ws: websocket.WebSocket) -> str | bytes | None:
-        opcode, data = ws.recv_data()
-        if opcode == _OP_TEXT:
-            return data.decode("utf-8", "replace")
-        if opcode == _OP_BINARY:
-            return data
-        return None  # close
 
     def _abort(self) -> None:
         ws, self.ws = self.ws, None
@@ -294,36 +398,51 @@ class SocketIOClient:
     def _read_loop(self, ws: websocket.WebSocket) -> None:
         reason = "server closed the connection"
         proto = self.proto
-        recv = ws.recv_data
+        receive = proto.receive
+        dispatch = self._dispatch
+        feed = self._decoder.feed
+        recv = ws.sock.recv
         try:
             while True:
-                opcode, data = recv()
-                now = perf_counter()
-                if opcode == _OP_TEXT:
-                    frame = data.decode("utf-8", "replace")
-                elif opcode == _OP_BINARY:
-                    frame = data
-                else:
+                data = recv(65536)
+                if not data:
                     break
-                for ev in proto.receive(frame, len(data)):
-                    if type(ev) is Event:
-                        self._dispatch(ev, now)
-                    elif type(ev) is Ack:
-                        self._on_ack(ev, now)
-                    elif isinstance(ev, (EioClosed, Disconnected)):
-                        if isinstance(ev, Disconnected) and ev.namespace != "/":
-                            continue
-                        reason = "server sent CLOSE" if isinstance(ev, EioClosed) else "server disconnected namespace /"
+                now = perf_counter()
+                for op, payload in feed(data):
+                    if op == OP_TEXT:
+                        evs = receive(payload.decode("utf-8", "replace"), len(payload))
+                    elif op == OP_BINARY:
+                        evs = receive(payload)
+                    elif op == OP_PING:
+                        self._send_control(websocket.ABNF.OPCODE_PONG, payload)
+                        continue
+                    elif op == OP_CLOSE:
+                        reason = "server closed the websocket"
                         raise StopIteration
-                if proto._out:
-                    for out in proto.data_to_send():
-                        self._send_raw(out)
+                    else:
+                        continue
+                    for ev in evs:
+                        if type(ev) is Event:
+                            dispatch(ev, now)
+                        elif type(ev) is Ack:
+                            self._on_ack(ev, now)
+                        elif isinstance(ev, (EioClosed, Disconnected)):
+                            if isinstance(ev, Disconnected) and ev.namespace != "/":
+                                continue
+                            reason = "server sent CLOSE" if isinstance(ev, EioClosed) else "server disconnected namespace /"
+                            raise StopIteration
+                    if proto._out:
+                        for out in proto.data_to_send():
+                            self._send_raw(out)
         except StopIteration:
             pass
         except gevent.GreenletExit:
             return
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
+            log.warning("%s: %s", self.url, reason)
+        except WireError as exc:
+            reason = f"bad websocket framing: {exc}"
             log.warning("%s: %s", self.url, reason)
         except (OSError, websocket.WebSocketException) as exc:
             reason = f"connection lost: {type(exc).__name__}: {exc}"
@@ -391,6 +510,7 @@ class SocketIOClient:
             w.result.set(value)
 
     def _forget(self, w: _Waiter, ns: str | None = None) -> None:
+        w.registered = False
         for name in w.names:
             for key in ((ns, name),) if ns else [k for k in self._waiters if k[1] == name]:
                 lst = self._waiters.get(key)
@@ -418,14 +538,25 @@ class SocketIOClient:
         ws = self.ws
         if ws is None:
             raise Disconnect("not connected")
+        if isinstance(frame, str):
+            data = client_frame(_OP_TEXT, frame.encode("utf-8"), _randbytes(4))
+        else:
+            data = client_frame(_OP_BINARY, bytes(frame), _randbytes(4))
         with self._send_lock:
             try:
-                if isinstance(frame, str):
-                    ws.send(frame, _OP_TEXT)
-                else:
-                    ws.send(frame, _OP_BINARY)
-            except (OSError, websocket.WebSocketException) as exc:
+                ws.sock.sendall(data)
+            except (OSError, AttributeError) as exc:
                 raise Disconnect(f"send failed: {type(exc).__name__}: {exc}") from None
+
+    def _send_control(self, opcode: int, payload: bytes) -> None:
+        ws = self.ws
+        if ws is None:
+            return
+        with self._send_lock:
+            try:
+                ws.sock.sendall(client_frame(opcode, payload, _randbytes(4)))
+            except (OSError, AttributeError):
+                pass
 
     def _send_frames(self, frames: list) -> None:
         for f in frames:
@@ -465,15 +596,16 @@ class SocketIOClient:
         self._acks[ack_id] = w
         for name in w.names:
             self._waiters.setdefault((namespace, name), []).append(w)
+        w.registered = bool(w.names)
         w.t_sent = perf_counter()
         try:
             self._send_frames(frames)
             return w.result.get(timeout=timeout)
-        except gevent.Timeout:
+        except _Expired:
             raise AnswerTimeout(f"no ack for {event!r} within {timeout:g}s") from None
         finally:
             self._acks.pop(ack_id, None)
-            if w.names:
+            if w.registered:
                 self._forget(w, namespace)
 
     def request(
@@ -504,12 +636,13 @@ class SocketIOClient:
         w = _Waiter(answer, match, errors, 0.0)
         for name in w.names:
             self._waiters.setdefault((namespace, name), []).append(w)
+        w.registered = bool(w.names)
         w.t_sent = perf_counter()
         try:
             self._send_frames(frames)
             return w.result.get(timeout=timeout)
-        except gevent.Timeout:
+        except _Expired:
             raise AnswerTimeout(f"no {answer!r} for {event!r} within {timeout:g}s") from None
         finally:
-            if not w.result.ready():
+            if w.registered:
                 self._forget(w, namespace)

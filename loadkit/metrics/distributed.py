@@ -18,7 +18,8 @@ Locust workers wait for an unreachable master 60 × 5 s and for a vanished maste
 Importing this module bounds both from the environment so that loadkit's demo and compose setup
 fail fast with a clear message: ``LOADKIT_MASTER_WAIT`` (seconds to wait for the master at start,
 default 60) and ``LOADKIT_MASTER_TIMEOUT`` (seconds without master heartbeat before a worker quits,
-default Locust's 60).
+default Locust's 60). The master, when it quits, waits up to ``LOADKIT_FINAL_REPORT_WAIT`` seconds
+(default 5; Locust alone: a fixed 0.5 s) for each connected worker's last report.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class WorkerInfo:
     first_seen: float = 0.0
     last_seen: float = 0.0
     final_report: bool = False
+    final_report_at: float = 0.0
     missing: bool = False  # currently marked missing by the master's heartbeat check
     gone: bool = False  # no longer in the master's client list
     ops: dict[str, int] = field(default_factory=dict)  # "type name" -> samples received
@@ -131,6 +133,8 @@ class WorkerTracker:
             except (TypeError, ValueError):
                 pass
             info.final_report = bool(meta.get("stopped", False))
+            if info.final_report:
+                info.final_report_at = info.last_seen
 
     def poll(self, clients: Any) -> None:
         """Copy the master's view (``runner.clients``): state, missing, gone."""
@@ -382,6 +386,53 @@ def bound_master_waits() -> None:
         runners.WorkerRunner.connect_to_master = connect_to_master  # type: ignore[method-assign]
 
 
+def wait_for_final_reports() -> None:
+    """Make the master wait for its workers' last reports when it quits (bounded).
+
+    Locust's ``MasterRunner.quit`` sends "quit" to the workers and waits a fixed 0.5 s for their final
+    stats; a worker busy for longer loses its last seconds of samples. This wrapper sends "quit"
+    first and waits until every connected worker has sent the report it makes after stopping (or
+    has gone), at most ``LOADKIT_FINAL_REPORT_WAIT`` seconds (default 5), then lets Locust's own
+    ``quit`` finish as usual.
+    """
+    from locust import runners
+    from locust.rpc import Message
+
+    if getattr(runners.MasterRunner.quit, "_loadkit_original", None) is not None:
+        return
+    original = runners.MasterRunner.quit
+
+    def quit(self: Any) -> None:
+        wait = _env_seconds("LOADKIT_FINAL_REPORT_WAIT", 5.0) or 0.0
+        try:
+            self.stop(send_stop_to_client=False)
+            mark = time.time()
+            expected = [c.id for c in self.clients.all if c.state != "missing"]
+            for client_id in expected:
+                self.server.send_to_client(Message("quit", None, client_id))
+            deadline = time.monotonic() + wait
+            pending = list(expected)
+            import gevent
+
+            while pending and time.monotonic() < deadline:
+                pending = [
+                    cid
+                    for cid in expected
+                    if cid in self.clients
+                    and not (TRACKER.workers.get(cid) and TRACKER.workers[cid].final_report_at >= mark)
+                ]
+                if pending:
+                    gevent.sleep(0.05)
+            if pending:
+                logger.warning("loadkit: no final report from %d worker(s) within %.0fs", len(pending), wait)
+        except Exception as exc:  # noqa: BLE001 - never block Locust's own shutdown
+            logger.debug("loadkit: waiting for final reports failed: %s", exc)
+        original(self)
+
+    quit._loadkit_original = original  # type: ignore[attr-defined]
+    runners.MasterRunner.quit = quit  # type: ignore[method-assign]
+
+
 def install(events: Any) -> None:
     """Register the listeners (called once by :func:`loadkit.metrics.hdr.install`)."""
     events.init.add_listener(_on_init_remember)
@@ -393,3 +444,4 @@ def install(events: Any) -> None:
     events.test_start.add_listener(_on_test_start)
     events.quitting.add_listener(_on_quitting_worker)
     bound_master_waits()
+    wait_for_final_reports()

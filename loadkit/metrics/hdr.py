@@ -109,7 +109,7 @@ def _on_quitting(environment: Any, **_kw: Any) -> None:
 
 
 def install(events: Any | None = None) -> bool:
-    """Register the listeners on Locust's global ``events`` (or ``events``); idempotent.
+    """Register the listeners on ``events`` (default: Locust's global ``locust.events``); idempotent.
 
     Returns True when this call registered them.
     """

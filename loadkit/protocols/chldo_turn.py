@@ -26,6 +26,7 @@ from loadkit.protocols.chldo import (
     EVENT_CHAT_MODEL_STREAM,
     LANGCHAIN_RUN_EVENTS,
     MSGTYPE_ERROR,
+    MSGTYPE_STREAM,
     STATUS_END,
     STATUS_START,
     STATUS_STREAM,
@@ -194,7 +195,7 @@ class Turn:
                 return False
         status = get("status")
         if status == STATUS_STREAM:
-            if get("event") == EVENT_CHAT_MODEL_STREAM or get("msgtype") == STATUS_STREAM:
+            if get("event") == EVENT_CHAT_MODEL_STREAM or get("msgtype") == MSGTYPE_STREAM:
                 self._token(obj, get, now)
             else:
                 self.info_frames += 1

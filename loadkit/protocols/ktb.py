@@ -250,10 +250,7 @@ def is_banned_word_safe(text: str) -> bool:
 
 def _grp(n: int) -> str:
     """1763724452123456 -> '1.763.724.452.123.456' (runs of at most 3 digits)."""
-    s = str(int(n))
-    head = len(s) % 3 or 3
-    parts = [s[:head]] + [s[i : i + 3] for i in range(head, len(s), 3)]
-    return ".".join(parts)
+    return format(int(n), ",").replace(",", ".")
 
 
 def _ungrp(s: str) -> int:
@@ -279,9 +276,20 @@ class Nonce:
         return (self.host, self.pid, self.user)
 
 
-def make_content(host: int, pid: int, user: int, seq: int, sent_us: int) -> str:
-    """Message content carrying a nonce; always banned-word safe."""
-    return f"{NONCE_PREFIX}{_grp(host)}~{_grp(pid)}~{_grp(user)}~{_grp(seq)}~{_grp(sent_us)}"
+def content_prefix(host: int, pid: int, user: int) -> str:
+    """The constant part of one sender's nonces (computed once per user)."""
+    return f"{NONCE_PREFIX}{_grp(host)}~{_grp(pid)}~{_grp(user)}~"
+
+
+def make_content(host: int, pid: int, user: int, seq: int, sent_us: int, prefix: str | None = None) -> str:
+    """Message content carrying a nonce; always banned-word safe.
+
+    ``lk <host>~<pid>~<user>~<seq>~<sender time.time() in us>``, every number grouped by 3 digits
+    with dots, e.g. ``lk 12.345~4.242~7~19~1.763.724.452.123.456``.
+    """
+    if prefix is None:
+        prefix = content_prefix(host, pid, user)
+    return f"{prefix}{_grp(seq)}~{_grp(sent_us)}"
 
 
 def parse_content(content: Any) -> Nonce | None:

@@ -88,12 +88,11 @@ def _slug(text: str) -> str:
 
 
 def build_report(args) -> Result:
-    from . import charts, console, html, tables
-
     t_start = time.perf_counter()
     if args.bucket <= 0:
         raise ReportInputError(None, "--bucket must be a positive number of seconds")
     runs = collect_runs(args)
+    from . import charts, console, html, tables  # matplotlib only once the inputs are known good
     title = args.title or "Load test report: " + ", ".join(f"{r.tool} {r.label}" for r in runs)
     out_dir = Path(args.out) if args.out else Path("reports") / _slug(args.name or "-".join(r.label for r in runs))
     try:
@@ -109,7 +108,10 @@ def build_report(args) -> Result:
     pngs = charts.render_all(runs, summary, timeseries, out_dir)
     try:
         summary.to_csv(out_dir / "summary.csv", index=False, float_format="%.3f")
-        timeseries.to_csv(out_dir / "timeseries.csv", index=False, float_format="%.3f")
+        epoch = pd.Timestamp(0, tz="UTC")
+        unix = (pd.to_datetime(timeseries["timestamp"], utc=True) - epoch).dt.total_seconds() if len(timeseries) else timeseries["timestamp"]
+        ts_out = timeseries.assign(timestamp=unix)
+        ts_out.rename(columns={"timestamp": "unix_time"}).round(3).to_csv(out_dir / "timeseries.csv", index=False)
         failures.to_csv(out_dir / "failures.csv", index=False)
     except OSError as exc:
         raise ReportInputError(out_dir, f"cannot write: {exc.strerror or exc}") from None

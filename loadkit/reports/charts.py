@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
 from .model import AGGREGATED, Run  # noqa: E402
 from .tables import operations_in_order  # noqa: E402
@@ -48,6 +48,7 @@ def _log_axis(axis, lo: float | None = None, hi: float | None = None) -> None:
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
     axis.set_major_formatter(_ms_formatter())
     axis.set_minor_formatter(NullFormatter())
+    axis.set_minor_locator(NullLocator())  # dozens of unlabelled minor ticks cost seconds of layout
 
 
 def _maybe_log(ax, values, axis: str = "y") -> None:
@@ -79,6 +80,9 @@ def overview(ts: pd.DataFrame, runs: list[Run], path: Path) -> str | None:
     for ax, (_, ylabel) in zip(axes, panels):
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
+    if not (agg["errors"].fillna(0) > 0).any():
+        axes[2].set_ylim(0, 1)
+        axes[2].text(0.5, 0.5, "no failures", transform=axes[2].transAxes, ha="center", va="center", color="grey", fontsize=12)
     axes[0].set_title("Throughput, users and failures over time (all operations)")
     axes[-1].set_xlabel("time since the run's start (s)")
     axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="tool · run")
@@ -91,20 +95,26 @@ def latency_over_time(ts: pd.DataFrame, runs: list[Run], summary: pd.DataFrame, 
     shown = [r for r in runs if ((ts["tool"] == r.tool) & (ts["run"] == r.label)).any()]
     if not shown:
         return None
-    fig, axes = plt.subplots(len(shown), 1, figsize=(13, 3.6 * len(shown) + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(shown), 1, figsize=(13, 3.6 * len(shown) + 0.6), sharex=True, sharey=True, squeeze=False)
+    all_vals = []
     for ax, r in zip(axes[:, 0], shown):
         d = ts[(ts["tool"] == r.tool) & (ts["run"] == r.label)]
-        ops = [o for o in ops_all if o in set(d["operation"])][:MAX_OPS] or [AGGREGATED]
+        # operations seen in at least 3 time steps (one-off calls like login make no curve)
+        steps = d.dropna(subset=["p95"]).groupby("operation")["t"].nunique()
+        present = set(steps[steps >= 3].index)
+        ops = [o for o in ops_all if o in present][:MAX_OPS] or [AGGREGATED]
         window = d["pct_window"].iloc[0] if len(d) else ""
+        by_op = {op: g for op, g in d.groupby("operation", sort=False)}
         for op in ops:
-            dd = d[d["operation"] == op].sort_values("t")
+            dd = by_op[op].sort_values("t")
             c = OP_COLORS[ops_all.index(op) % len(OP_COLORS)] if op in ops_all else "black"
             ax.plot(dd["t"], dd["p95"], color=c, lw=1.6, label=f"{op} p95")
             ax.plot(dd["t"], dd["p50"], color=c, lw=1.0, ls="--", label=f"{op} p50")
-        _maybe_log(ax, d.loc[d["operation"].isin(ops), ["p50", "p95"]].to_numpy().ravel())
+        all_vals.append(d.loc[d["operation"].isin(ops), ["p50", "p95"]].to_numpy().ravel())
         ax.set_title(f"{_run_key(r.tool, r.label)}: latency p50 (dashed) and p95 (solid) — {window}")
         ax.set_ylabel("latency (ms)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8, ncol=1 if len(ops) <= 6 else 2)
+    _maybe_log(axes[0, 0], np.concatenate(all_vals) if all_vals else [])
     axes[-1, 0].set_xlabel("time since the run's start (s)")
     fig.tight_layout()
     return _save(fig, path)
@@ -146,6 +156,17 @@ def percentiles_by_operation(summary: pd.DataFrame, runs: list[Run], path: Path)
     return _save(fig, path)
 
 
+_CDF_PCTS = np.concatenate([np.linspace(0, 90, 91), np.linspace(90.1, 99, 90), np.linspace(99.01, 100, 100)])
+
+
+def _cdf_points(vals: np.ndarray, counts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(latency, % of samples at or below) at fixed percentiles: exact for samples, HDR-exact for histograms."""
+    if counts is None:
+        return np.percentile(vals, _CDF_PCTS, method="inverted_cdf"), _CDF_PCTS
+    cum = np.cumsum(counts) / counts.sum() * 100.0
+    return vals, cum
+
+
 def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | None:
     with_data = [(i, r) for i, r in enumerate(runs) if (r.samples is not None and len(r.samples)) or r.histograms]
     if not with_data:
@@ -154,12 +175,13 @@ def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | No
     series: dict[str, list] = {op: [] for op in ops}
     for i, r in with_data:
         if r.samples is not None and len(r.samples):
-            for op, g in r.samples.groupby("operation", sort=False):
-                if op in series:
+            for op, g in r.samples.groupby("operation", sort=False, observed=True):
+                if op in series and len(g):
                     series[op].append((i, r, g["value"].to_numpy(), None))
-        for op, (vals, counts) in r.histograms.items():
-            if op in series and not (r.samples is not None and len(r.samples)):
-                series[op].append((i, r, vals, counts))
+        else:
+            for op, (vals, counts) in r.histograms.items():
+                if op in series and counts.sum() > 0:
+                    series[op].append((i, r, vals, counts))
     ops = [op for op in ops if series[op]]
     if not ops:
         return None
@@ -168,34 +190,30 @@ def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | No
     fig, axes = plt.subplots(nrows, ncols, figsize=(13, 3.3 * nrows + 0.8), squeeze=False)
     for k, op in enumerate(ops):
         ax = axes[k // ncols, k % ncols]
-        allv = np.concatenate([s[2] for s in series[op]])
-        pos = allv[allv > 0]
-        lo, hi = (pos.min(), pos.max()) if pos.size else (0.01, 1.0)
-        lo, hi = max(lo * 0.9, 1e-3), max(hi * 1.1, lo * 1.5)
-        bins = np.geomspace(lo, hi, 60)
+        lo, hi = np.inf, 0.0
         for i, r, vals, counts in series[op]:
-            w = counts if counts is not None else None
-            hist, edges = np.histogram(np.clip(vals, lo, hi), bins=bins, weights=w)
-            total = hist.sum()
-            if total <= 0:
-                continue
-            share = hist / total * 100
-            ax.step(edges[:-1], share, where="post", color=RUN_COLORS[i % 10], lw=1.4, label=_run_key(r.tool, r.label))
+            x, y = _cdf_points(vals, counts)
+            x = np.maximum(x, 1e-3)
+            lo, hi = min(lo, x.min()), max(hi, x.max())
+            n = int(counts.sum()) if counts is not None else len(vals)
+            ax.step(x, y, where="post", color=RUN_COLORS[i % 10], lw=1.5, label=_run_key(r.tool, r.label))
+            ax.annotate(f"n={n:,}", xy=(0.98, 0.04 + 0.09 * [s[0] for s in series[op]].index(i)), xycoords="axes fraction",
+                        ha="right", fontsize=8, color=RUN_COLORS[i % 10])  # fmt: skip
         ax.set_xscale("log")
         _log_axis(ax.xaxis, lo, hi)
         ax.set_title(op, fontsize=11)
         ax.set_xlabel("latency (ms, log scale)")
-        ax.set_ylabel("% of samples")
-        ax.set_ylim(bottom=0)
+        ax.set_ylabel("% of samples ≤ latency")
+        ax.set_ylim(0, 101)
     for k in range(len(ops), nrows * ncols):
         axes[k // ncols, k % ncols].set_visible(False)
-    handles, labels = {}, []
+    handles: dict = {}
     for ax in axes.ravel():
         for hnd, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, hnd)
     fig.legend(list(handles.values()), list(handles.keys()), loc="upper right", frameon=False, title="tool · run")
-    fig.suptitle("Latency distribution per operation (share of samples per log-spaced bin)", x=0.4)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.suptitle("Latency distribution per operation (cumulative: share of samples at or below each latency)", x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 0.86, 0.97 if nrows > 1 else 0.94))
     return _save(fig, path)
 
 

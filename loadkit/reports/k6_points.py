@@ -45,6 +45,8 @@ NON_TRENDS = {
     "ws_msgs_sent", "ws_msgs_received", "ws_sessions", "dropped_iterations", FAILURE_COUNTER,
     "grpc_streams", "grpc_streams_msgs_sent", "grpc_streams_msgs_received",
 }  # fmt: skip
+#: metrics whose Point lines are never needed (skipped before JSON decoding)
+SKIP_BYTES = sorted(SKIP_TRENDS | {"data_sent", "data_received", "http_reqs", "ws_msgs_sent", "ws_msgs_received", "ws_sessions", "vus_max"})
 #: operation names for k6 built-ins that stand for a Locust operation
 BUILTIN_OPERATION = {"ws_connecting": "ws_connecting"}
 
@@ -55,7 +57,7 @@ class K6Points:
 
     path: str
     sample_t: np.ndarray
-    sample_op: np.ndarray  # object array of operation names
+    sample_op: pd.Categorical  # operation names
     sample_ms: np.ndarray
     fail_t: np.ndarray
     fail_op: np.ndarray
@@ -109,7 +111,7 @@ def _finish(path: str, st, sop, sv, ft, fop, vt, vv, it, cp, cf, methods) -> K6P
     return K6Points(
         path=path,
         sample_t=sample_t,
-        sample_op=np.asarray(sop, dtype=object),
+        sample_op=pd.Categorical(sop) if not isinstance(sop, pd.Categorical) else sop,
         sample_ms=np.asarray(sv, dtype=np.float64),
         fail_t=np.asarray(ft, dtype=np.float64),
         fail_op=np.asarray(fop, dtype=object),
@@ -141,8 +143,12 @@ def read_ndjson(path: str) -> K6Points:
     lines = raw.split(b"\n")
     n_lines = len(lines)
     seen_any = False
+    skip_prefixes = tuple(b'{"metric":"' + m.encode() + b'","type":"Point"' for m in SKIP_BYTES)
     for lineno, line in enumerate(lines, start=1):
         if not line or line.isspace():
+            continue
+        if line.startswith(skip_prefixes):  # k6 >= 0.4x writes "metric" first: skip without parsing
+            seen_any = True
             continue
         if b'"Point"' not in line:
             try:

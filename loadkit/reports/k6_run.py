@@ -27,7 +27,7 @@ def _concat(points: list[K6Points]) -> K6Points:
     return K6Points(
         path=", ".join(p.path for p in points),
         sample_t=cat([p.sample_t for p in points]),
-        sample_op=cat([p.sample_op for p in points]),
+        sample_op=pd.Categorical(cat([np.asarray(p.sample_op, dtype=object) for p in points])),
         sample_ms=cat([p.sample_ms for p in points]),
         fail_t=cat([p.fail_t for p in points]),
         fail_op=cat([p.fail_op for p in points]),
@@ -43,12 +43,12 @@ def _concat(points: list[K6Points]) -> K6Points:
 
 
 def _summary(p: K6Points, duration: float) -> pd.DataFrame:
-    ops = pd.unique(p.sample_op)
-    order = np.argsort(p.sample_op, kind="stable")
-    op_sorted = p.sample_op[order]
+    codes = p.sample_op.codes
+    cats = list(p.sample_op.categories)
+    order = np.argsort(codes, kind="stable")
     ms_sorted = p.sample_ms[order]
-    bounds = np.searchsorted(op_sorted, np.sort(ops))
-    fails = pd.Series(p.fail_op).value_counts() if p.fail_op.size else pd.Series(dtype="int64")
+    bounds = np.searchsorted(codes[order], np.arange(len(cats) + 1))
+    fails = pd.Series(np.asarray(p.fail_op, dtype=object)).value_counts() if len(p.fail_op) else pd.Series(dtype="int64")
     rows = []
 
     def row(op: str, vals: np.ndarray, n_fail: int, typ: str) -> dict:
@@ -64,15 +64,14 @@ def _summary(p: K6Points, duration: float) -> pd.DataFrame:
             "pct_source": "raw samples",
         }  # fmt: skip
 
-    sorted_ops = np.sort(ops)
-    for i, op in enumerate(sorted_ops):
-        lo = bounds[i]
-        hi = bounds[i + 1] if i + 1 < len(bounds) else len(op_sorted)
-        rows.append(row(op, ms_sorted[lo:hi], int(fails.get(op, 0)), p.http_methods.get(op, "")))
+    for i, op in enumerate(cats):
+        vals = ms_sorted[bounds[i] : bounds[i + 1]]
+        if vals.size:
+            rows.append(row(op, vals, int(fails.get(op, 0)), p.http_methods.get(op, "")))
     for op, n in fails.items():  # operations that only ever failed
-        if op not in set(sorted_ops):
+        if op not in set(cats):
             rows.append(row(op, np.empty(0), int(n), ""))
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).sort_values("operation", kind="stable")
     total = row(AGGREGATED, p.sample_ms, int(df["failures"].sum()), "")
     total["count"] = int(df["count"].sum())
     total["rps"] = total["count"] / duration if duration > 0 else np.nan
@@ -81,14 +80,18 @@ def _summary(p: K6Points, duration: float) -> pd.DataFrame:
 
 def _timeseries(p: K6Points, t0: float, bucket: float) -> pd.DataFrame:
     b = np.floor((p.sample_t - t0) / bucket).astype(np.int64)
-    s = pd.DataFrame({"b": b, "operation": p.sample_op, "v": p.sample_ms})
-    s_all = s.assign(operation=AGGREGATED)
-    both = pd.concat([s, s_all], ignore_index=True)
-    g = both.groupby(["b", "operation"], sort=True)["v"]
+    ops = pd.Categorical(p.sample_op, categories=[*p.sample_op.categories, AGGREGATED])
+    both = pd.DataFrame(
+        {"b": np.concatenate([b, b]), "operation": pd.Categorical.from_codes(
+            np.concatenate([ops.codes, np.full(b.size, len(ops.categories) - 1, dtype=ops.codes.dtype)]), ops.categories),
+         "v": np.concatenate([p.sample_ms, p.sample_ms])}
+    )  # fmt: skip
+    g = both.groupby(["b", "operation"], sort=True, observed=True)["v"]
     ts = g.quantile([0.5, 0.95]).unstack()
     ts.columns = ["p50", "p95"]
     ts["n"] = g.size()
     ts = ts.reset_index()
+    ts["operation"] = ts["operation"].astype(str)
     if p.fail_t.size:
         fb = np.floor((p.fail_t - t0) / bucket).astype(np.int64)
         f = pd.DataFrame({"b": fb, "operation": p.fail_op})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -53,27 +54,52 @@ def process_tag() -> tuple[str, int]:
 
 @events.init_command_line_parser.add_listener
 def _add_chldo_options(parser: Any) -> None:
-    group = parser.add_argument_group("chldo sendmsg stream (loadkit)")
-    group.add_argument("--chldo-api-key", default="demo-key", help="api_key sent with every sendmsg")
-    group.add_argument("--chldo-return-voice", default="",
-                       help="'' = omit (space default), 0 or 1 (sent as numbers); anything else is sent "
-                            "verbatim as a string (to provoke the validation error)")
-    group.add_argument("--chldo-prompts", default="",
-                       help="file with one prompt per line, or prompts separated by '|' (default: built-in "
-                            "Korean and English prompts)")
-    group.add_argument("--chldo-think-time", default="1",
-                       help="seconds between turns: 'S' or 'MIN-MAX' (uniform), default 1")
-    group.add_argument("--chldo-turn-timeout", type=float, default=60.0,
-                       help="seconds from send to END before the turn fails as a timeout (default 60)")
-    group.add_argument("--chldo-connect-timeout", type=float, default=10.0,
-                       help="WebSocket handshake timeout in seconds (default 10)")
-    group.add_argument("--chldo-turns-per-connection", type=int, default=0,
-                       help="reconnect after this many turns; 0 = keep one connection (default)")
-    group.add_argument("--chldo-omit", default="",
-                       help=f"comma-separated request fields to leave out (negative tests): {', '.join(OMITTABLE)}")
-    group.add_argument("--chldo-detail-metrics", type=int, default=1,
-                       help="1 = also report chunks, chars, chunks_per_s, chunk_gap, chunk_gap_max, voice_ms "
-                            "(default); 0 = only the timing events")
+    # parser.add_argument itself (not an argument group): only that registers the option for the web UI
+    parser.add_argument("--chldo-api-key", default="demo-key", is_secret=True, help="api_key sent with every sendmsg")
+    parser.add_argument("--chldo-return-voice", default="",
+                        help="'' = omit (space default), 0 or 1 (sent as numbers); anything else is sent "
+                             "verbatim as a string (to provoke the validation error)")
+    parser.add_argument("--chldo-prompts", default="",
+                        help="file with one prompt per line, or prompts separated by '|' (default: built-in "
+                             "Korean and English prompts)")
+    parser.add_argument("--chldo-think-time", default="1",
+                        help="seconds between turns: 'S' or 'MIN-MAX' (uniform), default 1")
+    parser.add_argument("--chldo-turn-timeout", type=float, default=60.0,
+                        help="seconds from send to END before the turn fails as a timeout (default 60)")
+    parser.add_argument("--chldo-connect-timeout", type=float, default=10.0,
+                        help="WebSocket handshake timeout in seconds (default 10)")
+    parser.add_argument("--chldo-turns-per-connection", type=int, default=0,
+                        help="reconnect after this many turns; 0 = keep one connection (default)")
+    parser.add_argument("--chldo-omit", default="",
+                        help=f"comma-separated request fields to leave out (negative tests): {', '.join(OMITTABLE)}")
+    parser.add_argument("--chldo-detail-metrics", type=int, default=1,
+                        help="1 = also report chunks, chars, chunks_per_s, chunk_gap, chunk_gap_max, voice_ms "
+                             "(default); 0 = only the timing events")
+
+
+@events.init.add_listener
+def _check_chldo_options(environment: Any, **_kw: Any) -> None:
+    """Refuse bad ``--chldo-*`` values once, up front, instead of a traceback per spawned user."""
+    opts = environment.parsed_options
+    if opts is None or not hasattr(opts, "chldo_think_time"):
+        return
+    try:
+        parse_think_time(opts.chldo_think_time)
+        load_prompts(opts.chldo_prompts)
+        parse_omit(opts.chldo_omit)
+        if opts.chldo_turn_timeout <= 0 or opts.chldo_connect_timeout <= 0:
+            raise ValueError("--chldo-turn-timeout and --chldo-connect-timeout must be > 0")
+    except ValueError as exc:
+        sys.stderr.write(f"chldo: error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def parse_omit(text: str) -> tuple[str, ...]:
+    fields = tuple(f.strip() for f in (text or "").split(",") if f.strip())
+    unknown = set(fields) - set(OMITTABLE)
+    if unknown:
+        raise ValueError(f"--chldo-omit: unknown field(s) {sorted(unknown)}; allowed: {', '.join(OMITTABLE)}")
+    return fields
 
 
 def parse_think_time(text: str) -> tuple[float, float]:
@@ -95,7 +121,7 @@ def load_prompts(spec: str) -> list[str]:
     if not spec:
         return list(DEFAULT_PROMPTS)
     path = Path(spec)
-    if path.is_file():
+    if "|" not in spec and path.is_file():
         prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         prompts = [p.strip() for p in spec.split("|") if p.strip()]
@@ -140,16 +166,14 @@ class ChldoUser(User):
         if self.prompts is None:
             self.prompts = load_prompts(get("chldo_prompts", ""))
         if self.omit is None:
-            self.omit = tuple(f.strip() for f in get("chldo_omit", "").split(",") if f.strip())
-        unknown = set(self.omit) - set(OMITTABLE)
-        if unknown:
-            raise ValueError(f"--chldo-omit: unknown field(s) {sorted(unknown)}; allowed: {', '.join(OMITTABLE)}")
+            self.omit = parse_omit(get("chldo_omit", ""))
         self.think = parse_think_time(get("chldo_think_time", "1"))
         self.turn_timeout = float(get("chldo_turn_timeout", 60.0))
         self.turns_per_connection = int(get("chldo_turns_per_connection", 0))
         self.detail = bool(int(get("chldo_detail_metrics", 1)))
         self._prompt_index = random.randrange(len(self.prompts))
         self._turns_on_connection = 0
+        self._skip_connect_once = False
         if not self.host:
             raise ValueError("ChldoUser needs --host ws://HOST:PORT (the chldo WebSocket URL)")
         self.client = ChldoClient(
@@ -165,7 +189,8 @@ class ChldoUser(User):
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     def on_start(self) -> None:
-        self._connect()
+        # a failed first connect is retried by the first task only after a think time
+        self._skip_connect_once = not self._connect()
 
     def on_stop(self) -> None:
         self.client.close()
@@ -200,8 +225,12 @@ class ChldoUser(User):
     # ---- the conversation loop ---------------------------------------------------------------------
     @task
     def converse(self) -> None:
-        if not self.client.connected and not self._connect():
-            return
+        if not self.client.connected:
+            if self._skip_connect_once:
+                self._skip_connect_once = False
+                return
+            if not self._connect():
+                return
         prompts = self.prompts
         prompt = prompts[self._prompt_index % len(prompts)]
         self._prompt_index += 1

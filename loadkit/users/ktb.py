@@ -105,6 +105,36 @@ _HOST = ktb.host_token()
 _PID = os.getpid()
 
 
+@events.init.add_listener
+def _validate_options(environment: Any, **_kw: Any) -> None:
+    """Bad --ktb-* values stop the run with one clear line instead of failing every user."""
+    po = getattr(environment, "parsed_options", None)
+    if po is None or not hasattr(po, "ktb_weights"):
+        return
+    try:
+        parse_weights(po.ktb_weights or "")
+        if po.ktb_room_size < 1:
+            raise ValueError("--ktb-room-size must be >= 1")
+        if po.ktb_timeout <= 0:
+            raise ValueError("--ktb-timeout must be > 0")
+        if po.ktb_wait_min < 0 or po.ktb_wait_max < 0:
+            raise ValueError("--ktb-wait-min/--ktb-wait-max must be >= 0")
+    except ValueError as exc:
+        raise SystemExit(f"loadkit: {exc}") from None
+
+
+@events.report_to_master.add_listener
+def _send_counters(client_id: str, data: dict, **_kw: Any) -> None:
+    data["ktb_counters"] = dict(COUNTERS)
+    COUNTERS.clear()
+
+
+@events.worker_report.add_listener
+def _merge_counters(client_id: str, data: dict, **_kw: Any) -> None:
+    for k, v in (data.get("ktb_counters") or {}).items():
+        COUNTERS.bump(k, v)
+
+
 @events.quitting.add_listener
 def _log_counters(environment: Any, **_kw: Any) -> None:
     if COUNTERS:
@@ -153,6 +183,7 @@ class KtbChatUser(SocketIOUser):
         self.recent_ids: deque = deque(maxlen=20)
         self.need_session = True
         self.me = (_HOST, _PID, self.user_no)
+        self.content_prefix = ktb.content_prefix(_HOST, _PID, self.user_no)
         self.email = self.account_email()
         self.display_name = f"lk user {self.user_no}"
         self._wire_handlers()
@@ -195,7 +226,10 @@ class KtbChatUser(SocketIOUser):
         if mid and msg.get("room") in (None, self.room_id):
             self.recent_ids.append(mid)
         if self.delivery:
-            n = ktb.parse_content(msg.get("content"))
+            content = msg.get("content")
+            if not isinstance(content, str) or content.startswith(self.content_prefix):
+                return  # our own echo (timed by chatMessage) or not a loadkit message
+            n = ktb.parse_content(content)
             if n is not None and n.sender != self.me:
                 if n.host != _HOST:
                     COUNTERS.bump("delivery_other_host")
@@ -320,7 +354,7 @@ class KtbChatUser(SocketIOUser):
 
     def next_content(self) -> str:
         self.seq += 1
-        content = ktb.make_content(_HOST, _PID, self.user_no, self.seq, int(time.time() * 1_000_000))
+        content = ktb.make_content(_HOST, _PID, self.user_no, self.seq, int(time.time() * 1_000_000), self.content_prefix)
         if self.banned_word and self.banned_every > 0 and self.seq % self.banned_every == 0:
             content = f"{content} {self.banned_word}"
         return content

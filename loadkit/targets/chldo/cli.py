@@ -31,15 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest accepted client frame; bigger ones close with 1009 (default 65536)")
     parser.add_argument("--max-streams-per-connection", type=int, default=4, metavar="N",
                         help="concurrent sendmsg streams allowed on one connection (default 4)")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="serve from N pre-forked processes sharing the port, one core each (default 1)")
     parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
                         help="keep-alive ping interval in seconds, 0 = off (default 20)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
     from loadkit.targets.chldo.config import ConfigError, from_args
-    from loadkit.targets.chldo.server import print_stats, serve_forever
+    from loadkit.targets.chldo.server import run_server
 
     try:
         cfg = from_args(args)
@@ -47,12 +47,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"loadkit serve chldo: error: {exc}", file=sys.stderr)
         return 2
     try:
-        stats = asyncio.run(serve_forever(cfg))
+        return run_server(cfg)
     except OSError as exc:
         print(f"loadkit serve chldo: error: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
-    print_stats(stats)
-    return 0

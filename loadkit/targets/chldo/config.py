@@ -45,6 +45,7 @@ class ServerConfig:
     max_frame_bytes: int = 65536
     max_streams_per_connection: int = 4
     ping_interval: float = 20.0
+    processes: int = 1
     spaces: dict[str, Space] = field(default_factory=lambda: {DEMO_KEY: Space(DEMO_KEY)})
 
 
@@ -111,6 +112,9 @@ def from_args(args: Any) -> ServerConfig:
         raise ConfigError(f"--max-frame-bytes must be >= 1024, got {args.max_frame_bytes}")
     if args.max_streams_per_connection < 1:
         raise ConfigError(f"--max-streams-per-connection must be >= 1, got {args.max_streams_per_connection}")
+    processes = getattr(args, "processes", 1)
+    if not 1 <= processes <= 256:
+        raise ConfigError(f"--processes must be within 1..256, got {processes}")
     cfg = ServerConfig(
         host=args.host,
         port=args.port,
@@ -124,6 +128,7 @@ def from_args(args: Any) -> ServerConfig:
         max_frame_bytes=args.max_frame_bytes,
         max_streams_per_connection=args.max_streams_per_connection,
         ping_interval=nonneg("ping-interval", args.ping_interval),
+        processes=processes,
     )
     if args.api_keys:
         cfg.spaces = load_spaces(args.api_keys)

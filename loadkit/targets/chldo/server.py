@@ -16,11 +16,13 @@ import json
 import os
 import random
 import signal
+import socket
 import string
 import sys
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import quote
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -246,8 +248,35 @@ def _raise_fd_limit() -> None:
         pass
 
 
-async def serve_forever(cfg: ServerConfig, ready_line: bool = True) -> Stats:
-    """Run until SIGINT/SIGTERM; returns the counters."""
+def listen_socket(host: str, port: int, backlog: int = 4096) -> socket.socket:
+    """The listening socket, made before any event loop: bind errors surface early (and clearly), and
+    pre-forked processes can all accept from this one socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def ready_text(cfg: ServerConfig, port: int) -> str:
+    return (
+        f"chldo reference server ready on ws://{cfg.host}:{port} "
+        f"(first token {cfg.first_token_ms:g} ms, {cfg.token_ms:g} ms/token, {cfg.answer_tokens} tokens, "
+        f"{len(cfg.spaces)} api_key(s), llm failure rate {cfg.llm_failure_rate:g}"
+        f"{', msg required' if cfg.require_msg else ''}"
+        f"{', langchain events' if cfg.langchain_events else ''}"
+        f"{f', {cfg.processes} processes' if cfg.processes > 1 else ''})"
+    )
+
+
+async def serve_forever(cfg: ServerConfig, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> Stats:
+    """Serve on ``sock`` until SIGINT/SIGTERM; returns the counters."""
     import logging
 
     logging.getLogger("websockets").setLevel(logging.CRITICAL)  # probes and rude clients are not news
@@ -259,33 +288,89 @@ async def serve_forever(cfg: ServerConfig, ready_line: bool = True) -> Stats:
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     async with serve(
         app.handler,
-        cfg.host,
-        cfg.port,
+        sock=sock,
         max_size=cfg.max_frame_bytes,
         max_queue=16,
         compression=None,
         ping_interval=cfg.ping_interval or None,
         ping_timeout=cfg.ping_interval or None,
         close_timeout=2,
-        backlog=4096,
-    ) as server:
-        port = server.sockets[0].getsockname()[1] if server.sockets else cfg.port
-        if ready_line:
-            print(
-                f"chldo reference server ready on ws://{cfg.host}:{port} "
-                f"(first token {cfg.first_token_ms:g} ms, {cfg.token_ms:g} ms/token, {cfg.answer_tokens} tokens, "
-                f"{len(cfg.spaces)} api_key(s), llm failure rate {cfg.llm_failure_rate:g}"
-                f"{', msg required' if cfg.require_msg else ''}"
-                f"{', langchain events' if cfg.langchain_events else ''})",
-                flush=True,
-            )
+    ):
+        if on_ready is not None:
+            on_ready()
         await stop
     return app.stats
 
 
-def print_stats(stats: Stats) -> None:
+def run_server(cfg: ServerConfig) -> int:
+    """Bind, serve (in ``cfg.processes`` pre-forked processes), print the ready line once; exit code."""
+    sock = listen_socket(cfg.host, cfg.port)
+    port = sock.getsockname()[1]
+    if cfg.processes <= 1:
+        stats = asyncio.run(serve_forever(cfg, sock, lambda: print(ready_text(cfg, port), flush=True)))
+        print_stats(stats)
+        return 0
+    return _run_prefork(cfg, sock, port)
+
+
+def _run_prefork(cfg: ServerConfig, sock: socket.socket, port: int) -> int:
+    """N processes accepting from one socket: each its own event loop and core, same behaviour."""
+    ready_r, ready_w = os.pipe()
+    children: list[int] = []
+    for index in range(cfg.processes):
+        pid = os.fork()
+        if pid == 0:  # child: serve, report readiness through the pipe, never return into the caller
+            code = 0
+            try:
+                os.close(ready_r)
+                stats = asyncio.run(serve_forever(cfg, sock, lambda: os.write(ready_w, b"r")))
+                print_stats(stats, f" (process {index + 1}/{cfg.processes})")
+            except BaseException:  # noqa: BLE001 - a child must end here whatever happened
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    os.close(ready_w)
+    sock.close()
+    forward = lambda sig, _frame: [_kill(pid, sig) for pid in children]  # noqa: E731
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    got = b""
+    while len(got) < cfg.processes:
+        chunk = os.read(ready_r, cfg.processes - len(got))
+        if not chunk:  # a child died before it was ready
+            break
+        got += chunk
+    os.close(ready_r)
+    if len(got) == cfg.processes:
+        print(ready_text(cfg, port), flush=True)
+    else:
+        print("loadkit serve chldo: error: a server process failed to start", file=sys.stderr, flush=True)
+        forward(signal.SIGTERM, None)
+    codes = []
+    for pid in children:
+        while True:
+            try:
+                codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                codes.append(0)
+                break
+    return 0 if len(got) == cfg.processes and not any(codes) else 1
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def print_stats(stats: Stats, where: str = "") -> None:
     print(
-        f"chldo reference server stopped: {stats.connections} connections, {stats.turns} turns, "
+        f"chldo reference server stopped{where}: {stats.connections} connections, {stats.turns} turns, "
         f"{stats.frames} frames streamed, {stats.rejected} requests rejected",
         file=sys.stderr,
         flush=True,

@@ -1,0 +1,179 @@
+"""Benchmark: loadkit's KtbChatUser vs Locust's built-in SocketIOUser, same target, one core each.
+
+    python bench/bench_ktb_users.py [--seconds 12] [--scenarios 50x1,500x1,500x10] [--idle 19000]
+                                    [--target node|python]
+
+Target: a minimal Node socket.io 4 echo server speaking the KTB subset (bench/node_echo/server.js;
+socket.io is npm-installed into bench/node_modules on first use) pinned to CPU 1; ``--target
+python`` uses ``loadkit serve ktb`` instead (much slower server). Each Locust run is one process
+pinned to CPU 0 (``taskset``), every user sending a chat message and waiting for its own echo
+(rooms of 1, or rooms of 10 where each message is also delivered to 9 others), no wait time.
+
+Prints, per scenario: round trips/s for both users (steady state: samples after the first third
+of the run), the ratio, and Locust's own request count for loadkit; then the idle-connection
+test: N idle loadkit connections in ONE process (limited by RLIMIT_NOFILE), RSS per connection.
+The machine may be shared: figures are noisy, run it more than once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from loadkit.procs import ManagedProcess, free_port, loadkit_argv  # noqa: E402
+
+CHAT_ONLY = "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0"
+
+
+def pinned(cpu: str, argv: list[str]) -> list[str]:
+    return (["taskset", "-c", cpu] if shutil.which("taskset") else []) + argv
+
+
+def ensure_node_echo() -> None:
+    if (HERE / "node_modules" / "socket.io").exists():
+        return
+    print("installing socket.io@4 into bench/node_modules (benchmark only) ...", flush=True)
+    subprocess.run(["npm", "install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--prefix",
+                    str(HERE), "socket.io@4"], check=True)
+
+
+def start_target(kind: str, logdir: Path) -> tuple[ManagedProcess, str, str]:
+    port = free_port()
+    if kind == "node":
+        ensure_node_echo()
+        argv = pinned("1", ["node", str(HERE / "node_echo" / "server.js"), str(port)])
+    else:
+        argv = pinned("1", loadkit_argv("serve", "ktb", "--port", str(port), "--rest-port", str(port)))
+    p = ManagedProcess(argv, log_path=logdir / f"target-{kind}.log", wait_port=("127.0.0.1", port)).start()
+    url = f"http://127.0.0.1:{port}"
+    return p, url, url
+
+
+def run_locust(cls: str, users: int, room: int, seconds: int, url: str, logdir: Path) -> dict:
+    out = logdir / f"{cls}-{users}x{room}.json"
+    prefix = logdir / f"{cls}-{users}x{room}"
+    argv = pinned("0", [sys.executable, "-m", "locust", "-f", str(HERE / "locust_bench_ktb.py"), "--headless",
+                        "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", url, "--csv", str(prefix),
+                        "--only-summary", "--stop-timeout", "3", "--ktb-wait-min", "0", "--ktb-wait-max", "0",
+                        "--ktb-room-size", str(room), "--ktb-weights", CHAT_ONLY, "--ktb-timeout", "30", cls])
+    env = {"BENCH_OUT": str(out), "BENCH_ROOM_SIZE": str(room)}
+    p = ManagedProcess(argv, log_path=logdir / f"{cls}-{users}x{room}.log", env=env).start()
+    p.wait(timeout=seconds + 120)
+    p.stop()
+    samples = json.loads(out.read_text()) if out.exists() else []
+    rate = 0.0
+    if len(samples) >= 4:
+        k = len(samples) // 3
+        (t0, c0), (t1, c1) = samples[k], samples[-2]
+        rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+    return {"rate": rate, "total": samples[-1][1] if samples else 0}
+
+
+def idle_capacity(url: str, n: int, logdir: Path) -> dict:
+    """N idle connections in one fresh process; RSS before/after (idle_probe below)."""
+    argv = pinned("0", [sys.executable, str(Path(__file__)), "--idle-probe", url, str(n)])
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    (logdir / "idle.log").write_text(res.stdout + res.stderr)
+    for line in res.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": (res.stdout + res.stderr)[-1500:]}
+
+
+def idle_probe(url: str, n: int) -> None:
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+    from gevent.pool import Pool
+
+    import psutil
+
+    from loadkit.clients.socketio import SocketIOClient
+
+    proc = psutil.Process()
+    clients: list = []
+    base = proc.memory_info().rss
+    errors: dict[str, int] = {}
+
+    def one(i: int) -> None:
+        c = SocketIOClient(url, auth={"token": f"t{i:024x}", "sessionId": "s"}, connect_timeout=30)
+        try:
+            c.connect()
+            clients.append(c)
+        except Exception as exc:  # noqa: BLE001 - counted, reported
+            key = type(exc).__name__ + ": " + str(exc)[:80]
+            errors[key] = errors.get(key, 0) + 1
+
+    t = time.time()
+    pool = Pool(200)
+    for i in range(n):
+        pool.spawn(one, i)
+    pool.join()
+    elapsed = time.time() - t
+    gevent.sleep(2)
+    rss = proc.memory_info().rss
+    alive = sum(1 for c in clients if c.connected)
+    print(json.dumps({"requested": n, "connected": len(clients), "alive_after_2s": alive, "connect_s": round(elapsed, 1),
+                      "rss_base_mb": round(base / 2**20, 1), "rss_mb": round(rss / 2**20, 1),
+                      "kb_per_conn": round((rss - base) / max(1, len(clients)) / 1024, 2),
+                      "errors": errors}))
+    os._exit(0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=12)
+    ap.add_argument("--scenarios", default="50x1,500x1,500x10", help="USERSxROOMSIZE,...")
+    ap.add_argument("--idle", type=int, default=0, help="idle connections to open (0: RLIMIT_NOFILE - 100)")
+    ap.add_argument("--no-idle", action="store_true")
+    ap.add_argument("--no-builtin", action="store_true")
+    ap.add_argument("--target", choices=["node", "python"], default="node")
+    ap.add_argument("--idle-probe", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.idle_probe:
+        idle_probe(args.idle_probe[0], int(args.idle_probe[1]))
+        return 0
+    logdir = Path(tempfile.mkdtemp(prefix="bench-ktb-"))
+    print(f"logs: {logdir}   (generator: CPU 0, target: CPU 1, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f})")
+    rows = []
+    for spec in args.scenarios.split(","):
+        users, room = (int(x) for x in spec.split("x"))
+        target, url, _ = start_target(args.target, logdir)
+        try:
+            lk = run_locust("LoadkitChat", users, room, args.seconds, url, logdir)
+            bi = {"rate": 0.0} if args.no_builtin else run_locust("BuiltinChat", users, room, args.seconds, url, logdir)
+        finally:
+            target.stop()
+        ratio = lk["rate"] / bi["rate"] if bi["rate"] else float("nan")
+        rows.append((users, room, lk["rate"], bi["rate"], ratio))
+        print(f"{users:4d} users, rooms of {room:2d}: loadkit {lk['rate']:8.0f} rt/s   built-in {bi['rate']:8.0f} rt/s   "
+              f"ratio {ratio:5.2f}x   (load {os.getloadavg()[0]:.2f})", flush=True)
+    if not args.no_idle:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        n = args.idle or soft - 100
+        target, url, _ = start_target("node", logdir)
+        try:
+            res = idle_capacity(url, n, logdir)
+        finally:
+            target.stop()
+        print(f"idle connections in one process: {json.dumps(res)}")
+        if soft < 20100:
+            print(f"  note: RLIMIT_NOFILE is {soft} here (hard limit), so one process (and the target) cannot hold 20 000")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

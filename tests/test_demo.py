@@ -1,0 +1,118 @@
+"""``loadkit demo``: the end-to-end run (acceptance), Ctrl-C cleanup, and clear errors for bad options."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from loadkit.demo import parse_duration
+from loadkit.procs import free_port, loadkit_argv
+from test_distributed import assert_complete_mixed_run
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _ports_in(text: str) -> set[int]:
+    """Every 127.0.0.1 port the demo announced (targets it started, the master)."""
+    return {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)}
+
+
+def _processes_mentioning(needle: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if needle in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.timeout(150)
+def test_demo_runs_master_and_two_workers_against_both_targets(spawn, tmp_path):
+    """Acceptance: embedded KTB + an external chldo (--chldo-url), 2 workers, report, clean exit."""
+    chldo_port = free_port()
+    spawn(loadkit_argv("serve", "chldo", "--host", "127.0.0.1", "--port", str(chldo_port)), port=chldo_port,
+          name="external-chldo")
+    out = tmp_path / "out"
+    demo = spawn(loadkit_argv("demo", "--run-time", "8s", "--workers", "2", "--users", "6", "--spawn-rate", "6",
+                              "--out", str(out), "--chldo-url", f"ws://127.0.0.1:{chldo_port}"), name="demo")
+    code = demo.wait(130)
+    text = demo.output()
+    assert code == 0, text[-4000:]
+    assert_complete_mixed_run(out, workers=2)
+    # the embedded KTB target was started, the embedded chldo one was not (a URL was given)
+    assert (out / "logs" / "ktb.log").is_file() and not (out / "logs" / "chldo.log").exists()
+    assert "started KTB reference server" in text and f"chldo target: ws://127.0.0.1:{chldo_port}" in text
+    assert "requests" in text and "req/s" in text  # progress lines while it ran
+    assert f"report: {out / 'report.html'}" in text
+    assert "percentiles: exact (HDR, loadkit)" in text and "none lost" in text
+    # everything it started is gone; the external target is untouched
+    for port in _ports_in(text) - {chldo_port}:
+        assert not _port_open(port), port
+    assert _port_open(chldo_port)
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_stops_everything_the_demo_started(spawn, tmp_path):
+    out = tmp_path / "out"
+    demo = spawn(loadkit_argv("demo", "--run-time", "60s", "--workers", "1", "--users", "2", "--out", str(out)),
+                 name="demo")
+    deadline = time.monotonic() + 60
+    while "Locust master on" not in demo.output() or "requests" not in demo.output():
+        assert demo.returncode is None, demo.output()[-3000:]
+        assert time.monotonic() < deadline, demo.output()[-3000:]
+        time.sleep(0.3)
+    text = demo.output()
+    master_port = int(re.search(r"Locust master on 127\.0\.0\.1:(\d+)", text).group(1))
+    os.kill(demo.proc.pid, signal.SIGINT)  # the demo runs in its own session: only it gets the signal
+    assert demo.wait(40) == 130
+    text = demo.output()
+    assert "interrupted" in text
+    for port in _ports_in(text):
+        assert not _port_open(port), port
+    time.sleep(0.5)
+    assert _processes_mentioning(f"--master-port {master_port}") == []  # no orphan worker
+    assert _processes_mentioning(str(out)) == []  # no orphan master
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--workers", "0"], "--workers 0 needs --expect-workers"),
+        (["--run-time", "soon"], "expected a duration"),
+        (["--chldo-url", "http://127.0.0.1:1"], "ws:// or wss://"),
+        (["--ktb-socket-url", "http://127.0.0.1:1"], "--ktb-socket-url needs --ktb-url"),
+        (["--users", "0"], "expected a number >= 1"),
+        (["--locustfile", "/nonexistent/x.py"], "no such file"),
+    ],
+)
+def test_bad_options_give_a_clear_error(argv, message, tmp_path):
+    out = subprocess.run(loadkit_argv("demo", "--out", str(tmp_path / "o"), *argv), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert message in out.stderr, out.stderr
+    assert not list(tmp_path.glob("o/logs/*.log"))  # nothing was started
+
+
+def test_parse_duration():
+    assert parse_duration("60s") == 60 and parse_duration("90") == 90
+    assert parse_duration("2m") == 120 and parse_duration("1h30m") == 5400
+    for bad in ("", "0s", "1x", "-5s", "m"):
+        with pytest.raises(Exception):
+            parse_duration(bad)
