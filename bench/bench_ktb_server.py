@@ -133,11 +133,11 @@ def create_rooms(rest: str, owner: dict, count: int) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- rt
 def generator(sock_url: str, clients: list[tuple[dict, str]], start_at: float, duration: float, q) -> None:
-    """One generator process: closed-loop clients in greenlets; reports (round trips, latencies)."""
-    from gevent import monkey
+    """One generator process: closed-loop clients multiplexed with ``selectors`` (no threads).
 
-    monkey.patch_all()
-    import gevent
+    Reports (round trips, summed round-trip seconds, errors) through ``q``.
+    """
+    import selectors
 
     conns = []
     for user, room in clients:
@@ -148,46 +148,80 @@ def generator(sock_url: str, clients: list[tuple[dict, str]], start_at: float, d
             if m is None or m.startswith('42["joinRoomSuccess"') or m.startswith('42["joinRoomError"'):
                 break
         conns.append((raw, user, room))
-    counts = [0] * len(conns)
-    lat_sum = [0.0] * len(conns)
-    errors = [0]
-
-    def loop(i: int, raw: RawWs, user: dict, room: str) -> None:
+    sel = selectors.DefaultSelector()
+    pong = ws_frame("3")
+    state = []
+    for i, (raw, user, room) in enumerate(conns):
+        raw.sock.setblocking(False)
         frame = ws_frame("42" + json.dumps(["chatMessage", {"room": room, "type": "text", "content": "bench hello"}]))
         mine = f'"sender":{{"id":"{user["userId"]}"'
-        pong = ws_frame("3")
-        delay = start_at - time.time()
-        if delay > 0:
-            gevent.sleep(delay)
-        end = start_at + duration
-        sendall = raw.sock.sendall
-        recv = raw.recv_msg
-        perf = time.perf_counter
-        n = 0
-        lat = 0.0
-        while time.time() < end:
-            t0 = perf()
-            sendall(frame)
+        st = {"raw": raw, "frame": frame, "mine": mine, "t0": 0.0}
+        state.append(st)
+        sel.register(raw.sock, selectors.EVENT_READ, st)
+    delay = start_at - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    end = start_at + duration
+    perf = time.perf_counter
+    n = 0
+    lat = 0.0
+    errors = 0
+    for st in state:
+        st["t0"] = perf()
+        st["raw"].sock.sendall(st["frame"])
+    while time.time() < end:
+        for key, _ in sel.select(timeout=0.5):
+            st = key.data
+            raw = st["raw"]
+            try:
+                chunk = raw.sock.recv(262144)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                sel.unregister(raw.sock)
+                errors += 1
+                continue
+            raw.buf += chunk
             while True:
-                m = recv()
-                if m is None:
-                    errors[0] += 1
-                    counts[i], lat_sum[i] = n, lat
-                    return
-                if m == "2":
-                    sendall(pong)
+                buf = raw.buf
+                if len(buf) < 2:
+                    break
+                ln = buf[1] & 0x7F
+                pos = 2
+                if ln == 126:
+                    if len(buf) < 4:
+                        break
+                    ln = struct.unpack_from("!H", buf, 2)[0]
+                    pos = 4
+                elif ln == 127:
+                    if len(buf) < 10:
+                        break
+                    ln = struct.unpack_from("!Q", buf, 2)[0]
+                    pos = 10
+                if len(buf) < pos + ln:
+                    break
+                payload = buf[pos:pos + ln]
+                raw.buf = buf[pos + ln:]
+                if payload == b"2":
+                    raw.sock.setblocking(True)
+                    raw.sock.sendall(pong)
+                    raw.sock.setblocking(False)
                     continue
-                if m.startswith('42["message"') and mine in m:
-                    break
-                if m.startswith('42["error"'):
-                    errors[0] += 1
-                    break
-            lat += perf() - t0
-            n += 1
-        counts[i], lat_sum[i] = n, lat
-
-    gevent.joinall([gevent.spawn(loop, i, *c) for i, c in enumerate(conns)])
-    q.put((sum(counts), sum(lat_sum), errors[0]))
+                if payload.startswith(b'42["message"') and st["mine"].encode() in payload:
+                    now = perf()
+                    lat += now - st["t0"]
+                    n += 1
+                elif payload.startswith(b'42["error"'):
+                    errors += 1
+                    now = perf()
+                else:
+                    continue
+                if time.time() < end:
+                    st["t0"] = now
+                    raw.sock.setblocking(True)
+                    raw.sock.sendall(st["frame"])
+                    raw.sock.setblocking(False)
+    q.put((n, lat, errors))
     for raw, _, _ in conns:
         try:
             raw.sock.close()

@@ -306,7 +306,7 @@ def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
 
 def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
     runner = _WORKER[0] if _WORKER else None
-    stopped = runner is not None and runner.state in ("stopped", "stopping", "cleanup")
+    stopped = runner is not None and runner.state == "stopped"  # not "stopping": users may still fire
     data[WORKER_KEY] = {"hostname": socket.gethostname(), "pid": os.getpid(), "stopped": stopped}
 
 
@@ -386,17 +386,43 @@ def bound_master_waits() -> None:
         runners.WorkerRunner.connect_to_master = connect_to_master  # type: ignore[method-assign]
 
 
+def _await_final_reports(master: Any, wait: float) -> None:
+    """Stop, send "quit" to the connected workers, wait for their post-stop reports (≤ ``wait`` s)."""
+    import gevent
+    from locust.rpc import Message
+
+    master.stop(send_stop_to_client=False)
+    mark = time.time()
+    expected = [c.id for c in master.clients.all if c.state != "missing"]
+    for client_id in expected:
+        master.server.send_to_client(Message("quit", None, client_id))
+
+    def pending() -> list[str]:
+        return [
+            cid
+            for cid in expected
+            if cid in master.clients  # a worker that already said "quit" is done
+            and not (cid in TRACKER.workers and TRACKER.workers[cid].final_report_at >= mark)
+        ]
+
+    deadline = time.monotonic() + wait
+    while (left := pending()) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    if left:
+        logger.warning("loadkit: no final report from %d worker(s) within %.0fs", len(left), wait)
+
+
 def wait_for_final_reports() -> None:
     """Make the master wait for its workers' last reports when it quits (bounded).
 
     Locust's ``MasterRunner.quit`` sends "quit" to the workers and waits a fixed 0.5 s for their final
-    stats; a worker busy for longer loses its last seconds of samples. This wrapper sends "quit"
-    first and waits until every connected worker has sent the report it makes after stopping (or
-    has gone), at most ``LOADKIT_FINAL_REPORT_WAIT`` seconds (default 5), then lets Locust's own
-    ``quit`` finish as usual.
+    stats; a worker busy for longer (slow ``on_stop``, busy CPU) loses its last seconds of samples.
+    The wrapper first sends "quit" itself and waits until every connected worker has sent the report
+    it makes after stopping (or has gone), at most ``LOADKIT_FINAL_REPORT_WAIT`` seconds (default
+    5), then runs Locust's own ``quit`` as usual. Only the first call waits (Locust calls ``quit``
+    again during shutdown, when the message loop is already gone).
     """
     from locust import runners
-    from locust.rpc import Message
 
     if getattr(runners.MasterRunner.quit, "_loadkit_original", None) is not None:
         return
@@ -404,29 +430,12 @@ def wait_for_final_reports() -> None:
 
     def quit(self: Any) -> None:
         wait = _env_seconds("LOADKIT_FINAL_REPORT_WAIT", 5.0) or 0.0
-        try:
-            self.stop(send_stop_to_client=False)
-            mark = time.time()
-            expected = [c.id for c in self.clients.all if c.state != "missing"]
-            for client_id in expected:
-                self.server.send_to_client(Message("quit", None, client_id))
-            deadline = time.monotonic() + wait
-            pending = list(expected)
-            import gevent
-
-            while pending and time.monotonic() < deadline:
-                pending = [
-                    cid
-                    for cid in expected
-                    if cid in self.clients
-                    and not (TRACKER.workers.get(cid) and TRACKER.workers[cid].final_report_at >= mark)
-                ]
-                if pending:
-                    gevent.sleep(0.05)
-            if pending:
-                logger.warning("loadkit: no final report from %d worker(s) within %.0fs", len(pending), wait)
-        except Exception as exc:  # noqa: BLE001 - never block Locust's own shutdown
-            logger.debug("loadkit: waiting for final reports failed: %s", exc)
+        if not getattr(self, "_loadkit_waited", False) and wait > 0:
+            self._loadkit_waited = True
+            try:
+                _await_final_reports(self, wait)
+            except Exception as exc:  # noqa: BLE001 - never get in the way of Locust's own shutdown
+                logger.debug("loadkit: waiting for final reports failed: %s", exc)
         original(self)
 
     quit._loadkit_original = original  # type: ignore[attr-defined]

@@ -191,9 +191,11 @@ def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | No
     for k, op in enumerate(ops):
         ax = axes[k // ncols, k % ncols]
         lo, hi = np.inf, 0.0
+        positive = [v[v > 0].min() for _, _, v, _ in series[op] if (v > 0).any()]
+        floor = min(positive) * 0.7 if positive else 1e-3  # 0 ms (k6's whole-ms timers) sits at the left edge
         for i, r, vals, counts in series[op]:
             x, y = _cdf_points(vals, counts)
-            x = np.maximum(x, 1e-3)
+            x = np.maximum(x, floor)
             lo, hi = min(lo, x.min()), max(hi, x.max())
             n = int(counts.sum()) if counts is not None else len(vals)
             ax.step(x, y, where="post", color=RUN_COLORS[i % 10], lw=1.5, label=_run_key(r.tool, r.label))
