@@ -73,12 +73,13 @@ def run_locust(cls: str, users: int, room: int, seconds: int, url: str, logdir: 
     p.wait(timeout=seconds + 120)
     p.stop()
     samples = json.loads(out.read_text()) if out.exists() else []
-    rate = 0.0
+    rate = cpu_us = 0.0
     if len(samples) >= 4:
         k = len(samples) // 3
-        (t0, c0), (t1, c1) = samples[k], samples[-2]
+        (t0, c0, p0), (t1, c1, p1) = samples[k], samples[-2]
         rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-    return {"rate": rate, "total": samples[-1][1] if samples else 0}
+        cpu_us = (p1 - p0) / (c1 - c0) * 1e6 if c1 > c0 else 0.0
+    return {"rate": rate, "cpu_us": cpu_us, "total": samples[-1][1] if samples else 0}
 
 
 def idle_capacity(url: str, n: int, logdir: Path) -> dict:
@@ -140,6 +141,7 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=0, help="idle connections to open (0: RLIMIT_NOFILE - 100)")
     ap.add_argument("--no-idle", action="store_true")
     ap.add_argument("--no-builtin", action="store_true")
+    ap.add_argument("--minimal", action="store_true", help="also run the minimal websocket-client loop (reference)")
     ap.add_argument("--target", choices=["node", "python"], default="node")
     ap.add_argument("--idle-probe", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -154,13 +156,19 @@ def main() -> int:
         target, url, _ = start_target(args.target, logdir)
         try:
             lk = run_locust("LoadkitChat", users, room, args.seconds, url, logdir)
-            bi = {"rate": 0.0} if args.no_builtin else run_locust("BuiltinChat", users, room, args.seconds, url, logdir)
+            bi = {"rate": 0.0, "cpu_us": 0.0} if args.no_builtin else run_locust("BuiltinChat", users, room, args.seconds, url, logdir)
+            mi = run_locust("MinimalChat", users, room, args.seconds, url, logdir) if args.minimal else None
         finally:
             target.stop()
         ratio = lk["rate"] / bi["rate"] if bi["rate"] else float("nan")
         rows.append((users, room, lk["rate"], bi["rate"], ratio))
-        print(f"{users:4d} users, rooms of {room:2d}: loadkit {lk['rate']:8.0f} rt/s   built-in {bi['rate']:8.0f} rt/s   "
-              f"ratio {ratio:5.2f}x   (load {os.getloadavg()[0]:.2f})", flush=True)
+        cpu_ratio = bi["cpu_us"] / lk["cpu_us"] if lk["cpu_us"] else float("nan")
+        print(f"{users:4d} users, rooms of {room:2d}: loadkit {lk['rate']:8.0f} rt/s ({lk['cpu_us']:5.1f} CPU us/rt)   "
+              f"built-in {bi['rate']:8.0f} rt/s ({bi['cpu_us']:5.1f} CPU us/rt)   ratio {ratio:5.2f}x "
+              f"(CPU/rt ratio {cpu_ratio:4.2f}x)   load {os.getloadavg()[0]:.2f}", flush=True)
+        if mi is not None:
+            print(f"{'':24s}minimal websocket-client loop (reference): {mi['rate']:8.0f} rt/s ({mi['cpu_us']:5.1f} CPU us/rt)",
+                  flush=True)
     if not args.no_idle:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         n = args.idle or soft - 100

@@ -9,7 +9,7 @@
 //   sendmsg        send → END (a failed turn adds 1 to loadkit_failures{op:sendmsg} instead)
 //   time_to_start  send → START        ttft  send → first token (on_chat_model_stream)
 //   som_to_eom     START → END         first_voice  send → first voice_ready
-// Failures go to the Counter `loadkit_failures` tagged {op, kind}. JS timers have 1 ms resolution.
+// Failures go to the Counter `loadkit_failures` tagged {op, kind[, error: the server's text]}. JS timers have 1 ms resolution.
 //
 // Options (-e NAME=value): HOST (required, ws:// or wss://), API_KEY (demo-key), RETURN_VOICE (unset:
 // server default; 0 or 1), TURNS (turns per connection, default 10), THINK_MS (default 1000),
@@ -58,8 +58,10 @@ export function setup() {
   }
 }
 
-function fail(op, kind) {
-  failures.add(1, { op: op, kind: kind });
+function fail(op, kind, text) {
+  const tags = { op: op, kind: kind };
+  if (text) tags.error = String(text).slice(0, 100); // the server's own text, like Locust's failure message
+  failures.add(1, tags);
 }
 
 export default function () {
@@ -81,7 +83,7 @@ export default function () {
     ws.send(JSON.stringify(req));
   }
 
-  function endTurn(ok, kind) {
+  function endTurn(ok, kind, text) {
     clearTimeout(turn.timer);
     const now = Date.now();
     if (ok) {
@@ -90,7 +92,7 @@ export default function () {
       if (turn.tFirst !== null) tTtft.add(turn.tFirst - turn.t0);
       if (turn.tVoice !== null) tVoice.add(turn.tVoice - turn.t0);
     } else {
-      fail('sendmsg', kind);
+      fail('sendmsg', kind, text);
     }
     turn = null;
     turnsDone++;
@@ -116,13 +118,13 @@ export default function () {
     const now = Date.now();
     const status = f.status;
     if (f.msgtype === 'error') {
-      if (turn.tStart === null) { endTurn(false, 'validation'); return; } // single frame, no END follows
-      turn.error = true; // in-stream error: the stream still ENDs
+      if (turn.tStart === null) { endTurn(false, 'validation', f.msg); return; } // single frame, no END follows
+      turn.error = f.msg || 'error'; // in-stream error: the stream still ENDs
       return;
     }
     if (status === 'START') { if (turn.tStart === null) turn.tStart = now; return; }
     if (status === 'stream' || f.event === 'on_chat_model_stream') { if (turn.tFirst === null) turn.tFirst = now; return; }
     if (status === 'voice_ready') { if (turn.tVoice === null) turn.tVoice = now; return; }
-    if (status === 'END') { endTurn(!turn.error, 'stream_error'); }
+    if (status === 'END') { endTurn(!turn.error, 'stream_error', turn.error); }
   };
 }

@@ -19,7 +19,7 @@
 //   messageReaction        add, then remove (two samples) -> messageReactionUpdate showing it
 //   leaveRoom              -> its Socket.IO ack (then joinRoom again, its own sample)
 //   delivery               another VU's chatMessage: its send time (in the content) -> our receipt
-// Failures: Counter `loadkit_failures` tagged {op, kind}. JS timers have 1 ms resolution.
+// Failures: Counter `loadkit_failures` tagged {op, kind[, error: the server's text]}. JS timers have 1 ms resolution.
 //
 // Message content carries a nonce "k6 <vu>~<seq>~<ms>" with every number written in groups of
 // at most 3 digits separated by '.', so it never holds a run of 4+ letters/digits and can never
@@ -241,7 +241,10 @@ async function timed(op, fn) {
     trends[op].add(Date.now() - t0);
     return v;
   } catch (err) {
-    failures.add(1, { op: op, kind: kindOf(err) });
+    const tags = { op: op, kind: kindOf(err) };
+    const text = String((err && err.message) || err);
+    if (tags.kind !== 'timeout' && tags.kind !== 'disconnect') tags.error = text.slice(0, 100); // the server's text
+    failures.add(1, tags);
     throw err;
   }
 }

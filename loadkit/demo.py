@@ -7,7 +7,7 @@ Locust's CSVs, loadkit's exact ``locust_hdr.csv`` and ``locust_workers.csv`` and
 into ``--out`` (default ``reports/<UTC timestamp>/``), prints a summary and stops everything it
 started, also on Ctrl-C, SIGTERM and failure. Each process's output is kept in ``<out>/logs/``.
 
-Exit codes: 0 clean run, 1 the run had failed requests or a lost worker, 2 bad options or a
+Exit codes: 0 clean run, 1 the run had failed requests, Locust errors or a lost worker, 2 bad options or a
 process that would not start, 3 the run did not finish in time or the report failed, 130 Ctrl-C.
 
 The top level stays light (argparse only): everything else is imported inside :func:`run`.
@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
     g.add_argument("--run-time", type=parse_duration, default="60s", metavar="TIME", help="run duration, Locust syntax: 60s, 2m, 1h30m (default 60s)")
     g.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
-                   help="local Locust worker processes (default: one per CPU core; 0 = none, use --expect-workers)")
+                   help="local Locust worker processes (default: one per CPU core, at most --users; "
+                        "0 = none, use --expect-workers)")
     g.add_argument("--expect-workers", type=_positive_int, default=None, metavar="N",
                    help="workers the master waits for before starting (default: --workers)")
     g.add_argument("--users", type=_positive_int, default=20, metavar="N", help="concurrent users in total (default 20)")
@@ -217,7 +218,8 @@ class _Demo:
         self.procs = procs
         self.args = args
         self.run_seconds: int = args.run_time
-        self.workers_n: int = (os.cpu_count() or 1) if args.workers is None else args.workers
+        cores = os.cpu_count() or 1
+        self.workers_n: int = min(cores, args.users) if args.workers is None else args.workers
         self.expect: int = args.expect_workers or self.workers_n
         if self.expect == 0:
             raise DemoError("--workers 0 needs --expect-workers N (workers started elsewhere)")
@@ -330,18 +332,16 @@ class _Demo:
         while self.master.returncode is None:
             now = time.monotonic()
             if now > deadline:
-                self.say("the Locust master did not finish in time; stopping it")
                 self.master.stop()
-                return 3
+                raise DemoError(f"the Locust master did not finish in time; see {self.logs}", 3)
             for i, w in enumerate(self.workers):
                 if w.returncode is not None and i not in reported_dead:
                     reported_dead.add(i)
                     if w.returncode != 0:  # 0 = told to quit by the master, which ends right after
                         self.say(f"worker-{i} exited with code {w.returncode}:\n{_tail(w.output(), 8)}")
             if self.workers and all(w.returncode not in (None, 0) for w in self.workers):
-                self.say("every local worker failed; stopping the master")
                 self.master.stop()
-                return 2
+                raise DemoError(f"every local worker failed; see {self.logs}", 2)
             if now >= next_print:
                 self.say(self.progress_line(now - started))
                 next_print = now + interval
@@ -378,21 +378,26 @@ class _Demo:
         return html
 
     def stop_all(self) -> None:
-        for proc in self.started:  # master first: SIGTERM makes it write its CSVs, then workers, then targets
-            if proc is self.master:
+        """Master first (SIGTERM makes it write its CSVs), then workers, then targets.
+
+        Ctrl-C and SIGTERM are ignored during the cleanup so that no process is left behind.
+        """
+        previous = {sig: _set_signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if self.master is not None:
+                self.master.stop()
+            for proc in reversed(self.started):
                 proc.stop()
-        for proc in reversed(self.started):
-            proc.stop()
+        finally:
+            for sig, handler in previous.items():
+                _set_signal(sig, handler)
 
     def main(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
         self.say(f"output directory: {self.out}")
-        code = 0
         try:
             urls = self.start_targets()
             master_code = self.run_locust(*urls)
-            if master_code not in (0, 1):
-                return master_code if master_code in (2, 3) else 3
         finally:
             self.stop_all()
         if not Path(f"{self.prefix}_stats.csv").is_file():
@@ -400,11 +405,11 @@ class _Demo:
             return 3
         text, total, failures, lost = summary_text(self.prefix)
         print(text, flush=True)
+        # 1: failed requests, Locust-reported errors, a lost worker or no request at all; 3: the run broke
+        code = 3 if master_code not in (0, 1) else 1 if (master_code == 1 or failures or lost) else 0
         if total == 0:
             self.say("no request was made")
-            code = 1
-        if failures or lost:
-            code = 1
+            code = max(code, 1)
         if not self.args.no_report:
             html = self.build_report()
             if html is None:
@@ -419,13 +424,23 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _set_signal(signum: int, handler: Any) -> Any:
+    """``signal.signal`` that is a no-op outside the main thread (returns the previous handler)."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signum, handler)
+    except ValueError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         demo = _Demo(args)
     except DemoError as exc:
         print(f"loadkit demo: error: {exc}", file=sys.stderr)
         return exc.code
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = _set_signal(signal.SIGTERM, _raise_interrupt)
     try:
         return demo.main()
     except DemoError as exc:
@@ -436,4 +451,4 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _set_signal(signal.SIGTERM, previous)

@@ -7,7 +7,8 @@ single ``--host`` (leave ``--host`` empty; it would point both user kinds at one
         --mixed-ktb-url http://127.0.0.1:5001 --ktb-socket-url http://127.0.0.1:5002 \
         --mixed-chldo-url ws://127.0.0.1:8765
 
-Users split half/half (``--mixed-ktb-weight`` / ``--mixed-chldo-weight``). Every ``--ktb-*`` and
+Users split half/half (``--mixed-ktb-weight`` / ``--mixed-chldo-weight``; a kind with weight 0 needs
+no URL). Every ``--ktb-*`` and
 ``--chldo-*`` option of the two user kinds applies. Options given to the master reach the workers.
 """
 
@@ -56,12 +57,14 @@ def _check(environment, **_kw):
     opts = environment.parsed_options
     if opts is None or isinstance(environment.runner, WorkerRunner):
         return  # workers get the URLs from the master with the spawn message
-    missing = [flag for flag, value in (("--mixed-ktb-url", opts.mixed_ktb_url), ("--mixed-chldo-url", opts.mixed_chldo_url)) if not value]
-    if missing:
-        log.error("locustfiles/mixed.py needs %s (the servers of the two user kinds)", " and ".join(missing))
+    if opts.mixed_ktb_weight < 0 or opts.mixed_chldo_weight < 0 or opts.mixed_ktb_weight + opts.mixed_chldo_weight == 0:
+        log.error("locustfiles/mixed.py: --mixed-ktb-weight and --mixed-chldo-weight must be >= 0, not both 0")
         sys.exit(2)
-    if opts.mixed_ktb_weight + opts.mixed_chldo_weight <= 0:
-        log.error("locustfiles/mixed.py: --mixed-ktb-weight + --mixed-chldo-weight must be > 0")
+    wanted = (("--mixed-ktb-url", opts.mixed_ktb_url, opts.mixed_ktb_weight),
+              ("--mixed-chldo-url", opts.mixed_chldo_url, opts.mixed_chldo_weight))
+    missing = [flag for flag, url, weight in wanted if weight > 0 and not url]
+    if missing:
+        log.error("locustfiles/mixed.py needs %s (the server of each user kind with a weight > 0)", " and ".join(missing))
         sys.exit(2)
     _apply(environment)
 

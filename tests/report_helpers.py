@@ -16,9 +16,29 @@ ROOT = Path(__file__).parent.parent
 
 
 def run_report(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real command in a subprocess: exit code, stdout and stderr exactly as a user sees them."""
     return subprocess.run(
         [sys.executable, "-m", "loadkit", "report", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
+
+
+def run_report_inproc(*args: str) -> subprocess.CompletedProcess:
+    """Same entry point (``loadkit.cli.main``) in this process: no interpreter start-up per test."""
+    import contextlib
+    import io
+
+    from loadkit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(["report", *args])
+        except SystemExit as exc:  # argparse errors
+            rc = exc.code if isinstance(exc.code, int) else 2
+        except BaseException as exc:  # noqa: BLE001 - a test must see it as a failure, with its text
+            rc = -1
+            err.write(f"Traceback (escaped exception): {type(exc).__name__}: {exc}\n")
+    return subprocess.CompletedProcess(["loadkit", "report", *args], rc, out.getvalue(), err.getvalue())
 
 
 def raw_k6_samples(path: Path) -> dict[str, np.ndarray]:

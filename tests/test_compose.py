@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,12 @@ def _interpolate(text: str, env: dict[str, str]) -> str:
         return value if value not in (None, "") else (default or "")
 
     return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", sub, text)
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without the file's own variables (their defaults are what is tested)."""
+    names = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
+    return {k: v for k, v in os.environ.items() if k not in names}
 
 
 def resolved_config(env: dict[str, str]) -> dict:
@@ -76,7 +83,7 @@ def test_compose_file_is_valid():
 
 def test_compose_structure():
     """One image for every service, UI on 8089, workers scalable (no fixed container name or port)."""
-    config = resolved_config(dict(os.environ))
+    config = resolved_config(clean_env())
     services = config["services"]
     assert {s.get("image") for s in services.values()} == {"loadkit:local"}
     assert all(s.get("build") for s in services.values())
@@ -90,7 +97,7 @@ def test_compose_structure():
 
 @pytest.mark.timeout(150)
 def test_headless_profile_runs_as_processes(spawn, tmp_path):
-    env = dict(os.environ)
+    env = clean_env()
     ports = {name: str(free_port()) for name in
              ("KTB_REST_PORT", "KTB_SOCKET_PORT", "CHLDO_PORT", "LOCUST_MASTER_PORT", "LOCUST_WEB_PORT")}
     env.update(ports, WORKERS="2", RUN_TIME="8s", USERS="6", SPAWN_RATE="6")
@@ -115,3 +122,54 @@ def test_headless_profile_runs_as_processes(spawn, tmp_path):
     for w in workers:
         assert w.wait(30) == 0, w.output()[-2000:]
     assert "report:" in headless.output()
+
+
+@pytest.mark.timeout(90)
+def test_web_ui_master_and_a_worker_run_as_processes(spawn, tmp_path):
+    """The default (non-profile) master serves the web UI and accepts a scaled worker."""
+    import json
+    import urllib.request
+
+    env = clean_env()
+    ports = {name: str(free_port()) for name in
+             ("KTB_REST_PORT", "KTB_SOCKET_PORT", "CHLDO_PORT", "LOCUST_MASTER_PORT", "LOCUST_WEB_PORT")}
+    env.update(ports)
+    services = resolved_config(env)["services"]
+    (tmp_path / "locustfiles").symlink_to(ROOT / "locustfiles")
+    master_cmd = as_process(services["master"]["command"])
+    assert "0.0.0.0" not in master_cmd
+    spawn(master_cmd, port=int(ports["LOCUST_WEB_PORT"]), name="master", cwd=tmp_path)
+    spawn(as_process(services["worker"]["command"]), name="worker", cwd=tmp_path,
+          env={k: str(v) for k, v in (services["worker"].get("environment") or {}).items()})
+    base = f"http://127.0.0.1:{ports['LOCUST_WEB_PORT']}"
+    with urllib.request.urlopen(base + "/", timeout=10) as r:
+        assert r.status == 200
+    deadline = time.monotonic() + 60
+    while True:
+        with urllib.request.urlopen(base + "/stats/requests", timeout=10) as r:
+            workers = json.load(r).get("workers", [])
+        if workers:
+            break
+        assert time.monotonic() < deadline, "no worker connected to the web-UI master"
+        time.sleep(0.5)
+    assert len(workers) == 1
+
+
+def test_dockerfile_copies_what_the_services_run():
+    """Static check (no engine here): what the commands need is in the build context and the image."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    copies = re.findall(r"^COPY\s+(?!--from)(\S+)\s+\S+\s*$", dockerfile, re.M)
+    assert "locustfiles" in copies and "." in copies
+    for src in copies:
+        if src != ".":
+            assert (ROOT / src).exists() and src not in ignored, src
+    for needed in ("pyproject.toml", "loadkit", "locustfiles"):
+        assert needed not in ignored
+    assert re.search(r"^WORKDIR /app$", dockerfile, re.M)  # commands use locustfiles/… and reports/ relatively
+    for name, svc in resolved_config(clean_env())["services"].items():
+        command = svc["command"]
+        assert command[0] in ("loadkit", "locust"), name  # console scripts of the installed package
+        if "-f" in command:
+            assert (ROOT / command[command.index("-f") + 1]).is_file(), name

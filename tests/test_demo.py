@@ -116,3 +116,27 @@ def test_parse_duration():
     for bad in ("", "0s", "1x", "-5s", "m"):
         with pytest.raises(Exception):
             parse_duration(bad)
+
+
+def test_summary_prefers_exact_percentiles_and_names_lost_workers(tmp_path):
+    from loadkit.demo import summary_text
+    from loadkit.metrics.histograms import HdrStore
+
+    prefix = tmp_path / "locust"
+    (tmp_path / "locust_stats.csv").write_text(
+        "Type,Name,Request Count,Failure Count,50%,99%,Max Response Time\n"
+        "ktb,connect,3,1,1,2,2.2\n,Aggregated,3,1,1,2,2.2\n"
+    )
+    store = HdrStore()
+    for v in (0.25, 0.5, 2.2):
+        store.record("ktb", "connect", v)
+    store.write_csv(f"{prefix}_hdr.csv")
+    (tmp_path / "locust_workers.csv").write_text(
+        "client_id,index,hostname,pid,state,reports,requests,first_seen,last_seen,final_report,lost\n"
+        "w0,0,h,1,stopped,3,2,a,b,true,false\nw1,1,h,2,missing,1,1,a,2026-01-01T00:00:00Z,false,true\n"
+    )
+    text, total, failures, lost = summary_text(prefix)
+    assert (total, failures) == (3, 1)
+    assert [w["client_id"] for w in lost] == ["w1"]
+    assert "0.500" in text and "percentiles: exact" in text  # HDR p50, not Locust's rounded 1 ms
+    assert "LOST 1: w1 (last seen 2026-01-01T00:00:00Z, 1 requests kept)" in text

@@ -188,6 +188,7 @@ def assert_complete_mixed_run(out: Path, workers: int) -> None:
         assert Path(f"{prefix}{suffix}").is_file(), suffix
     html = out / "report.html"
     assert html.is_file() and html.stat().st_size > 1000
+    assert "exact" in html.read_text(encoding="utf-8")  # the report used locust_hdr.csv
     hdr = assert_hdr_matches_locust(prefix)
     stats = locust_stats(prefix)
     assert CORE_OPERATIONS <= set(stats), CORE_OPERATIONS - set(stats)
@@ -206,3 +207,40 @@ def assert_complete_mixed_run(out: Path, workers: int) -> None:
     # accounts are unique across workers: no duplicate-login kick-outs anywhere
     failures = Path(f"{prefix}_failures.csv").read_text()
     assert "duplicate" not in failures.lower()
+
+
+def test_worker_tracker_marks_missing_and_silent_workers_lost(tmp_path, caplog):
+    """Bookkeeping alone (no Locust): missing → lost; silent without final report → lost."""
+    from types import SimpleNamespace
+
+    from loadkit.metrics.distributed import WORKER_KEY, WorkerTracker, lost_workers
+
+    t0 = 1_000_000.0
+    tracker = WorkerTracker()
+    for i, cid in enumerate(("a", "b", "c")):
+        tracker.on_connect(cid, i, now=t0)
+    tracker.on_report("a", {WORKER_KEY: {"pid": 11, "stopped": False}}, {"ktb connect": 3}, now=t0 + 3)
+    tracker.on_report("b", {WORKER_KEY: {"pid": 12, "stopped": False}}, {"ktb connect": 2, "chldo ttft": 5}, now=t0 + 3)
+    tracker.on_report("c", {WORKER_KEY: {"pid": 13, "stopped": False}}, {"chldo ttft": 1}, now=t0 + 3)
+    tracker.on_report("a", {WORKER_KEY: {"pid": 11, "stopped": True}}, {"ktb connect": 1}, now=t0 + 20)
+
+    def clients(**states):
+        nodes = [SimpleNamespace(id=cid, state=state) for cid, state in states.items()]
+        return SimpleNamespace(all=nodes)
+
+    tracker.poll(clients(a="stopped", b="missing", c="running"))
+    assert "worker b (index 1) went missing; keeping the 7 requests" in caplog.text
+    rows = {r["client_id"]: r for r in tracker.rows(now=t0 + 21)}
+    assert rows["a"]["lost"] == "false" and rows["a"]["final_report"] == "true" and rows["a"]["requests"] == "4"
+    assert rows["b"]["lost"] == "true" and rows["b"]["state"] == "missing"
+    assert rows["c"]["lost"] == "true"  # no final report, silent for 18 s
+    assert tracker.rows(now=t0 + 4)[2]["lost"] == "false"  # …but not while it was recently heard from
+
+    tracker.on_heartbeat("b", now=t0 + 20)
+    tracker.poll(clients(a="stopped", b="running"))  # b self-healed (heartbeats again), c vanished
+    path = tmp_path / "run_workers.csv"
+    tracker.write_csv(path, now=t0 + 21)
+    assert [r["client_id"] for r in lost_workers(path)] == ["c"]
+    tracker.write_json(tmp_path / "run_workers.json", now=t0 + 21)
+    detail = json.loads((tmp_path / "run_workers.json").read_text())["workers"]
+    assert detail[1]["ops"] == {"chldo ttft": 5, "ktb connect": 2}

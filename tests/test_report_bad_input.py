@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from report_helpers import FIXTURES, run_report
+from report_helpers import FIXTURES, run_report, run_report_inproc
 
 LOCUST = FIXTURES / "locust" / "chldo_full"
 K6_JSON = FIXTURES / "k6" / "chldo.json.gz"
@@ -113,12 +113,16 @@ CASES = [
 ]  # fmt: skip
 
 
+# these also run as a real subprocess (the exact stderr a user sees, interpreter exit code)
+SUBPROCESS = {"locust_truncated_stats", "k6_json_truncated_gz", "k6_json_given_csv", "no_input"}
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_bad_input_gives_one_clear_line(tmp_path, name):
     args, must_name, words = _case(name, tmp_path)
     if "--out" not in args:
         args = [*args, "--out", str(tmp_path / "out")]
-    res = run_report(*args)
+    res = run_report(*args) if name in SUBPROCESS else run_report_inproc(*args)
     assert res.returncode != 0
     assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
     lines = [line for line in res.stderr.splitlines() if line.strip()]

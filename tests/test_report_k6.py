@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from report_helpers import K6_FIXTURES, raw_k6_failures, raw_k6_samples, run_report
+from report_helpers import K6_FIXTURES, raw_k6_failures, raw_k6_samples, run_report, run_report_inproc
 
 JSON_GZ = K6_FIXTURES / "chldo.json.gz"
 
@@ -71,7 +71,7 @@ def test_timeseries_counts_add_up(json_report):
 
 @pytest.mark.parametrize("csv_name", ["chldo_rfc3339.csv.gz", "chldo_unix.csv.gz"])
 def test_csv_output_gives_the_same_numbers(tmp_path, csv_name):
-    res = run_report("--k6-csv", str(K6_FIXTURES / csv_name), "--out", str(tmp_path), "--quiet")
+    res = run_report_inproc("--k6-csv", str(K6_FIXTURES / csv_name), "--out", str(tmp_path), "--quiet")
     assert res.returncode == 0, res.stderr
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("operation")
     raw = raw_k6_samples(JSON_GZ)  # same run, other output
@@ -83,7 +83,7 @@ def test_csv_output_gives_the_same_numbers(tmp_path, csv_name):
 
 @pytest.mark.parametrize("name", ["chldo_summary_export.json", "chldo_handle_summary.json"])
 def test_summaries_carry_k6_own_percentiles(tmp_path, name):
-    res = run_report("--k6-summary", str(K6_FIXTURES / name), "--out", str(tmp_path), "--quiet")
+    res = run_report_inproc("--k6-summary", str(K6_FIXTURES / name), "--out", str(tmp_path), "--quiet")
     assert res.returncode == 0, res.stderr
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("operation")
     doc = json.loads((K6_FIXTURES / name).read_text())["metrics"]
@@ -95,7 +95,7 @@ def test_summaries_carry_k6_own_percentiles(tmp_path, name):
 
 
 def test_json_and_summary_of_one_run_make_one_run(tmp_path):
-    res = run_report("--k6-json", str(JSON_GZ), "--k6-summary", str(K6_FIXTURES / "chldo_summary_export.json"), "--out", str(tmp_path), "--quiet")
+    res = run_report_inproc("--k6-json", str(JSON_GZ), "--k6-summary", str(K6_FIXTURES / "chldo_summary_export.json"), "--out", str(tmp_path), "--quiet")
     assert res.returncode == 0, res.stderr
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert summary["run"].nunique() == 1
@@ -103,7 +103,7 @@ def test_json_and_summary_of_one_run_make_one_run(tmp_path):
 
 def test_ktb_fixture_operations_match_raw_samples(tmp_path):
     path = K6_FIXTURES / "ktb.json.gz"
-    res = run_report("--k6-json", str(path), "--out", str(tmp_path), "--quiet")
+    res = run_report_inproc("--k6-json", str(path), "--out", str(tmp_path), "--quiet")
     assert res.returncode == 0, res.stderr
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("operation")
     raw = raw_k6_samples(path)
@@ -113,3 +113,14 @@ def test_ktb_fixture_operations_match_raw_samples(tmp_path):
         assert summary.at[op, "p95"] == pytest.approx(np.percentile(raw[op], 95), abs=1e-3)
     # REST calls are http_req_duration points named by their `name` tag, method as type
     assert summary.at["/api/auth/login", "type"] == "POST"
+
+
+@pytest.mark.parametrize("flag,name", [("--k6-json", "chldo.json.gz"), ("--k6-csv", "chldo_rfc3339.csv.gz")])
+def test_failures_carry_kind_and_server_text(tmp_path, flag, name):
+    res = run_report_inproc(flag, str(K6_FIXTURES / name), "--out", str(tmp_path), "--quiet")
+    assert res.returncode == 0, res.stderr
+    failures = pd.read_csv(tmp_path / "failures.csv")
+    n = raw_k6_failures(JSON_GZ).get("sendmsg", 0)
+    assert n > 0  # the fixture was recorded with --llm-failure-rate 0.1
+    assert failures["occurrences"].sum() == n
+    assert failures["error"].str.startswith("stream_error: Error code: 503").all()

@@ -11,13 +11,16 @@ import pandas as pd
 import pytest
 
 from loadkit.procs import free_port, loadkit_argv
-from report_helpers import FIXTURES, ROOT, run_report
+from report_helpers import FIXTURES, ROOT, run_report, run_report_inproc
 
 LOCUST_FIXTURE = FIXTURES / "locust" / "chldo_full"
 
 
 def _locustfile() -> str:
-    """The project's chldo locustfile plus loadkit's exact-percentile plugin."""
+    """The project's chldo locustfile plus loadkit's exact-percentile plugin (fallback: our own copy)."""
+    project = ROOT / "locustfiles" / "chldo_stream.py"
+    if project.exists():
+        return f"{project},{FIXTURES / 'locust' / 'hdr_plugin.py'}"
     return str(FIXTURES / "locust" / "chldo_locustfile.py")
 
 
@@ -85,7 +88,7 @@ def _copy_fixture(tmp_path, name="run"):
 
 def test_fixture_with_hdr_shows_both_values(tmp_path):
     out = tmp_path / "out"
-    res = run_report("--locust", str(LOCUST_FIXTURE), "--out", str(out), "--quiet")
+    res = run_report_inproc("--locust", str(LOCUST_FIXTURE), "--out", str(out), "--quiet")
     assert res.returncode == 0, res.stderr
     html = (out / "report.html").read_text()
     assert "Locust's own (bucketed) value" in html_lib.unescape(html)
@@ -101,7 +104,7 @@ def test_without_full_history_percentiles_are_cumulative(tmp_path):
     hist[hist["Name"] == "Aggregated"].to_csv(str(prefix) + "_stats_history.csv", index=False)
     (tmp_path / "run_hdr.csv").unlink()
     out = tmp_path / "out"
-    res = run_report("--locust", str(prefix), "--out", str(out))
+    res = run_report_inproc("--locust", str(prefix), "--out", str(out))
     assert res.returncode == 0, res.stderr
     ts = pd.read_csv(out / "timeseries.csv")
     assert set(ts["operation"]) == {"Aggregated"}
@@ -116,7 +119,7 @@ def test_four_column_failures_file(tmp_path):
     fail = pd.read_csv(str(prefix) + "_failures.csv", keep_default_na=False)
     fail[["Method", "Name", "Error", "Occurrences"]].to_csv(str(prefix) + "_failures.csv", index=False)
     out = tmp_path / "out"
-    res = run_report("--locust", str(prefix), "--out", str(out), "--quiet")
+    res = run_report_inproc("--locust", str(prefix), "--out", str(out), "--quiet")
     assert res.returncode == 0, res.stderr
     failures = pd.read_csv(out / "failures.csv")
     assert failures["occurrences"].sum() == fail["Occurrences"].sum()
@@ -125,7 +128,7 @@ def test_four_column_failures_file(tmp_path):
 
 def test_locust_and_k6_side_by_side(tmp_path):
     out = tmp_path / "out"
-    res = run_report("--locust", f"locust={LOCUST_FIXTURE}", "--k6-json", f"k6={FIXTURES / 'k6' / 'chldo.json.gz'}", "--out", str(out), "--quiet")
+    res = run_report_inproc("--locust", f"locust={LOCUST_FIXTURE}", "--k6-json", f"k6={FIXTURES / 'k6' / 'chldo.json.gz'}", "--out", str(out), "--quiet")
     assert res.returncode == 0, res.stderr
     summary = pd.read_csv(out / "summary.csv")
     both = summary.groupby("operation")["tool"].nunique()

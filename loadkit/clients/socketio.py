@@ -124,36 +124,32 @@ class _DeadlineWheel:
     """Process-wide coarse timeouts for pending answers (resolution ``tick`` seconds).
 
     Why not ``gevent.Timeout`` per request: starting and stopping a libev timer for every round
-    trip measurably costs (~4-5 us of a ~50 us budget on the dev VM); appending to a bucket list is
-    nearly free. One sweeper greenlet for the whole process (not per connection), alive only while
-    something is pending.
+    trip measurably costs (~4-5 us of a ~50 us budget on the dev VM). Here a pending result joins a
+    set and leaves it when resolved (nothing resolved is retained, so nothing ages into the
+    garbage collector's old generation); one sweeper greenlet for the whole process (not per
+    connection), alive only while something is pending, expires what is overdue.
     """
 
     tick = 0.05
 
     def __init__(self) -> None:
-        self.buckets: dict[int, list] = {}
+        self.pending: set = set()
         self.greenlet: gevent.Greenlet | None = None
 
     def add(self, res: "_Result", timeout: float) -> None:
-        b = int((time.monotonic() + timeout) / self.tick) + 1
-        lst = self.buckets.get(b)
-        if lst is None:
-            self.buckets[b] = [res]
-        else:
-            lst.append(res)
+        res.deadline = time.monotonic() + timeout
+        self.pending.add(res)
         if self.greenlet is None:
             self.greenlet = gevent.spawn(self._run)
 
     def _run(self) -> None:
         try:
-            while self.buckets:
+            while self.pending:
                 gevent.sleep(self.tick)
-                now_b = int(time.monotonic() / self.tick)
-                for b in [b for b in self.buckets if b <= now_b]:
-                    for res in self.buckets.pop(b):
-                        if not res.done:
-                            res.set_exception(_Expired())
+                now = time.monotonic()
+                for res in [r for r in self.pending if r.deadline <= now]:
+                    self.pending.discard(res)
+                    res.set_exception(_Expired())
         finally:
             self.greenlet = None
 
@@ -165,10 +161,11 @@ class _Result:
     """A one-shot result a greenlet waits for; set from the receive greenlet (a lighter
     ``AsyncResult``: one hub callback to wake the waiter, no links, no per-wait timer)."""
 
-    __slots__ = ("done", "_value", "_exc", "_waiter")
+    __slots__ = ("done", "_value", "_exc", "_waiter", "deadline", "__weakref__")
 
     def __init__(self) -> None:
         self.done = False
+        self.deadline = 0.0
         self._value: Any = None
         self._exc: BaseException | None = None
         self._waiter: Waiter | None = None
@@ -199,8 +196,9 @@ class _Result:
                 self._waiter.get()
             finally:
                 self._waiter = None
+                _WHEEL.pending.discard(self)
         value, exc = self._value, self._exc
-        self._value = self._exc = None  # the wheel keeps this object until its deadline: keep it light
+        self._value = self._exc = None
         if exc is not None:
             raise exc
         return value
@@ -209,7 +207,7 @@ class _Result:
 class _Waiter:
     """One pending request: which events answer it, which fail it, and where the result goes."""
 
-    __slots__ = ("answer", "match", "errors", "result", "t_sent", "names", "registered")
+    __slots__ = ("answer", "match", "errors", "result", "t_sent", "names", "registered", "lists")
 
     def __init__(self, answer, match, errors, t_sent):
         self.answer = answer
@@ -219,6 +217,7 @@ class _Waiter:
         self.t_sent = t_sent
         self.names = (answer, *errors) if answer else tuple(errors)
         self.registered = False
+        self.lists: list = []  # the waiter lists this waiter was appended to
 
 
 def _sslopt(verify_tls: bool, ca_certs: str | None) -> dict:
@@ -401,9 +400,24 @@ class SocketIOClient:
         receive = proto.receive
         dispatch = self._dispatch
         feed = self._decoder.feed
-        recv = ws.sock.recv
+        sock = ws.sock
+        recv = sock.recv
+        # The answer to the next request cannot have arrived yet when the loop comes round, so a
+        # recv() there nearly always fails with EAGAIN first. On plain sockets wait for readability
+        # first (gevent's own watcher; one syscall and no exception saved per message). Not on TLS
+        # sockets, whose buffer may already hold decrypted bytes the fd does not show.
+        wait_readable = None
+        if not hasattr(sock, "pending") and hasattr(sock, "_wait") and hasattr(sock, "_read_event"):
+            read_event = sock._read_event
+            wait = sock._wait
+
+            def wait_readable() -> None:
+                wait(read_event)
+
         try:
             while True:
+                if wait_readable is not None:
+                    wait_readable()
                 data = recv(65536)
                 if not data:
                     break
@@ -511,11 +525,22 @@ class SocketIOClient:
 
     def _forget(self, w: _Waiter, ns: str | None = None) -> None:
         w.registered = False
+        for lst in w.lists:
+            try:
+                lst.remove(w)
+            except ValueError:
+                pass
+        w.lists = []
+
+    def _register(self, w: _Waiter, namespace: str) -> None:
+        waiters = self._waiters
         for name in w.names:
-            for key in ((ns, name),) if ns else [k for k in self._waiters if k[1] == name]:
-                lst = self._waiters.get(key)
-                if lst and w in lst:
-                    lst.remove(w)
+            lst = waiters.get((namespace, name))
+            if lst is None:
+                lst = waiters[(namespace, name)] = []
+            lst.append(w)
+            w.lists.append(lst)
+        w.registered = bool(w.names)
 
     def _on_ack(self, ev: Ack, now: float) -> None:
         w = self._acks.pop(ev.ack_id, None)
@@ -544,7 +569,12 @@ class SocketIOClient:
             data = client_frame(_OP_BINARY, bytes(frame), _randbytes(4))
         with self._send_lock:
             try:
-                ws.sock.sendall(data)
+                sock = ws.sock
+                # gevent's sendall() costs a getsockopt() syscall per call; one send() almost
+                # always takes the whole frame, sendall() finishes the rare partial write
+                n = sock.send(data)
+                if n < len(data):
+                    sock.sendall(data[n:])
             except (OSError, AttributeError) as exc:
                 raise Disconnect(f"send failed: {type(exc).__name__}: {exc}") from None
 
@@ -594,9 +624,7 @@ class SocketIOClient:
         frames = self.proto.emit(event, args, namespace, ack_id=ack_id)
         w = _Waiter(None, None, errors, 0.0)
         self._acks[ack_id] = w
-        for name in w.names:
-            self._waiters.setdefault((namespace, name), []).append(w)
-        w.registered = bool(w.names)
+        self._register(w, namespace)
         w.t_sent = perf_counter()
         try:
             self._send_frames(frames)
@@ -634,9 +662,7 @@ class SocketIOClient:
             errors = {e: None for e in errors}
         frames = self.proto.emit(event, args, namespace)
         w = _Waiter(answer, match, errors, 0.0)
-        for name in w.names:
-            self._waiters.setdefault((namespace, name), []).append(w)
-        w.registered = bool(w.names)
+        self._register(w, namespace)
         w.t_sent = perf_counter()
         try:
             self._send_frames(frames)

@@ -89,12 +89,20 @@ def error_predicate(emit: str) -> Callable[[list], bool]:
     return pred
 
 
-def failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
-    """The ``errors=`` map for ``SocketIOClient.request`` for a KTB emit."""
+def _failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
     out: dict[str, Callable[[list], bool] | None] = {}
     for ev in ANSWERS[emit][1]:
         out[ev] = error_predicate(emit) if ev == "error" else None
     return out
+
+
+_FAILURE_EVENTS = {emit: _failure_events(emit) for emit in ANSWERS}
+
+
+def failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
+    """The ``errors=`` map for ``SocketIOClient.request`` for a KTB emit (built once, shared:
+    do not mutate)."""
+    return _FAILURE_EVENTS[emit]
 
 
 # ---------------------------------------------------------------------------- answer matchers

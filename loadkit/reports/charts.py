@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
-from .model import AGGREGATED, Run  # noqa: E402
+from .model import AGGREGATED, NOT_LATENCY, Run  # noqa: E402
 from .tables import operations_in_order  # noqa: E402
 
 RUN_COLORS = plt.get_cmap("tab10").colors
@@ -60,7 +60,7 @@ def _maybe_log(ax, values, axis: str = "y") -> None:
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI)  # tight_layout already ran: bbox_inches="tight" would draw everything twice
     plt.close(fig)
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -102,7 +102,12 @@ def latency_over_time(ts: pd.DataFrame, runs: list[Run], summary: pd.DataFrame, 
         # operations seen in at least 3 time steps (one-off calls like login make no curve)
         steps = d.dropna(subset=["p95"]).groupby("operation")["t"].nunique()
         present = set(steps[steps >= 3].index)
-        ops = [o for o in ops_all if o in present][:MAX_OPS] or [AGGREGATED]
+        ops = [o for o in ops_all if o in present][:MAX_OPS]
+        if not ops and AGGREGATED in present and not set(d["operation"]) & set(NOT_LATENCY):
+            ops = [AGGREGATED]  # Locust without --csv-full-history has only this
+        if not ops:
+            ax.text(0.5, 0.5, "too short for curves: no operation in 3 or more time steps", transform=ax.transAxes,
+                    ha="center", va="center", color="grey", fontsize=11)  # fmt: skip
         window = d["pct_window"].iloc[0] if len(d) else ""
         by_op = {op: g for op, g in d.groupby("operation", sort=False)}
         for op in ops:
@@ -113,7 +118,8 @@ def latency_over_time(ts: pd.DataFrame, runs: list[Run], summary: pd.DataFrame, 
         all_vals.append(d.loc[d["operation"].isin(ops), ["p50", "p95"]].to_numpy().ravel())
         ax.set_title(f"{_run_key(r.tool, r.label)}: latency p50 (dashed) and p95 (solid) — {window}")
         ax.set_ylabel("latency (ms)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8, ncol=1 if len(ops) <= 6 else 2)
+        if ops:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8, ncol=1 if len(ops) <= 6 else 2)
     _maybe_log(axes[0, 0], np.concatenate(all_vals) if all_vals else [])
     axes[-1, 0].set_xlabel("time since the run's start (s)")
     fig.tight_layout()

@@ -59,5 +59,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"loadkit report: internal error: {type(exc).__name__}: {exc} (set LOADKIT_DEBUG=1 for the traceback)", file=sys.stderr)
         return 3
     if not args.quiet:
-        print(result.console)
+        try:
+            print(result.console, flush=True)
+        except BrokenPipeError:  # `loadkit report … | head`: the report is written, stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

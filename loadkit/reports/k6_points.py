@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import urllib.parse
 import zlib
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ class K6Points:
     sample_ms: np.ndarray
     fail_t: np.ndarray
     fail_op: np.ndarray
+    fail_kind: np.ndarray  # loadkit_failures `kind` tag, or "HTTP <status>"
     vus_t: np.ndarray
     vus: np.ndarray
     iterations: int = 0
@@ -69,6 +71,7 @@ class K6Points:
     http_methods: dict = field(default_factory=dict)  # operation -> HTTP method
     t_min: float = float("nan")
     t_max: float = float("nan")
+    notes: list = field(default_factory=list)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -103,7 +106,7 @@ def _iso_to_epoch(times: list) -> np.ndarray:
     return idx.asi8.astype(np.float64) / 1e9 if idx.unit == "ns" else idx.as_unit("ns").asi8.astype(np.float64) / 1e9
 
 
-def _finish(path: str, st, sop, sv, ft, fop, vt, vv, it, cp, cf, methods) -> K6Points:
+def _finish(path: str, st, sop, sv, ft, fop, vt, vv, it, cp, cf, methods, fkind=None) -> K6Points:
     sample_t = np.asarray(st, dtype=np.float64)
     all_t = [a for a in (sample_t, np.asarray(ft, dtype=np.float64), np.asarray(vt, dtype=np.float64)) if a.size]
     if not sample_t.size:
@@ -115,6 +118,7 @@ def _finish(path: str, st, sop, sv, ft, fop, vt, vv, it, cp, cf, methods) -> K6P
         sample_ms=np.asarray(sv, dtype=np.float64),
         fail_t=np.asarray(ft, dtype=np.float64),
         fail_op=np.asarray(fop, dtype=object),
+        fail_kind=np.asarray(fkind if fkind is not None else ["failed"] * len(fop), dtype=object),
         vus_t=np.asarray(vt, dtype=np.float64),
         vus=np.asarray(vv, dtype=np.float64),
         iterations=int(it),
@@ -135,6 +139,7 @@ def read_ndjson(path: str) -> K6Points:
     sv: list = []
     ft: list = []
     fop: list = []
+    fkind: list = []
     vt: list = []
     vv: list = []
     it = cp = cf = 0
@@ -182,10 +187,13 @@ def read_ndjson(path: str) -> K6Points:
         elif metric == FAILURE_COUNTER:
             ft.append(time_s)
             fop.append(tags.get("op") or tags.get("name") or "?")
+            kind = tags.get("kind") or "failed"
+            fkind.append(f"{kind}: {tags['error']}" if tags.get("error") else kind)
         elif metric == "http_req_failed":
             if value:
                 ft.append(time_s)
                 fop.append(tags.get("name") or tags.get("url") or "http")
+                fkind.append(f"HTTP {tags.get('status') or 'error'}")
         elif metric == "http_req_duration":
             name = tags.get("name") or tags.get("url") or "http"
             st.append(time_s)
@@ -220,7 +228,7 @@ def read_ndjson(path: str) -> K6Points:
         sv_f = np.asarray(sv, dtype=np.float64)
     except (ValueError, TypeError):
         raise ReportInputError(path, "a Trend point has a non-numeric data.value") from None
-    return _finish(path, st_s, sop, sv_f, ft_s, fop, vt_s, vv, it, cp, cf, methods)
+    return _finish(path, st_s, sop, sv_f, ft_s, fop, vt_s, vv, it, cp, cf, methods, fkind)
 
 
 def _bad_line(path: str, lineno: int, n_lines: int, line: bytes) -> ReportInputError:
@@ -242,7 +250,7 @@ def read_csv(path: str) -> K6Points:
     missing = [c for c in _CSV_COLS if c not in head]
     if missing:
         raise ReportInputError(path, f"not a k6 --out csv file: missing column(s) {', '.join(missing)} (header starts: {','.join(head[:4])})")
-    use = [c for c in ("metric_name", "timestamp", "metric_value", "method", "name", "url", "extra_tags") if c in head]
+    use = [c for c in ("metric_name", "timestamp", "metric_value", "error", "method", "name", "status", "url", "extra_tags") if c in head]
     dtypes = {c: str for c in use}
     dtypes["metric_value"] = np.float64
     try:
@@ -257,16 +265,17 @@ def read_csv(path: str) -> K6Points:
         trunc = ": file truncated?" if lineno == len(df) + 1 else ""
         raise ReportInputError(path, f"line {lineno} is incomplete (no timestamp or value){trunc}")
     t = _csv_times(path, df["timestamp"])
+    whole_seconds = bool(np.all(t == np.floor(t)))
     metric = df["metric_name"].to_numpy(object)
     value = df["metric_value"].to_numpy(np.float64)
     name = df["name"].to_numpy(object) if "name" in df else np.full(len(df), "", dtype=object)
     extra = df["extra_tags"].to_numpy(object) if "extra_tags" in df else np.full(len(df), "", dtype=object)
 
-    def op_tag(s: str) -> str:
+    def tag(s: str, key: str, default: str) -> str:
         for kv in s.split("&"):
-            if kv.startswith("op="):
-                return kv[3:]
-        return "?"
+            if kv.startswith(key + "="):
+                return kv[len(key) + 1 :]
+        return default
 
     # classification by metric name (the CSV has no metric metadata)
     uniq = pd.unique(metric)
@@ -291,10 +300,18 @@ def read_csv(path: str) -> K6Points:
     is_fc = metric == FAILURE_COUNTER
     is_hf = (metric == "http_req_failed") & (value != 0)
     ft = np.concatenate([t[is_fc], t[is_hf]])
-    fop = np.concatenate([np.array([op_tag(s) for s in extra[is_fc]], dtype=object), name[is_hf]])
+    fop = np.concatenate([np.array([tag(s, "op", "?") for s in extra[is_fc]], dtype=object), name[is_hf]])
+    status = df["status"].to_numpy(object) if "status" in df else np.full(len(df), "error", dtype=object)
+    def kind_of(s: str, err_col: str) -> str:
+        kind, err = tag(s, "kind", "failed"), err_col or urllib.parse.unquote_plus(tag(s, "error", ""))
+        return f"{kind}: {err}" if err else kind
+
+    err_col = df["error"].to_numpy(object) if "error" in df else np.full(len(df), "", dtype=object)
+    fkind = np.concatenate([np.array([kind_of(s, e) for s, e in zip(extra[is_fc], err_col[is_fc])], dtype=object),
+                            np.array([f"HTTP {x or 'error'}" for x in status[is_hf]], dtype=object)])
     is_vus = metric == "vus"
     is_chk = metric == "checks"
-    return _finish(
+    points = _finish(
         path,
         t[is_trend],
         sop,
@@ -307,7 +324,11 @@ def read_csv(path: str) -> K6Points:
         int((value[is_chk] != 0).sum()),
         int((value[is_chk] == 0).sum()),
         methods,
+        fkind,
     )
+    if whole_seconds:
+        points.notes.append(f"{path}: timestamps are whole seconds (k6 csv timeFormat=unix): duration and rates are approximate")
+    return points
 
 
 def _csv_times(path: str, ts: pd.Series) -> np.ndarray:

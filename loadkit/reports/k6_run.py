@@ -31,6 +31,7 @@ def _concat(points: list[K6Points]) -> K6Points:
         sample_ms=cat([p.sample_ms for p in points]),
         fail_t=cat([p.fail_t for p in points]),
         fail_op=cat([p.fail_op for p in points]),
+        fail_kind=cat([p.fail_kind for p in points]),
         vus_t=cat([p.vus_t for p in points]),
         vus=cat([p.vus for p in points]),
         iterations=sum(p.iterations for p in points),
@@ -135,10 +136,11 @@ def build_k6_run(label: str, points: list[K6Points], summaries: list[str], bucke
             checks_pass=p.checks_pass, checks_fail=p.checks_fail,
         )  # fmt: skip
         if p.fail_op.size:
-            vc = pd.Series(p.fail_op).value_counts()
-            run.failures = pd.DataFrame(
-                {"type": "", "operation": vc.index, "error": "failed (loadkit_failures / http_req_failed)", "occurrences": vc.to_numpy()}
-            )
+            vc = pd.DataFrame({"operation": p.fail_op, "error": p.fail_kind}).value_counts().rename("occurrences").reset_index()
+            vc.insert(0, "type", [p.http_methods.get(o, "") for o in vc["operation"]])
+            run.failures = vc
+        for x in points:
+            run.notes.extend(x.notes)
         run.notes.append(f"percentiles from {p.sample_ms.size:,} raw samples (numpy, linear interpolation); time series in {bucket:g} s buckets")
         if summaries:
             run.sources.extend(summaries)

@@ -15,6 +15,8 @@ Column meanings follow Locust 2.x ``locust/stats.py`` (``StatsCSV``/``StatsCSVFi
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
@@ -58,10 +60,8 @@ def _read(path: str, what: str, needed: list[str], str_cols: list[str], check_la
     csvutil.require_columns(path, header, needed, what)
     # put the normalised header back so dtypes line up with the names
     body = text.split("\n", 1)[1] if "\n" in text else ""
-    import csv as _csv, io as _io
-
-    buf = _io.StringIO()
-    _csv.writer(buf, lineterminator="\n").writerow(header)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(header)
     return csvutil.read_typed(path, buf.getvalue() + body, header, str_cols, check_last=check_last)
 
 

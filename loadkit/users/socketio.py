@@ -23,10 +23,12 @@ reporting, the method raises the same exception so the task can react.
 
 from __future__ import annotations
 
+import gc
+import os
 import time
 from typing import Any, Callable
 
-from locust import User
+from locust import User, events
 
 from loadkit.clients.socketio import (
     Answer,
@@ -126,6 +128,26 @@ class LocustSocketIOClient:
             raise
         self._report(name or event, a.t_sent, a.t_recv, a.nbytes, None)
         return a
+
+
+def _tune_gc(**_kw: Any) -> None:
+    """Once all users are spawned, move everything alive into the GC's permanent generation and
+    make young collections rarer.
+
+    Why: a load generator allocates a few short-lived containers per message while holding a large,
+    stable heap (users, connections, greenlets); CPython's full collections rescan that heap again
+    and again. Profiling 500 users showed ~10-15 % of the generator's CPU in ``gc_collect_main``.
+    Disable with ``LOADKIT_GC_TUNING=0``.
+    """
+    if os.environ.get("LOADKIT_GC_TUNING", "1") == "0":
+        return
+    gc.collect()
+    gc.freeze()
+    g0, g1, g2 = gc.get_threshold()
+    gc.set_threshold(max(g0, 20000), max(g1, 20), max(g2, 20))
+
+
+events.spawning_complete.add_listener(_tune_gc)
 
 
 class SocketIOUser(User):

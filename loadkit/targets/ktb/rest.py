@@ -130,7 +130,7 @@ class RestApp:
             except InvalidToken as exc:
                 return _unauthorized(f"An error occurred while attempting to decode the Jwt: {exc}")
             if not self.auth.validate_session(claims["userId"], claims["sessionId"]):
-                return _unauthorized("세션이 만료되었습니다.")
+                return _unauthorized("session is invalid or expired")
             principal = claims
         public = path in PUBLIC_EXACT or any(path == p or path.startswith(p + "/") for p in PUBLIC_PREFIXES)
         if not public and principal is None:

@@ -170,14 +170,13 @@ def serve(cfg: ServerConfig, ready: Callable[[str], None] | None = None) -> int:
     stop_event.wait()
     for s in servers:
         s.close()  # stop accepting; existing connections are cut below
-    try:
-        for eio_sid in list(sio.eio.sockets):
-            try:
-                sio.eio.disconnect(eio_sid)
-            except Exception:
-                pass
-    except Exception:
-        pass
+    # close every Engine.IO session without waiting for queues to drain (a polling client that is
+    # gone would never drain its queue); the disconnect handlers still run (= leave of every room)
+    for sock in list(sio.eio.sockets.values()):
+        try:
+            sock.close(wait=False, abort=True)
+        except Exception:
+            log.debug("closing a session at shutdown failed", exc_info=True)
     for s in servers:
         try:
             s.stop(timeout=1)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import engineio
 import gevent
 import socketio
 from socketio import packet as sio_packet
@@ -63,8 +64,42 @@ class RefuseConnection(socketio.exceptions.ConnectionRefusedError):
         self.error_args = data
 
 
+class _OneLineErrors(logging.Filter):
+    """Turn engineio's logged tracebacks (bad polling bodies etc.) into one-line warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+class TolerantEngineIOServer(engineio.Server):
+    """engineio server whose server-side disconnect never blocks.
+
+    ``engineio.Server.disconnect`` waits until the session's send queue is drained; for a polling
+    client that sent an unknown packet type and is not polling any more that wait never ends, and
+    the POST that triggered it hangs for ever.
+    """
+
+    def disconnect(self, sid: str | None = None) -> None:
+        targets = [sid] if sid is not None else list(self.sockets)
+        for s in targets:
+            sock = self.sockets.get(s)
+            if sock is not None:
+                sock.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+            self.sockets.pop(s, None)
+
+
 class KtbSocketServer(socketio.Server):
     """``socketio.Server`` with netty-socketio's tolerance of bad packets (see module doc)."""
+
+    def _engineio_server_class(self) -> type:
+        return TolerantEngineIOServer
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -508,9 +543,41 @@ class ChatSockets:
         return None
 
 
+def _tolerant_websocket_class() -> type:
+    """engineio's gevent websocket wrapper, minus the crash on undecodable Engine.IO packets.
+
+    engineio decodes each websocket message outside any ``try``: an empty text frame, a frame that
+    does not start with a packet-type digit, or bad base64 after ``b`` would kill the reader and
+    leave the session half-dead until the ping timeout. Such frames are dropped here instead, the
+    way netty-socketio logs and drops a packet it cannot decode.
+    """
+    import base64
+    import binascii
+
+    from engineio.async_drivers.gevent import WebSocketWSGI
+
+    class TolerantWebSocketWSGI(WebSocketWSGI):
+        def wait(self) -> Any:
+            while True:
+                msg = self._sock.receive()
+                if msg is None or not isinstance(msg, str):
+                    return msg
+                if msg and msg[0] in "0123456":
+                    return msg
+                if msg[:1] == "b":
+                    try:
+                        base64.b64decode(msg[1:])
+                        return msg
+                    except (binascii.Error, ValueError):
+                        pass
+                log.debug("dropped undecodable Engine.IO packet %r", msg[:80])
+
+    return TolerantWebSocketWSGI
+
+
 def make_socket_server(*, max_payload: int = 65536) -> KtbSocketServer:
     """A gevent ``KtbSocketServer`` configured like the Java netty-socketio server."""
-    return KtbSocketServer(
+    sio = KtbSocketServer(
         async_mode="gevent",
         json=jsonfast,
         async_handlers=False,
@@ -522,3 +589,6 @@ def make_socket_server(*, max_payload: int = 65536) -> KtbSocketServer:
         engineio_logger=False,
         transports=["polling", "websocket"],
     )
+    sio.eio._async = dict(sio.eio._async, websocket=_tolerant_websocket_class())
+    sio.eio.logger.addFilter(_OneLineErrors())
+    return sio
