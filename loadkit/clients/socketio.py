@@ -272,6 +272,7 @@ class SocketIOClient:
         self._closing = False
         self._reader: gevent.Greenlet | None = None
         self._send_lock = gevent.lock.Semaphore()
+        self._decoder = FrameDecoder()
         self._handlers: dict[tuple[str, str], list[Callable]] = {}
         self._waiters: dict[tuple[str, str], list[_Waiter]] = {}
         self._acks: dict[int, _Waiter] = {}
@@ -368,29 +369,34 @@ class SocketIOClient:
         self.connected = False
         if ws is not None:
             try:
-                ws.shutdown()
+                ws.sock.shutdown(socket.SHUT_RDWR)
             except Exception:  # noqa: BLE001 - best effort on a broken socket
+                pass
+            try:
+                ws.shutdown()
+            except Exception:  # noqa: BLE001
                 pass
 
     def close(self) -> None:
-        """Clean close: Socket.IO DISCONNECT per namespace, Engine.IO CLOSE, websocket close.
+        """Clean close: Socket.IO DISCONNECT per namespace, Engine.IO CLOSE, websocket CLOSE (1000),
+        then the socket is closed without waiting for the peer's CLOSE (nothing more to read).
 
         Every pending answer fails with ``Disconnect("client closed")``.
         """
         self._closing = True
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not gevent.getcurrent():
+            reader.kill(block=True, timeout=1)  # nobody may read the socket while we close it
         ws = self.ws
         if ws is not None and self.connected:
             try:
                 for ns in list(self.proto.namespaces):
                     self._send_frames(self.proto.disconnect(ns))
                 self._send_frames(self.proto.close())
-                ws.close(timeout=1)
+                self._send_control(websocket.ABNF.OPCODE_CLOSE, (1000).to_bytes(2, "big"))
             except Exception:  # noqa: BLE001 - the peer may be gone already
                 pass
         self._abort()
-        reader, self._reader = self._reader, None
-        if reader is not None and reader is not gevent.getcurrent():
-            reader.kill(block=False)
         self._fail_all(Disconnect("client closed"))
 
     # ------------------------------------------------------------------------------ reading

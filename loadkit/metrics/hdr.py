@@ -126,9 +126,10 @@ def install(events: Any | None = None) -> bool:
     events.reset_stats.add_listener(_on_reset_stats)
     events.test_stop.add_listener(_on_test_stop)
     events.quitting.add_listener(_on_quitting)
-    from loadkit.metrics import distributed
+    from loadkit.metrics import distributed, final_csv
 
     distributed.install(events)
+    final_csv.install()
     events._loadkit_hdr_installed = True
     return True
 

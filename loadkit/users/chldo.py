@@ -25,6 +25,7 @@ from typing import Any
 
 from locust import User, events, task
 
+import loadkit.metrics.hdr  # noqa: F401 - exact, mergeable percentiles (<csv prefix>_hdr.csv)
 from loadkit.clients.chldo import ChldoClient
 from loadkit.protocols.chldo import build_sendmsg
 from loadkit.protocols.chldo_turn import ChldoConnectError, ChldoConnectionLost, ChldoError, ChldoTimeout, Turn

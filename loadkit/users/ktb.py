@@ -30,7 +30,7 @@ from gevent.event import AsyncResult
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
 
-from loadkit.clients.socketio import AnswerTimeout, Disconnect, ErrorAnswer, SocketIOError
+from loadkit.clients.socketio import Disconnect, ErrorAnswer, SocketIOError
 from loadkit.protocols import ktb
 from loadkit.users.socketio import SocketIOUser
 
