@@ -278,47 +278,39 @@ def bench_rt(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------------------------- idle
 def idle_worker(sock_url: str, users: list[dict], hold: float, q) -> None:
-    from gevent import monkey
-
-    monkey.patch_all()
-    import gevent
-    from gevent.pool import Pool
+    """Open one authenticated websocket per user, then hold them idle (answering pings)."""
+    import selectors
 
     conns = []
-    fails = [0]
-
-    def one(u: dict) -> None:
+    fails = 0
+    for u in users:
         try:
             conns.append(connect_socketio(sock_url, u["token"], u["sessionId"]))
         except Exception:
-            fails[0] += 1
-
-    pool = Pool(100)
-    for u in users:
-        pool.spawn(one, u)
-    pool.join()
-    q.put(("up", len(conns), fails[0]))
+            fails += 1
+    q.put(("up", len(conns), fails))
+    sel = selectors.DefaultSelector()
+    for c in conns:
+        sel.register(c.sock, selectors.EVENT_READ, c)
     pong = ws_frame("3")
-
-    def keep(raw: RawWs) -> None:
-        while True:
+    end = time.time() + hold
+    while time.time() < end:
+        for key, _ in sel.select(timeout=0.5):
+            c = key.data
             try:
-                m = raw.recv_msg()
+                chunk = c.sock.recv(65536)
             except OSError:
-                return
-            if m is None:
-                return
-            if m == "2":
-                raw.sock.sendall(pong)
-
-    tasks = [gevent.spawn(keep, c) for c in conns]
-    gevent.sleep(hold)
+                chunk = b""
+            if not chunk:
+                sel.unregister(c.sock)
+                continue
+            if b"\x81\x012" in chunk:  # an Engine.IO ping frame
+                c.sock.sendall(pong)
     for c in conns:
         try:
             c.sock.close()
         except OSError:
             pass
-    gevent.killall(tasks, block=False)
     q.put(("done", 0, 0))
 
 

@@ -119,7 +119,11 @@ def test_ground_truth_server_delay_shows_in_chat_median(spawn, tmp_path):
         raw = json.loads(dump.read_text())
         assert len(raw) > 20, len(raw)
         medians[delay] = statistics.median(raw)
-    assert abs(medians["50"] - (medians["0"] + 50.0)) <= 1.0, medians
+    excess = medians["50"] - (medians["0"] + 50.0)
+    # If this fails by ~1 ms with excess > 0: the reference server's --delay-ms is a gevent.sleep,
+    # which overshoots by ~0.75 ms median under load on the dev VM (measured inside the server);
+    # that is the server's delay, not a client measurement error.
+    assert abs(excess) <= 1.0, {"medians_ms": medians, "excess_ms": excess}
 
 
 @pytest.mark.timeout(120)

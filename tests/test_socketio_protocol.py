@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import json
+# Patch before anything imports ssl (python-socketio's package imports requests -> ssl); a late
+# patch makes Locust's import recurse in ssl (gevent issue #1016) for every later test module.
+from gevent import monkey
 
-import pytest
+monkey.patch_all()
 
-from loadkit.protocols.socketio import (
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+from loadkit.protocols.socketio import (  # noqa: E402
     Ack,
     ConnectError,
     Connected,

@@ -167,8 +167,9 @@ class KtbChatUser(SocketIOUser):
         super().__init__(environment)
         if not self.host:
             raise ValueError("KtbChatUser needs --host (the REST base URL, e.g. http://127.0.0.1:5001)")
-        self.rest = FastHttpSession(self.host, environment.events.request, user=self)
-        weights = parse_weights(_opt(env, "ktb_weights", "") or "")
+        self.rest = FastHttpSession(self.host, environment.events.request, user=self, insecure=not self.verify_tls)
+        weights_opt = _opt(env, "ktb_weights", "") or ""
+        weights = parse_weights(weights_opt)
         table = {
             "chatMessage": "send_chat",
             "fetchPreviousMessages": "fetch_previous",
@@ -176,7 +177,10 @@ class KtbChatUser(SocketIOUser):
             "messageReaction": "react",
             "rejoin": "rejoin",
         }
-        self.tasks = [getattr(type(self), table[k]) for k, w in weights.items() for _ in range(w)]
+        # a subclass that declares its own @task methods keeps them unless --ktb-weights is given
+        custom_tasks = set(type(self).tasks) != set(KtbChatUser.tasks)
+        if weights_opt or not custom_tasks:
+            self.tasks = [getattr(type(self), table[k]) for k, w in weights.items() for _ in range(w)]
         self.token = self.session_id = self.user_id = None
         self.room_id: str | None = None
         self.seq = 0

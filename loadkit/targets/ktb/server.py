@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import struct
 import sys
 from dataclasses import dataclass
@@ -118,8 +119,19 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
 
     rest = RestApp(store, auth, emit, env_name=cfg.env_name)
 
+    class Handler(WebSocketHandler):
+        """pywsgi handler with TCP_NODELAY: pywsgi may write a response in two segments, and with
+        Nagle on, the second one waits for the client's delayed ACK (~40 ms per keep-alive request)."""
+
+        def handle(self) -> Any:
+            try:
+                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
+            return super().handle()
+
     def make(port: int, app: Any) -> pywsgi.WSGIServer:
-        return pywsgi.WSGIServer((cfg.host, port), app, handler_class=WebSocketHandler, log=None,
+        return pywsgi.WSGIServer((cfg.host, port), app, handler_class=Handler, log=None,
                                  error_log=QuietErrorLog(), backlog=2048)
 
     if cfg.one_port:
