@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from loadkit.protocols.chldo_turn import ChldoSession, _loads
-from loadkit.protocols.chldo_wsframe import OP_TEXT, FrameDecoder, encode_frame
+from loadkit.protocols.wsframe import OP_TEXT, FrameDecoder, encode_frame
 
 SEED = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "chldo" / "seed_success_voice.jsonl"
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# Patch before anything imports ssl (python-socketio pulls in requests): a later `import locust`
+# would otherwise recurse forever in gevent's ssl patch (gevent issue #1016).
+from gevent import monkey
+
+monkey.patch_all()
+
 import pytest
 
 from loadkit.procs import ManagedProcess, free_port, loadkit_argv

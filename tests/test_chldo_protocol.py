@@ -18,7 +18,7 @@ from loadkit.protocols.chldo_turn import (
     ChldoValidationError,
     replay,
 )
-from loadkit.protocols.chldo_wsframe import (
+from loadkit.protocols.wsframe import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,

@@ -27,7 +27,7 @@ from loadkit.protocols.chldo_turn import (
     ChldoSession,
     Turn,
 )
-from loadkit.protocols.chldo_wsframe import (
+from loadkit.protocols.wsframe import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,

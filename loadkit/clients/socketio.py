@@ -29,7 +29,7 @@ import gevent.lock
 from gevent.hub import Waiter, get_hub
 import websocket
 
-from loadkit.protocols.chldo_wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameDecoder, WireError
+from loadkit.protocols.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameDecoder, WireError
 from loadkit.protocols.socketio import (
     Ack,
     ConnectError,

@@ -30,6 +30,7 @@ from gevent.event import AsyncResult
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
 
+import loadkit.metrics.hdr  # noqa: F401 - exact, mergeable percentiles (<csv prefix>_hdr.csv)
 from loadkit.clients.socketio import Disconnect, ErrorAnswer, SocketIOError
 from loadkit.protocols import ktb
 from loadkit.users.socketio import SocketIOUser

@@ -1,5 +1,7 @@
 """Decoder for server-to-client WebSocket frames (RFC 6455 section 5), sans-I/O.
 
+Shared by the chldo and Socket.IO clients.
+
 Why not websocket-client's own reader: it issues two or three ``recv`` calls per frame and builds an
 ABNF object each time, which caps a load generator far below the frame rates an LLM token stream
 produces. This decoder takes whatever one ``recv`` returned (often dozens of frames), and returns the
