@@ -365,6 +365,10 @@ def main() -> None:
     idle.add_argument("--procs", type=int, default=2)
     idle.add_argument("--hold", type=float, default=5.0)
     args = ap.parse_args()
+    import signal
+
+    # a SIGTERM (e.g. from `timeout`) must still stop the server we started: unwind like an error
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.mode == "rt":
         bench_rt(args)
     else:

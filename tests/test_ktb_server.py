@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -335,6 +334,39 @@ def test_join_chat_and_chat_errors(ktb: Ktb) -> None:
         pb.close()
 
 
+def test_file_upload_and_file_message(ktb: Ktb) -> None:
+    a, b = ktb.new_user("filer"), ktb.new_user("thief")
+    room = ktb.create_room(a)
+    r = requests.post(f"{ktb.rest}/api/files/upload", files={"file": ("pic.png", b"\x89PNG" + b"x" * 96, "image/png")},
+                      headers=ktb.headers(a))
+    assert r.status_code == 200 and r.json()["message"] == "파일 업로드 성공"
+    f = r.json()["file"]
+    assert HEX24.match(f["_id"]) and f["originalname"] == "pic.png" and f["size"] == 100
+    assert re.match(r"^\d+_[0-9a-f]{16}\.png$", f["filename"]) and not f["uploadDate"].endswith("Z")
+    r = requests.post(f"{ktb.rest}/api/files/upload", files={"file": ("x.exe", b"MZ", "application/x-msdownload")},
+                      headers=ktb.headers(a))
+    assert r.status_code == 500 and r.json()["message"] == "파일 업로드 중 오류가 발생했습니다."
+    pa, pb = ktb.peer(a), ktb.peer(b)
+    try:
+        for p in (pa, pb):
+            p.emit("joinRoom", room["_id"])
+            p.wait1("joinRoomSuccess")
+        pa.emit("chatMessage", {"room": room["_id"], "type": "file", "content": "", "fileData": {"_id": f["_id"]}})
+        m = pb.wait1("message", lambda d: d.get("type") == "file")
+        assert m["content"] == "" and m["file"]["_id"] == f["_id"] and m["file"]["user"] == a["id"]
+        assert isinstance(m["file"]["uploadDate"], list)
+        assert m["metadata"] == {"fileType": "image/png", "fileSize": 100, "originalName": "pic.png"}
+        pb.emit("chatMessage", {"room": room["_id"], "type": "file", "fileData": {"_id": f["_id"]}})
+        assert pb.wait1("error") == {"code": "MESSAGE_ERROR", "message": "파일을 찾을 수 없거나 접근 권한이 없습니다."}
+        pb.emit("fetchPreviousMessages", {"roomId": room["_id"]})
+        hist = pb.wait1("previousMessagesLoaded")
+        hf = [x for x in hist["messages"] if x["type"] == "file"][0]
+        assert set(hf["file"]) == {"_id", "filename", "originalname", "mimetype", "size"}
+    finally:
+        pa.close()
+        pb.close()
+
+
 def test_leave_disconnect_reads_and_reactions(ktb: Ktb) -> None:
     a, b, c = ktb.new_user("ann"), ktb.new_user("ben"), ktb.new_user("cat")
     room = ktb.create_room(a)
@@ -463,6 +495,33 @@ def test_duplicate_login_and_session_expiry(spawn) -> None:
         old.close()
 
 
+def test_duplicate_login_without_user_agent_reproduces_the_java_npe(ktb: Ktb) -> None:
+    import json
+
+    import websocket
+
+    u = ktb.new_user("noua")
+    room = ktb.create_room(u)
+    old = ktb.peer(u)
+    try:
+        old.emit("joinRoom", room["_id"])
+        old.wait1("joinRoomSuccess")
+        ws = websocket.create_connection(ktb.sock.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+                                         timeout=5)  # websocket-client sends no User-Agent
+        try:
+            assert ws.recv().startswith("0{")
+            ws.send("40" + json.dumps({"token": u["token"], "sessionId": u["sessionId"]}))
+            assert ws.recv().startswith('40{"sid":')
+            assert json.loads(ws.recv()[2:]) == ["error", {"message": "연결 처리 중 오류가 발생했습니다."}]
+            ws.send("42" + json.dumps(["joinRoom", room["_id"]]))  # left without a user
+            assert json.loads(ws.recv()[2:]) == ["joinRoomError", {"message": "Unauthorized"}]
+        finally:
+            ws.close()
+        assert old.quiet("duplicate_login", 0.3)
+    finally:
+        old.close()
+
+
 def test_rate_limit_and_banned_words(spawn, tmp_path) -> None:
     words = tmp_path / "banned.txt"
     words.write_text("forbidden\n  zz9top  \n\n")
@@ -506,13 +565,20 @@ def test_port_layouts_and_polling(spawn, mode: str) -> None:
     assert requests.get(f"{ktb.rest}/api/health").json()["status"] == "ok"
     u = ktb.new_user()
     room = ktb.create_room(u)
-    p = ktb.peer(u, transports=("polling",))
+    # split: polling only; same port: polling upgraded to websocket; flag: websocket only
+    transports = {"split": ("polling",), "same-port": ("polling", "websocket"), "single-port-flag": ("websocket",)}[mode]
+    p = ktb.peer(u, transports=transports)
     try:
-        assert p.client.transport() == "polling"
+        if mode == "same-port":
+            deadline = time.monotonic() + 5
+            while p.client.transport() != "websocket" and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert p.client.transport() == transports[-1]
         p.emit("joinRoom", room["_id"])
         p.wait1("joinRoomSuccess")
         p.emit("chatMessage", {"room": room["_id"], "type": "text", "content": "over polling"})
         assert p.wait1("message", lambda d: d.get("type") == "text")["content"] == "over polling"
+        assert p.client.call("chatMessage", {"room": room["_id"], "content": "acked"}, timeout=5) is None
     finally:
         p.close()
 

@@ -109,6 +109,24 @@ def test_oversized_frame_closes_only_that_connection(ktb: Ktb) -> None:
         bystander.close()
 
 
+def test_invalid_utf8_text_frame_closes_that_connection(ktb: Ktb) -> None:
+    user = ktb.new_user("utf")
+    ws = _open(ktb, user)
+    try:
+        ws.send_frame(websocket.ABNF.create_frame(b'42["chatMessage","\xff\xfe"]', websocket.ABNF.OPCODE_TEXT))
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError, OSError)):
+            for _ in range(5):
+                if ws.recv() == "":
+                    raise ConnectionError("closed")
+    finally:
+        ws.close()
+    again = _open(ktb, ktb.login(user))
+    again.send('42["joinRoom","nope"]')
+    assert _recv_event(again, "joinRoomError") == {"message": "채팅방을 찾을 수 없습니다."}
+    again.close()
+    assert "Traceback" not in ktb.proc.output()
+
+
 def test_garbage_over_polling_and_rest(ktb: Ktb) -> None:
     base = ktb.sock + "/socket.io/"
     r = requests.get(base, params={"EIO": "4", "transport": "polling"})

@@ -369,9 +369,10 @@ def _kill(pid: int, sig: int) -> None:
 
 
 def print_stats(stats: Stats, where: str = "") -> None:
-    print(
+    # One write per line: pre-forked siblings share stderr, and print() writes text and newline apart.
+    line = (
         f"chldo reference server stopped{where}: {stats.connections} connections, {stats.turns} turns, "
-        f"{stats.frames} frames streamed, {stats.rejected} requests rejected",
-        file=sys.stderr,
-        flush=True,
+        f"{stats.frames} frames streamed, {stats.rejected} requests rejected\n"
     )
+    sys.stderr.flush()
+    os.write(sys.stderr.fileno(), line.encode())

@@ -41,6 +41,46 @@ CORS_HEADERS = [
 
 Emit = Callable[[str, Any, str], None]  # (event, data, room)
 
+MB = 1024 * 1024
+MAX_UPLOAD = 50 * MB
+# FileUtil.ALLOWED_TYPES: mime type -> (extensions, size limit)
+ALLOWED_UPLOADS: dict[str, tuple[tuple[str, ...], int]] = {
+    "image/jpeg": (("jpg", "jpeg"), 10 * MB), "image/png": (("png",), 10 * MB), "image/gif": (("gif",), 10 * MB),
+    "image/webp": (("webp",), 10 * MB), "video/mp4": (("mp4",), 50 * MB), "video/webm": (("webm",), 50 * MB),
+    "video/quicktime": (("mov",), 50 * MB), "audio/mpeg": (("mp3",), 20 * MB), "audio/wav": (("wav",), 20 * MB),
+    "audio/ogg": (("ogg",), 20 * MB), "application/pdf": (("pdf",), 20 * MB),
+    "application/msword": (("doc",), 20 * MB),
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": (("docx",), 20 * MB),
+}
+
+
+def iso_local(ms: int) -> str:
+    """``LocalDateTime.toString()``-like text without zone, e.g. ``2025-11-18T12:34:56.789``."""
+    t = time.localtime(ms // 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms % 1000:03d}"
+
+
+def _multipart_file(content_type: str, body: bytes) -> tuple[str, str, int] | None:
+    """(original filename, mime type, size) of the multipart part named ``file``, else None."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return None
+    from email import policy
+    from email.parser import BytesParser
+
+    try:
+        msg = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1")
+                                                         + b"\r\n\r\n" + body)
+    except Exception:
+        return None
+    if not msg.is_multipart():
+        return None
+    for part in msg.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            filename = part.get_filename() or ""
+            payload = part.get_payload(decode=True) or b""
+            return filename, part.get_content_type(), len(payload)
+    return None
+
 
 class Response:
     __slots__ = ("status", "body", "headers")
@@ -63,7 +103,8 @@ _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 
 def _unauthorized(description: str | None = None) -> Response:
     if description is None:
         www = "Bearer"
-    else:
+    else:  # header values must be latin-1 (pywsgi refuses others): keep the description ASCII
+        description = description.encode("ascii", "replace").decode("ascii")
         www = ('Bearer error="invalid_token", error_description="%s", '
                'error_uri="https://tools.ietf.org/html/rfc6750#section-3.1"' % description.replace('"', "'"))
     return Response(401, headers=[("WWW-Authenticate", www)], empty=True)
@@ -205,6 +246,7 @@ class RestApp:
             ("POST", "/api/rooms"): self.create_room,
             ("GET", "/api/rooms/health"): self.rooms_health,
             ("GET", "/api"): self.api_info,
+            ("POST", "/api/files/upload"): self.upload_file,
         }
         handler = routes.get((method, p))
         if handler is not None:
@@ -347,6 +389,43 @@ class RestApp:
         session = self.auth.create_session(user, environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR"))
         return Response(200, {"success": True, "message": "토큰이 갱신되었습니다.",
                               "token": self.auth.make_token(user, session.session_id), "sessionId": session.session_id})
+
+    # ------------------------------------------------------------------ files
+    def upload_file(self, environ: dict, query: dict, principal: dict | None) -> Response:
+        """``POST /api/files/upload`` (multipart field ``file``): only the metadata is kept.
+
+        It exists so that ``chatMessage`` with ``type:"file"`` can be exercised; the bytes are read
+        and counted, not stored.
+        """
+        def fail(reason: str) -> Response:
+            return Response(500, {"success": False, "message": "파일 업로드 중 오류가 발생했습니다.", "error": reason})
+
+        user = self._principal_user(principal)
+        if user is None:
+            return fail("user not found")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length <= 0 or length > MAX_UPLOAD:
+            return fail("missing or too large request body")
+        part = _multipart_file(environ.get("CONTENT_TYPE", ""), environ["wsgi.input"].read(length))
+        if part is None:
+            return fail("Required request part 'file' is not present")
+        filename, mimetype, size = part
+        ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        allowed = ALLOWED_UPLOADS.get(mimetype)
+        if allowed is None or ext not in allowed[0]:
+            return fail("지원하지 않는 파일 형식입니다.")
+        if size > allowed[1]:
+            return fail("파일 크기가 너무 큽니다.")
+        import os as _os
+
+        stored = f"{int(time.time() * 1000)}_{_os.urandom(8).hex()}.{ext}"
+        f = self.store.add_file(stored, filename, mimetype, size, user.id)
+        return Response(200, {"success": True, "message": "파일 업로드 성공", "file": {
+            "_id": f["_id"], "filename": stored, "originalname": filename, "mimetype": mimetype, "size": size,
+            "uploadDate": iso_local(f["uploadDate"])}})
 
     # ------------------------------------------------------------------ rooms
     def _principal_user(self, principal: dict | None) -> User | None:

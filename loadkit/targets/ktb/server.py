@@ -74,7 +74,23 @@ def limit_websocket_frames(max_bytes: int) -> None:
             payload = header.unmask_payload(payload)
         return header, payload
 
+    def unmask(self: Any, payload: bytes) -> bytes:
+        # whole-buffer XOR instead of gevent-websocket's per-byte Python loop
+        n = len(payload)
+        if not n:
+            return b""
+        key = (bytes(self.mask) * (n // 4 + 1))[:n]
+        return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+    def validate_utf8(self: Any, payload: bytes) -> None:
+        # gevent-websocket validates every frame and then every message in pure Python; the final
+        # strict ``decode('utf-8')`` of the whole message already rejects bad UTF-8 (close 1007)
+        return None
+
     gws.WebSocket.read_frame = read_frame
+    gws.WebSocket.validate_utf8 = validate_utf8
+    gws.Header.mask_payload = unmask
+    gws.Header.unmask_payload = unmask
     gws.WebSocket._loadkit_limited = max_bytes
 
 

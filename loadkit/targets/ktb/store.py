@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -129,7 +128,6 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self.db.commit()
-        self._lock = threading.Lock()  # only for flush() from a signal-time path
         self._dirty = False
         self.ids = ObjectIds()
         self.users: dict[str, User] = {}
