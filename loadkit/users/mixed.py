@@ -1,0 +1,76 @@
+"""KTB chat users and chldo streaming users in one Locust run (the scenario of ``loadkit demo``).
+
+Why not Locust's ``--host``: the two protocols live on two servers, and ``--host`` would point both
+user kinds at one. The scenario takes both URLs as options instead (``--mixed-ktb-url``,
+``--mixed-chldo-url``), given to the master and forwarded by Locust to every worker, and splits the
+users by ``--mixed-ktb-weight`` / ``--mixed-chldo-weight``. Every ``--ktb-*`` and ``--chldo-*`` option
+of the two user kinds still applies.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from locust import events
+from locust.runners import WorkerRunner
+
+import loadkit.metrics.hdr  # noqa: F401 - exact, mergeable percentiles (<csv prefix>_hdr.csv)
+from loadkit.users.chldo import ChldoUser
+from loadkit.users.ktb import KtbChatUser
+
+log = logging.getLogger("loadkit.mixed")
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    g = parser.add_argument_group("mixed scenario (loadkit)")
+    g.add_argument("--mixed-ktb-url", default="", help="KTB REST base URL, e.g. http://127.0.0.1:5001")
+    g.add_argument("--mixed-chldo-url", default="", help="chldo WebSocket URL, e.g. ws://127.0.0.1:8765")
+    g.add_argument("--mixed-ktb-weight", type=int, default=1, help="relative share of KTB chat users (default 1)")
+    g.add_argument("--mixed-chldo-weight", type=int, default=1, help="relative share of chldo users (default 1)")
+
+
+class KtbChat(KtbChatUser):
+    abstract = False
+    weight = 1
+
+
+class ChldoStream(ChldoUser):
+    abstract = False
+    weight = 1
+
+
+def _apply(environment: Any) -> None:
+    opts = environment.parsed_options
+    if opts is None:
+        return
+    KtbChat.host = opts.mixed_ktb_url or KtbChat.host
+    ChldoStream.host = opts.mixed_chldo_url or ChldoStream.host
+    KtbChat.weight = max(0, opts.mixed_ktb_weight)
+    ChldoStream.weight = max(0, opts.mixed_chldo_weight)
+
+
+@events.init.add_listener
+def _check(environment: Any, **_kw: Any) -> None:
+    opts = environment.parsed_options
+    if opts is None or isinstance(environment.runner, WorkerRunner):
+        return  # workers get the URLs from the master with the spawn message
+    missing = [flag for flag, value in (("--mixed-ktb-url", opts.mixed_ktb_url),
+                                        ("--mixed-chldo-url", opts.mixed_chldo_url)) if not value]
+    if missing:
+        log.error("the mixed scenario needs %s (the servers of the two user kinds)", " and ".join(missing))
+        sys.exit(2)
+    if opts.mixed_ktb_weight + opts.mixed_chldo_weight <= 0:
+        log.error("the mixed scenario: --mixed-ktb-weight + --mixed-chldo-weight must be > 0")
+        sys.exit(2)
+    _apply(environment)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_kw: Any) -> None:
+    if environment.host:
+        log.warning("mixed scenario: ignoring --host %s (use --mixed-ktb-url / --mixed-chldo-url)", environment.host)
+        environment.host = None
+    _apply(environment)
