@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from loadkit.argtypes import non_negative_int, positive_int
+
 _DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
 
 
@@ -39,23 +41,6 @@ def parse_duration(text: str) -> int:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"the run time must be positive, got {text!r}")
     return seconds
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number >= 1")
-    return value
 
 
 def _url(*schemes: str):
@@ -79,12 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g = parser.add_argument_group("run")
     g.add_argument("--run-time", type=parse_duration, default="60s", metavar="TIME", help="run duration, Locust syntax: 60s, 2m, 1h30m (default 60s)")
-    g.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
+    g.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                    help="local Locust worker processes (default: one per CPU core, at most --users; "
                         "0 = none, use --expect-workers)")
-    g.add_argument("--expect-workers", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--expect-workers", type=positive_int, default=None, metavar="N",
                    help="workers the master waits for before starting (default: --workers)")
-    g.add_argument("--users", type=_positive_int, default=20, metavar="N", help="concurrent users in total (default 20)")
+    g.add_argument("--users", type=positive_int, default=20, metavar="N", help="concurrent users in total (default 20)")
     g.add_argument("--spawn-rate", type=float, default=10.0, metavar="R", help="users started per second (default 10)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="directory for CSVs, report and logs (default: reports/<UTC timestamp>)")
@@ -94,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-report", action="store_true", help="skip the HTML report")
     g.add_argument("--master-bind-host", default="127.0.0.1", metavar="ADDR",
                    help="address the master listens on for workers (default 127.0.0.1)")
-    g.add_argument("--master-port", type=_non_negative_int, default=0, metavar="PORT",
+    g.add_argument("--master-port", type=non_negative_int, default=0, metavar="PORT",
                    help="master port for workers (default: a free port)")
     g.add_argument("--wait-workers", type=float, default=60.0, metavar="S",
                    help="seconds to wait for the expected workers (default 60)")

@@ -9,56 +9,24 @@ import argparse
 import os
 import sys
 
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not an integer") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {value}: must be 1..65535")
-    return value
-
-
-def _non_negative(kind: type) -> object:
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be >= 0")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be >= 1")
-    return value
+from loadkit.argtypes import non_negative_float, port, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=5002, help="Socket.IO port (default 5002)")
-    parser.add_argument("--rest-port", type=_port, default=None,
+    parser.add_argument("--port", type=port, default=5002, help="Socket.IO port (default 5002)")
+    parser.add_argument("--rest-port", type=port, default=None,
                         help="REST port (default 5001; equal to --port = one port for both, like the Node deployment)")
     parser.add_argument("--single-port", action="store_true", help="serve REST and Socket.IO on --port only")
     parser.add_argument("--db", default=":memory:", metavar="PATH",
                         help="SQLite database file; keeps users/rooms/messages across restarts (default :memory:)")
-    parser.add_argument("--rate-limit", type=_positive_int, default=10000, metavar="N",
+    parser.add_argument("--rate-limit", type=positive_int, default=10000, metavar="N",
                         help="chatMessage events per minute per user (default 10000)")
     parser.add_argument("--banned-words", default=None, metavar="PATH",
                         help="banned-word list, one word a line (default: a small built-in list)")
-    parser.add_argument("--duplicate-login-delay", type=_non_negative(float), default=10.0, metavar="SECONDS",
+    parser.add_argument("--duplicate-login-delay", type=non_negative_float, default=10.0, metavar="SECONDS",
                         help="delay between duplicate_login and session_ended on the old socket (default 10)")
-    parser.add_argument("--delay-ms", type=_non_negative(float), default=0.0, metavar="N",
+    parser.add_argument("--delay-ms", type=non_negative_float, default=0.0, metavar="N",
                         help="fixed processing delay before answering each chatMessage (default 0)")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="server log level (default WARNING)")
