@@ -105,13 +105,15 @@ def test_four_workers_and_one_process_give_the_same_percentiles(spawn, tmp_path)
     assert all(sum(w["ops"].values()) == int(w["requests"]) == n for w in detail)  # one user each
 
 
-@pytest.mark.timeout(120)
-def test_master_finishes_and_reports_a_worker_killed_mid_run(spawn, tmp_path):
-    """Worker 1 is SIGKILLed mid-run; worker 0 is slow to stop at the end."""
+def run_and_kill_one_worker(spawn, prefix: Path, run_time: str = "14s", *extra: str):
+    """Master + 2 synthetic continuous workers; SIGKILL worker 1 once both have reported; master finishes.
+
+    Returns ``(master, workers, victim)`` after the master and the surviving worker have exited.
+    Shared with tests/test_report_workers.py.
+    """
     port = free_port()
-    prefix = tmp_path / "kill"
-    master = spawn(master_argv(SYNTH, port, prefix, 2, "-u", "2", "-r", "2", "--run-time", "14s",
-                               "--synth-continuous", "--synth-stop-delay", "1.5"), name="master")
+    master = spawn(master_argv(SYNTH, port, prefix, 2, "-u", "2", "-r", "2", "--run-time", run_time,
+                               "--synth-continuous", *extra), name="master")
     workers = [spawn(worker_argv(SYNTH, port), name=f"worker{i}") for i in range(2)]
     # wait until the master has merged data (both workers report every 3 s), then one more interval
     deadline = time.monotonic() + 40
@@ -128,6 +130,14 @@ def test_master_finishes_and_reports_a_worker_killed_mid_run(spawn, tmp_path):
     victim.wait(10)
     assert master.wait(90) == 0, master.output()[-3000:]
     workers[0].wait(30)
+    return master, workers, victim
+
+
+@pytest.mark.timeout(120)
+def test_master_finishes_and_reports_a_worker_killed_mid_run(spawn, tmp_path):
+    """Worker 1 is SIGKILLed mid-run; worker 0 is slow to stop at the end."""
+    prefix = tmp_path / "kill"
+    master, workers, victim = run_and_kill_one_worker(spawn, prefix, "14s", "--synth-stop-delay", "1.5")
 
     hdr = assert_hdr_matches_locust(prefix)
     rows = {int(r["pid"]): r for r in workers_rows(prefix)}

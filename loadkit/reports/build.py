@@ -105,6 +105,7 @@ def build_report(args) -> Result:
     summary = tables.summary_table(runs)
     timeseries = tables.timeseries_table(runs)
     failures = tables.failures_table(runs)
+    workers = tables.workers_table(runs)
     pngs = charts.render_all(runs, summary, timeseries, out_dir)
     try:
         summary.to_csv(out_dir / "summary.csv", index=False, float_format="%.3f")
@@ -113,11 +114,14 @@ def build_report(args) -> Result:
         ts_out = timeseries.assign(timestamp=unix)
         ts_out.rename(columns={"timestamp": "unix_time"}).round(3).to_csv(out_dir / "timeseries.csv", index=False)
         failures.to_csv(out_dir / "failures.csv", index=False)
+        if len(workers):  # booleans as the master writes them: true/false
+            flags = {c: workers[c].map({True: "true", False: "false"}) for c in ("final_report", "lost")}
+            workers.assign(**flags).to_csv(out_dir / "workers.csv", index=False)
     except OSError as exc:
         raise ReportInputError(out_dir, f"cannot write: {exc.strerror or exc}") from None
     text_summary = console.render(title, runs, summary)
     html_path = out_dir / "report.html"
-    html.write(html_path, title=title, runs=runs, summary=summary, timeseries=timeseries, failures=failures, pngs=pngs)
+    html.write(html_path, title=title, runs=runs, summary=summary, timeseries=timeseries, failures=failures, workers=workers, pngs=pngs)
     elapsed = time.perf_counter() - t_start
     text = text_summary + f"\nreport: {html_path}  ({elapsed:.1f} s; tables and charts in {out_dir}/)"
     return Result(out_dir=out_dir, html=html_path, summary=summary, timeseries=timeseries, console=text)

@@ -11,6 +11,9 @@ from .tables import fmt_ms
 def render(title: str, runs: list[Run], summary: pd.DataFrame) -> str:
     lines = [title, "=" * min(len(title), 100)]
     for r in runs:
+        for warning in r.warnings:
+            lines.append(f"WARNING ({r.tool} {r.label}): {warning}")
+    for r in runs:
         dur = r.info.get("duration_s")
         lines.append(f"{r.tool} {r.label}" + (f"  ({dur:.0f} s)" if dur else "") + f"  <- {', '.join(r.sources)}")
         for note in r.notes:

@@ -86,6 +86,37 @@ def _summary_rows(summary: pd.DataFrame, runs: list[Run]) -> list[dict]:
     return groups
 
 
+def _worker_groups(runs: list[Run], workers: pd.DataFrame) -> list[dict]:
+    """Per run with a workers file: its rows, formatted (share in %, times as HH:MM:SS UTC)."""
+    from .locust_workers import clock
+
+    groups = []
+    for r in runs:
+        if r.workers is None or r.workers.empty:
+            continue
+        w = workers[(workers["tool"] == r.tool) & (workers["run"] == r.label)]
+        rows = []
+        for rec, src in zip(w.to_dict("records"), r.workers.to_dict("records")):
+            rows.append(
+                {
+                    "worker": str(rec["worker"]) if int(rec["worker"]) >= 0 else "–",
+                    "client_id": rec["client_id"],
+                    "hostname": rec["hostname"],
+                    "pid": "" if pd.isna(rec["pid"]) else str(int(rec["pid"])),
+                    "state": rec["state"],
+                    "reports": _int(rec["reports"]),
+                    "requests": _int(rec["requests"]),
+                    "share": "–" if pd.isna(rec["share"]) else f"{100.0 * float(rec['share']):.1f} %",
+                    "first_seen": clock(src["first_seen"]).replace("an unknown time", "–"),
+                    "last_seen": clock(src["last_seen"]).replace("an unknown time", "–"),
+                    "final_report": "yes" if rec["final_report"] else "no",
+                    "lost": bool(rec["lost"]),
+                }
+            )
+        groups.append({"tool": r.tool, "label": r.label, "rows": rows, "total": _int(w["requests"].sum())})
+    return groups
+
+
 def _extra_info(info: dict) -> str:
     parts = []
     if info.get("iterations"):
@@ -99,7 +130,7 @@ def _extra_info(info: dict) -> str:
 
 
 def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, timeseries: pd.DataFrame,
-          failures: pd.DataFrame, pngs: list[tuple[str, str, str]]) -> None:  # fmt: skip
+          failures: pd.DataFrame, pngs: list[tuple[str, str, str]], workers: pd.DataFrame | None = None) -> None:  # fmt: skip
     source = resources.files("loadkit.reports").joinpath(TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["safe_html"] = lambda s: jinja2.utils.markupsafe.Markup(s)
@@ -115,6 +146,8 @@ def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, tim
         charts=[{"file": f, "title": t, "b64": b} for f, t, b in pngs],
         failures=fail_rows,
         n_failures=len(failures),
+        warnings=[{"run": f"{r.tool} {r.label}", "text": w} for r in runs for w in r.warnings],
+        worker_groups=_worker_groups(runs, workers) if workers is not None and len(workers) else [],
         has_hdr=bool((summary.get("pct_source") == "hdr exact").any()) if "pct_source" in summary else False,
         n_ts=len(timeseries),
         escape=_html.escape,

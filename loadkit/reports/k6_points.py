@@ -20,10 +20,7 @@ import pandas as pd
 
 from .errors import ReportInputError
 
-try:  # orjson is ~5x faster than json on k6 lines; json is the fallback
-    from orjson import JSONDecodeError, loads
-except ImportError:  # pragma: no cover
-    from json import JSONDecodeError, loads  # type: ignore[assignment]
+from orjson import JSONDecodeError, loads  # ~5x faster than json on k6 lines
 
 #: the counter loadkit's k6 scripts add 1 to (tag ``op``) when an operation fails
 FAILURE_COUNTER = "loadkit_failures"

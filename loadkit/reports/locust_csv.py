@@ -11,6 +11,8 @@ Column meanings follow Locust 2.x ``locust/stats.py`` (``StatsCSV``/``StatsCSVFi
 * ``_failures.csv`` — ``Method|Type, Name, Error, Occurrences[, First Seen, Last Seen]``.
 * ``_exceptions.csv`` — ``Count, Message, Traceback, Nodes``.
 * ``_hdr.csv`` (loadkit) — exact per-operation percentiles in float ms and a base64 HdrHistogram (µs).
+* ``_workers.json`` / ``_workers.csv`` (loadkit, distributed master) — one row per worker; see
+  :mod:`.locust_workers`.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import csvutil
+from . import csvutil, locust_workers
 from .errors import ReportInputError
 from .model import AGGREGATED, Run
 
-SUFFIXES = ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv", "_hdr.csv")
+SUFFIXES = ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv", "_hdr.csv", "_workers.json", "_workers.csv")
 # old Locust spellings -> current ones
 _ALIASES = {
     "Method": "Type",
@@ -209,9 +211,12 @@ def read_locust_run(prefix: str, label: str) -> Run:
     key = list(zip(stats["Type"], stats["Name"]))
 
     hdr_path = prefix + "_hdr.csv"
+    hdr_total: int | None = None
     if os.path.exists(hdr_path):
         hdr, hists = read_hdr(hdr_path)
         run.sources.append(hdr_path)
+        agg_rows = hdr[hdr["Name"] == AGGREGATED]
+        hdr_total = int(agg_rows["Count"].iloc[-1]) if len(agg_rows) else None
         by_key = {(t, n): i for i, (t, n) in enumerate(zip(hdr["Type"], hdr["Name"]))}
         for col in ("p50", "p90", "p95", "p99"):
             summary["locust_" + col] = summary[col]
@@ -239,7 +244,8 @@ def read_locust_run(prefix: str, label: str) -> Run:
         if mismatched:
             run.notes.append(
                 "exact histogram and _stats.csv counts differ (" + ", ".join(mismatched[:6]) + (" …" if len(mismatched) > 6 else "")
-                + "): Locust rewrites _stats.csv once a second and not at shutdown, so it can miss the last second;"
+                + "): plain Locust rewrites _stats.csv once a second and not at shutdown, so it can miss the last second"
+                " (loadkit.metrics.hdr makes Locust write it once more at exit);"
                 " count, failures and rps are Locust's"
             )
         if not matched:
@@ -252,6 +258,11 @@ def read_locust_run(prefix: str, label: str) -> Run:
     else:
         run.notes.append("percentiles are Locust's (rounded buckets, ~2 significant digits); no _hdr.csv found")
     run.summary = summary
+    # the workers' requests are HDR sample counts: compare them with the HDR total where there is one
+    if hdr_total is not None:
+        locust_workers.attach(run, prefix, hdr_total, "_hdr.csv")
+    else:
+        locust_workers.attach(run, prefix, int(total["Request Count"]), "_stats.csv")
 
     hist_path = prefix + "_stats_history.csv"
     if os.path.exists(hist_path):

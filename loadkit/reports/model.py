@@ -44,3 +44,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     #: run facts: duration_s, start (UTC), iterations, checks…
     info: dict = field(default_factory=dict)
+    #: Locust master's per-worker bookkeeping (``<prefix>_workers.json``/``.csv``), one row per worker
+    workers: pd.DataFrame | None = None
+    #: problems with the data itself (a lost worker…): shown at the top of the report and the console
+    warnings: list[str] = field(default_factory=list)

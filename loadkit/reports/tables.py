@@ -4,6 +4,7 @@
   extras (type, mean, p99.9, pct_source, locust_p50… where an exact histogram replaced them).
 * time series: one row per (tool, run, t, operation): rps, p50, p95, users, errors (failures/s),
   pct_window (what the percentiles of that row cover).
+* workers: one row per (tool, run, worker) of distributed Locust runs (the master's bookkeeping).
 """
 
 from __future__ import annotations
@@ -50,6 +51,29 @@ def failures_table(runs: list[Run]) -> pd.DataFrame:
     return df[cols + [c for c in ("first_seen", "last_seen") if c in df]].sort_values(
         ["tool", "run", "occurrences"], ascending=[True, True, False]
     )
+
+
+#: columns of the tidy workers table (``workers.csv``)
+WORKER_COLUMNS = ["tool", "run", "worker", "client_id", "hostname", "pid", "state", "reports", "requests", "share",
+                  "first_seen", "last_seen", "final_report", "lost"]  # fmt: skip
+
+
+def workers_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per (run, worker) of the Locust runs that have a workers file; ``share`` = requests ÷ the
+    run's workers' requests together (a fraction), times as ISO 8601 UTC."""
+    frames = []
+    for r in runs:
+        if r.workers is None or r.workers.empty:
+            continue
+        w = r.workers.rename(columns={"index": "worker"}).assign(tool=r.tool, run=r.label)
+        total = int(w["requests"].sum())
+        w["share"] = (w["requests"] / total).round(4) if total else np.nan
+        for col in ("first_seen", "last_seen"):
+            w[col] = w[col].map(lambda t: "" if pd.isna(t) else t.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        frames.append(w[WORKER_COLUMNS])
+    if not frames:
+        return pd.DataFrame(columns=WORKER_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
 
 
 def operations_in_order(summary: pd.DataFrame, limit: int | None = None) -> list[str]:
