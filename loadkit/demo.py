@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from loadkit.argtypes import non_negative_int, positive_int
+from loadkit.protocols.chldo import TURN_FIGURE_UNITS
 
 _DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
 
@@ -173,7 +174,7 @@ def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
     hdr = {(r.get("Type", ""), r.get("Name", "")): r for r in _read_csv(Path(f"{prefix}_hdr.csv"))}
     workers = _read_csv(Path(f"{prefix}_workers.csv"))
     lost = [w for w in workers if w.get("lost") == "true"]
-    lines = [f"{'type':<6} {'name':<24} {'requests':>9} {'failed':>7} {'p50 ms':>10} {'p99 ms':>10} {'max ms':>10}"]
+    lines = [f"{'type':<6} {'name':<24} {'requests':>9} {'failed':>7} {'p50':>10} {'p99':>10} {'max':>10}  unit"]
     total = failures = 0
     for row in stats:
         key = (row.get("Type", ""), row.get("Name", ""))
@@ -184,8 +185,9 @@ def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
         count, failed = int(_num(row.get("Request Count"))), int(_num(row.get("Failure Count")))
         if key == ("", "Aggregated"):
             total, failures = count, failed
-            lines.append("-" * 84)
-        lines.append(f"{key[0][:6]:<6} {key[1][:24]:<24} {count:>9} {failed:>7} {_num(p50):>10.3f} {_num(p99):>10.3f} {_num(mx):>10.3f}")
+            lines.append("-" * 96)
+        unit = TURN_FIGURE_UNITS.get(key[1], "ms") if key[0] == "chldo" else "ms"
+        lines.append(f"{key[0][:6]:<6} {key[1][:24]:<24} {count:>9} {failed:>7} {_num(p50):>10.3f} {_num(p99):>10.3f} {_num(mx):>10.3f}  {unit}")
     source = "exact (HDR, loadkit)" if hdr else "Locust's rounded buckets (no _hdr.csv)"
     lines.append(f"percentiles: {source}")
     if workers:

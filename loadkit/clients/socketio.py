@@ -4,15 +4,19 @@ Why not python-socketio's own client: its threaded design (a reader thread, a wr
 ping thread per connection) costs several times more CPU per message than this shell, which has:
 
 - one Engine.IO websocket opened directly (``/socket.io/?EIO=4&transport=websocket``, no polling),
-- at most one receive greenlet per connection (pongs are answered from it),
+- no receive greenlet of its own most of the time: a greenlet waiting for an answer reads the
+  socket itself (the "reader role", see ``SocketIOClient`` below); only data arriving while nobody
+  waits is read by a short-lived drain greenlet (so never more than one receive greenlet per
+  connection), which also answers pings,
 - request/answer correlation: ``request(event, ..., answer="joinRoomSuccess", match=...)`` waits for
   an answer *event* chosen by name and an optional predicate, with failure events and a timeout,
 - ``call()`` for Socket.IO acks, ``emit()`` for fire-and-forget, ``on()`` for handlers,
 - pending answers that never leak: timeouts, ``close()`` and disconnects resolve them as failures,
 - optional reconnect with exponential backoff and jitter.
 
-The receive time of an answer is taken with ``time.perf_counter()`` in the receive greenlet as soon
-as the frame is read, so a waiting greenlet that is scheduled late does not inflate it.
+The receive time of an answer is taken with ``time.perf_counter()`` as soon as the frame is read
+(by whichever greenlet holds the reader role), so a waiting greenlet that is scheduled late does not
+inflate it.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import random
 import socket
 import ssl
 import time
+from collections import deque
 from typing import Any, Callable, Iterable
 
 import gevent
 import gevent.lock
+from gevent import getcurrent
 from gevent.hub import Waiter, get_hub
 import websocket
 
@@ -50,6 +56,9 @@ perf_counter = time.perf_counter
 _randbytes = random.randbytes
 _OP_TEXT = websocket.ABNF.OPCODE_TEXT
 _OP_BINARY = websocket.ABNF.OPCODE_BINARY
+_RECV_SIZE = 65536
+#: what a non-blocking read raises when nothing is there yet (plain, TLS)
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 # --------------------------------------------------------------------------------------- errors

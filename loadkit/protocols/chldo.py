@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# ---- metrics -------------------------------------------------------------------------------------
+#: per-turn figures the Locust user reports through ``response_time`` that are not latencies, with
+#: their unit: reports and summaries must show them as such and keep them out of latency charts
+TURN_FIGURE_UNITS = {"chunks": "chunks/turn", "chars": "chars/turn", "chunks_per_s": "chunks/s", "voice_ms": "ms of speech"}
+
 # ---- request -----------------------------------------------------------------------------------
 ACTION_SENDMSG = "sendmsg"
 

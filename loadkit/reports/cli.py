@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("--locust", action="append", default=[], metavar="[LABEL=]PREFIX",
-                        help="a Locust --csv prefix (reads PREFIX_stats.csv, _stats_history.csv, _failures.csv, _exceptions.csv, _hdr.csv)")
+                        help="a Locust --csv prefix (reads PREFIX_stats.csv, _stats_history.csv, _failures.csv, _exceptions.csv, _hdr.csv, _workers.json)")
     parser.add_argument("--k6-json", action="append", default=[], metavar="[LABEL=]FILE",
                         help="k6 --out json output (NDJSON, .gz allowed)")
     parser.add_argument("--k6-csv", action="append", default=[], metavar="[LABEL=]FILE",

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from loadkit.protocols.chldo import TURN_FIGURE_UNITS
+
 #: columns of the tidy summary table (extra columns follow these)
 SUMMARY_COLUMNS = ["tool", "run", "operation", "count", "failures", "rps", "p50", "p90", "p95", "p99", "max"]
 #: columns of the tidy time series
@@ -18,7 +20,7 @@ TIMESERIES_COLUMNS = ["tool", "run", "t", "operation", "rps", "p50", "p95", "use
 AGGREGATED = "Aggregated"
 #: loadkit chldo per-turn figures carried in Locust's response_time: not latencies, kept out of
 #: latency charts and shown with their unit
-NOT_LATENCY = {"chunks": "chunks/turn", "chars": "chars/turn", "chunks_per_s": "chunks/s", "voice_ms": "ms of speech"}
+NOT_LATENCY = TURN_FIGURE_UNITS
 
 
 @dataclass
