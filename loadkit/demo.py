@@ -267,7 +267,8 @@ class _Demo:
             "--master", "--master-bind-host", a.master_bind_host, "--master-bind-port", str(port),
             "--headless", "--users", str(a.users), "--spawn-rate", f"{a.spawn_rate:g}",
             "--run-time", f"{self.run_seconds}s", "--expect-workers", str(self.expect),
-            "--expect-workers-max-wait", f"{a.wait_workers:g}", "--csv", str(self.prefix), "--only-summary",
+            "--expect-workers-max-wait", f"{a.wait_workers:g}", "--csv", str(self.prefix), "--csv-full-history",  # per-operation curves in the report
+            "--only-summary",
         ]
         if self.locustfile.name == "mixed.py":
             argv += ["--mixed-ktb-url", ktb_url, "--mixed-chldo-url", chldo_url]
