@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
 from .model import AGGREGATED, NOT_LATENCY, Run  # noqa: E402
 from .tables import operations_in_order  # noqa: E402
@@ -207,10 +207,15 @@ def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | No
             ax.step(x, y, where="post", color=RUN_COLORS[i % 10], lw=1.5, label=_run_key(r.tool, r.label))
             ax.annotate(f"n={n:,}", xy=(0.98, 0.04 + 0.09 * [s[0] for s in series[op]].index(i)), xycoords="axes fraction",
                         ha="right", fontsize=8, color=RUN_COLORS[i % 10])  # fmt: skip
-        ax.set_xscale("log")
-        _log_axis(ax.xaxis, lo, hi)
+        if hi > 3 * lo:
+            ax.set_xscale("log")
+            _log_axis(ax.xaxis, lo, hi)
+            ax.set_xlabel("latency (ms, log scale)")
+        else:  # a narrow range has no 1-2-5 tick inside it: a few linear ticks read better
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.xaxis.set_major_formatter(_ms_formatter())
+            ax.set_xlabel("latency (ms)")
         ax.set_title(op, fontsize=11)
-        ax.set_xlabel("latency (ms, log scale)")
         ax.set_ylabel("% of samples ≤ latency")
         ax.set_ylim(0, 101)
     for k in range(len(ops), nrows * ncols):

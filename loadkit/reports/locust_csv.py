@@ -132,6 +132,29 @@ def read_hdr(path: str) -> tuple[pd.DataFrame, dict[tuple[str, str], tuple[np.nd
     return df, histograms
 
 
+def _report_lag(ts: np.ndarray, totals: np.ndarray) -> int:
+    """How many history rows one step of the cumulative count spans.
+
+    A distributed master's totals only grow when a worker report lands (every ~3 s), while the
+    history has a row per second: a per-row difference would draw 0, 0, 3×rate, 0, 0, ….
+    Differences taken over the reporting cadence give the true rate instead.
+    """
+    if len(ts) < 4:
+        return 1
+    row_dt = float(np.median(np.diff(ts)))
+    changed = ts[1:][np.diff(totals) > 0]
+    if row_dt <= 0 or len(changed) < 3:
+        return 1
+    return max(1, int(round(float(np.median(np.diff(changed))) / row_dt)))
+
+
+def _lagged_diff(values: np.ndarray, k: int) -> np.ndarray:
+    """``values[i] - values[i - k]``, NaN for the first ``k`` rows."""
+    out = np.full(len(values), np.nan)
+    out[k:] = values[k:] - values[:-k]
+    return out
+
+
 def _timeseries(history: pd.DataFrame, ops: pd.Series, full: bool) -> pd.DataFrame:
     h = history.assign(operation=ops.to_numpy())
     t0 = h["Timestamp"].min()
@@ -139,11 +162,12 @@ def _timeseries(history: pd.DataFrame, ops: pd.Series, full: bool) -> pd.DataFra
     for op, g in h.groupby("operation", sort=False):
         g = g.drop_duplicates("Timestamp", keep="last").sort_values("Timestamp")
         ts = g["Timestamp"].to_numpy(float)
-        dt = np.diff(ts, prepend=np.nan)
         reqs = g["Total Request Count"].to_numpy(float)
         fails = g["Total Failure Count"].to_numpy(float)
-        d_req = np.diff(reqs, prepend=np.nan)
-        d_fail = np.diff(fails, prepend=np.nan)
+        k = _report_lag(ts, reqs)
+        dt = _lagged_diff(ts, k)
+        d_req = _lagged_diff(reqs, k)
+        d_fail = _lagged_diff(fails, k)
         ok = (dt > 0) & (d_req >= 0) & (d_fail >= 0)  # a stats reset makes the totals drop
         rolling = g["Requests/s"].to_numpy(float) if "Requests/s" in g else np.full(len(g), np.nan)
         rolling_f = g["Failures/s"].to_numpy(float) if "Failures/s" in g else np.full(len(g), np.nan)
