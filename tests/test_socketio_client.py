@@ -161,3 +161,36 @@ def test_wss_verifies_certificates_unless_opted_out(tls_server):
     c.connect()
     assert c.url.startswith("wss://") and c.request("echo", "tls", answer="echoed").data == "tls"
     c.close()
+
+
+@pytest.mark.timeout(60)
+def test_reader_role_concurrent_waiters_idle_events_and_blocking_handlers(server):
+    """No receive greenlet of its own: waiting greenlets read in turn, events arriving while nobody
+    waits are still handled, and a handler that blocks does not lose or stall answers."""
+    c = client(server)
+    idle_seen = []
+    c.on("idle_ev", idle_seen.append)
+    c.connect()
+    # unsolicited event while nobody waits: handled by the drain greenlet, which then exits
+    c.emit("later", {"delay": 0.1, "event": "idle_ev", "data": 7})
+    gevent.sleep(0.5)
+    assert idle_seen == [7] and c._holder is None
+    # several greenlets waiting at once on one connection, answers in reverse order: the reader
+    # role passes from one to the next and every answer reaches its own request
+    delays = [0.5, 0.4, 0.3, 0.2, 0.1]
+    jobs = [gevent.spawn(c.request, "later", {"delay": d, "event": "done", "data": i}, answer="done",
+                         match=lambda args, i=i: args[0] == i, timeout=10)
+            for i, d in enumerate(delays)]
+    gevent.joinall(jobs, timeout=10, raise_error=True)
+    assert [j.value.data for j in jobs] == list(range(len(delays)))
+    assert no_waiters(c) and c._holder is None and not c._role_queue
+    # a handler that blocks inside the reading greenlet: the answer still arrives, in order
+    slow = []
+    c.on("echoed", lambda *a: (gevent.sleep(0.05), slow.append(a)))
+    assert c.request("echo", "a", answer="echoed").data == "a"
+    a, b = gevent.spawn(c.request, "echo", "b", answer="echoed", match=lambda args: args[0] == "b"), \
+        gevent.spawn(c.request, "echo", "c", answer="echoed", match=lambda args: args[0] == "c")
+    gevent.joinall([a, b], timeout=10, raise_error=True)
+    assert a.value.data == "b" and b.value.data == "c"
+    assert [s[0] for s in slow] == ["a", "b", "c"] and no_waiters(c)
+    c.close()

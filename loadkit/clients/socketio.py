@@ -4,10 +4,10 @@ Why not python-socketio's own client: its threaded design (a reader thread, a wr
 ping thread per connection) costs several times more CPU per message than this shell, which has:
 
 - one Engine.IO websocket opened directly (``/socket.io/?EIO=4&transport=websocket``, no polling),
-- no receive greenlet of its own most of the time: a greenlet waiting for an answer reads the
-  socket itself (the "reader role", see ``SocketIOClient`` below); only data arriving while nobody
-  waits is read by a short-lived drain greenlet (so never more than one receive greenlet per
-  connection), which also answers pings,
+- no receive greenlet of its own: a greenlet waiting for an answer reads the socket itself (the
+  "reader role", see ``_start_reading`` below); data arriving while nobody waits is read by a
+  process-wide pool of drain greenlets (``_DrainPool``), which also answer pings; never more than
+  one greenlet reads a connection,
 - request/answer correlation: ``request(event, ..., answer="joinRoomSuccess", match=...)`` waits for
   an answer *event* chosen by name and an optional predicate, with failure events and a timeout,
 - ``call()`` for Socket.IO acks, ``emit()`` for fire-and-forget, ``on()`` for handlers,
@@ -53,7 +53,7 @@ from loadkit.protocols.socketio import (
 log = logging.getLogger(__name__)
 
 perf_counter = time.perf_counter
-_randbytes = random.randbytes
+_getrandbits = random.getrandbits
 _OP_TEXT = websocket.ABNF.OPCODE_TEXT
 _OP_BINARY = websocket.ABNF.OPCODE_BINARY
 _RECV_SIZE = 65536
@@ -167,8 +167,9 @@ _WHEEL = _DeadlineWheel()
 
 
 class _Result:
-    """A one-shot result a greenlet waits for; set from the receive greenlet (a lighter
-    ``AsyncResult``: one hub callback to wake the waiter, no links, no per-wait timer)."""
+    """A one-shot result a greenlet waits for (``SocketIOClient._await``); set by whichever
+    greenlet reads the socket (a lighter ``AsyncResult``: at most one hub callback to wake the
+    waiter, none when the waiter resolves its own result, no links, no per-wait timer)."""
 
     __slots__ = ("done", "_value", "_exc", "_waiter", "deadline", "__weakref__")
 
@@ -196,37 +197,79 @@ class _Result:
             if self._waiter is not None:
                 get_hub().loop.run_callback(self._waiter.switch, None)
 
-    def get(self, timeout: float) -> Any:
-        """Wait (at most ``timeout`` s, ± the wheel's tick); raises ``_Expired`` on timeout."""
-        if not self.done:
-            self._waiter = Waiter()
-            _WHEEL.add(self, timeout)
-            try:
-                self._waiter.get()
-            finally:
-                self._waiter = None
-                _WHEEL.pending.discard(self)
-        value, exc = self._value, self._exc
-        self._value = self._exc = None
-        if exc is not None:
-            raise exc
-        return value
 
+class _Waiter(_Result):
+    """One pending request: which events answer it, which fail it; it is its own result (one
+    object per request instead of two)."""
 
-class _Waiter:
-    """One pending request: which events answer it, which fail it, and where the result goes."""
-
-    __slots__ = ("answer", "match", "errors", "result", "t_sent", "names", "registered", "lists")
+    __slots__ = ("answer", "match", "errors", "t_sent", "names", "registered", "lists")
 
     def __init__(self, answer, match, errors, t_sent):
+        self.done = False
+        self.deadline = 0.0
+        self._value = self._exc = self._waiter = None
         self.answer = answer
         self.match = match
         self.errors = errors  # dict event -> predicate | None
-        self.result = _Result()
         self.t_sent = t_sent
         self.names = (answer, *errors) if answer else tuple(errors)
         self.registered = False
         self.lists: list = []  # the waiter lists this waiter was appended to
+
+    @property
+    def result(self) -> "_Waiter":
+        return self
+
+
+_DRAIN_QUEUED = object()  # reader-role marker: a drain of this connection is queued
+
+
+class _DrainPool:
+    """Process-wide drain greenlets: they read connections that became readable while nobody
+    waited on them (unsolicited events, pings, a close).
+
+    Why a pool and not a greenlet per drain (or per connection): in rooms of 10 most ``message``
+    deliveries arrive while their user is between tasks; spawning a greenlet per drain costs a
+    few us each, a greenlet per connection costs memory on every idle connection. One worker
+    drains every connection that became readable in the same event-loop iteration. A worker
+    blocked in a handler is never waited for: the next readable connection wakes another worker
+    (the hub only runs while every worker is parked or blocked).
+    """
+
+    max_idle = 8
+
+    def __init__(self) -> None:
+        self.ready: deque = deque()
+        self.idle: list[Waiter] = []
+        self.pending = False  # a worker was woken or spawned and has not started yet
+
+    def submit(self, client: "SocketIOClient", io: Any) -> None:
+        self.ready.append((client, io))
+        if not self.pending:
+            self.pending = True
+            if self.idle:
+                get_hub().loop.run_callback(self.idle.pop().switch, None)
+            else:
+                gevent.spawn(self._work)
+
+    def _work(self) -> None:
+        waiter = Waiter()
+        ready = self.ready
+        while True:
+            self.pending = False
+            while ready:
+                client, io = ready.popleft()
+                try:
+                    client._drain(io)
+                except Exception:  # noqa: BLE001 - a bug here must not stop other connections' drains
+                    log.exception("drain of %s failed", getattr(client, "url", client))
+            if len(self.idle) >= self.max_idle:
+                return
+            self.idle.append(waiter)
+            waiter.get()
+
+
+_DRAINS = _DrainPool()
 
 
 def _sslopt(verify_tls: bool, ca_certs: str | None) -> dict:
@@ -282,7 +325,6 @@ class SocketIOClient:
         self._io: Any = None  # libev io watcher of the socket while connected
         self._io_on = False
         self._holder: Any = None  # greenlet holding the reader role (None: nobody)
-        self._drainer: gevent.Greenlet | None = None  # the drain greenlet while it runs
         self._parked: Waiter | None = None  # the holder's waiter while it waits for readability
         self._role_queue: deque = deque()  # results of greenlets waiting for the role
         self._recv_nb: Callable[[int], bytes] | None = None
@@ -304,7 +346,7 @@ class SocketIOClient:
 
         Returns the elapsed seconds. Raises ``ConnectionFailed``, ``ConnectRefused`` or
         ``AnswerTimeout``. Runs in the caller's greenlet; afterwards the socket is read by whoever
-        waits for an answer, or by a short drain greenlet when data arrives while nobody waits.
+        waits for an answer, or by the drain pool when data arrives while nobody waits.
         """
         t0 = perf_counter()
         self._closing = False
@@ -404,9 +446,6 @@ class SocketIOClient:
         Every pending answer fails with ``Disconnect("client closed")``.
         """
         self._closing = True
-        drainer = self._holder
-        if drainer is not None and drainer is self._drainer and drainer is not getcurrent():
-            drainer.kill(block=True, timeout=1)  # our drain greenlet: nobody may read while we close
         ws = self.ws
         if ws is not None and self.connected:
             try:
@@ -426,8 +465,9 @@ class SocketIOClient:
     #   arrives -- its own answer, answers for other waiting greenlets, handler events, pings --
     #   until its own answer is in, then hands the role to the next waiting greenlet (if any);
     # - other waiting greenlets wait on their own result (woken by set() or by the hand-over);
-    # - when nobody holds the role, the io watcher's callback (run by the hub) spawns a drain
-    #   greenlet that reads what is there, dispatches it and exits.
+    # - when nobody holds the role, the io watcher's callback (run by the hub) queues the
+    #   connection for the process-wide drain pool, whose worker reads what is there and
+    #   dispatches it.
     # Why: with a receive greenlet per connection every answer costs a switch hub -> reader, a
     # hub callback and a switch hub -> requester; with the requester reading itself it is one
     # switch hub -> requester, like a hand-written blocking loop (~20 us less per round trip at
@@ -474,13 +514,14 @@ class SocketIOClient:
             get_hub().loop.run_callback(parked.switch, None)
 
     def _on_readable(self) -> None:
-        """The io watcher's callback, run by the hub: wake the parked reader, or start a drain."""
+        """The io watcher's callback, run by the hub: wake the parked reader, or queue a drain."""
         parked = self._parked
         if parked is not None:
             self._parked = None
             parked.switch(None)  # from the hub: switches straight into the reading greenlet
         elif self._holder is None:
-            self._holder = self._drainer = gevent.spawn(self._drain, self._io)
+            self._holder = _DRAIN_QUEUED
+            _DRAINS.submit(self, self._io)
         else:
             # the role holder is busy elsewhere (e.g. in a handler that blocks): stop watching
             # until it parks again, or a level-triggered watcher would spin the hub
@@ -488,18 +529,17 @@ class SocketIOClient:
             self._io_on = False
 
     def _drain(self, io: Any) -> None:
-        """Read what arrived while nobody was waiting (events for handlers, pings, a close)."""
+        """Read what arrived while nobody was waiting (events for handlers, pings, a close);
+        run by a drain worker greenlet (``_DrainPool``)."""
+        if io is not self._io:
+            return  # closed or reconnected since: the new connection has its own state
+        me = getcurrent()
+        self._holder = me
         try:
-            if io is self._io:
-                self._read_some(io)
-        except gevent.GreenletExit:
-            pass
+            self._read_some(io)
         finally:
-            me = getcurrent()
             if self._holder is me:
                 self._holder = None
-            if self._drainer is me:
-                self._drainer = None
             self._pass_role(io)
 
     def _pass_role(self, io: Any) -> None:
@@ -667,37 +707,35 @@ class SocketIOClient:
             return
 
     def _dispatch(self, ev: Event, now: float) -> None:
-        key = (ev.namespace, ev.name)
+        name = ev.name
+        args = ev.args
+        key = (ev.namespace, name)
         waiters = self._waiters.get(key)
         if waiters:
             for w in waiters:
-                if w.answer == ev.name:
-                    if w.match is None or w.match(ev.args):
-                        self._resolve(w, Answer(ev.name, ev.args, ev.nbytes, w.t_sent, now), ns=ev.namespace)
+                if w.answer == name:
+                    match = w.match
+                    if match is None or match(args):
+                        self._forget(w)
+                        w.set(Answer(name, args, ev.nbytes, w.t_sent, now))
                         break
                 else:
-                    pred = w.errors.get(ev.name)
-                    if pred is None or pred(ev.args):
-                        self._resolve(w, ErrorAnswer(ev.name, ev.args, ev.nbytes, now), ns=ev.namespace)
+                    pred = w.errors.get(name)
+                    if pred is None or pred(args):
+                        self._forget(w)
+                        w.set_exception(ErrorAnswer(name, args, ev.nbytes, now))
                         break
         handlers = self._handlers.get(key)
         if handlers:
             for h in handlers:
                 try:
-                    h(*ev.args)
+                    h(*args)
                 except Exception:  # noqa: BLE001 - user handler bugs are logged, never fatal
-                    log.exception("handler for %r failed", ev.name)
+                    log.exception("handler for %r failed", name)
         elif not waiters:
             self.unhandled_events += 1
             if self.on_unhandled is not None:
                 self.on_unhandled(ev)
-
-    def _resolve(self, w: _Waiter, value: Any, ns: str | None = None) -> None:
-        self._forget(w, ns)
-        if isinstance(value, BaseException):
-            w.result.set_exception(value)
-        else:
-            w.result.set(value)
 
     def _forget(self, w: _Waiter, ns: str | None = None) -> None:
         w.registered = False
@@ -720,10 +758,10 @@ class SocketIOClient:
 
     def _on_ack(self, ev: Ack, now: float) -> None:
         w = self._acks.pop(ev.ack_id, None)
-        if w is not None and not w.result.ready():
+        if w is not None and not w.done:
             if w.names:
-                self._forget(w, ev.namespace)
-            w.result.set(Answer("ack", ev.args, ev.nbytes, w.t_sent, now))
+                self._forget(w)
+            w.set(Answer("ack", ev.args, ev.nbytes, w.t_sent, now))
 
     def _fail_all(self, exc: SocketIOError) -> None:
         waiters = {id(w): w for lst in self._waiters.values() for w in lst}
@@ -731,8 +769,8 @@ class SocketIOClient:
         self._waiters.clear()
         self._acks.clear()
         for w in waiters.values():
-            if not w.result.ready():
-                w.result.set_exception(exc)
+            if not w.done:
+                w.set_exception(exc)
 
     # ------------------------------------------------------------------------------ sending
     def _send_raw(self, frame: str | bytes) -> None:
@@ -740,9 +778,9 @@ class SocketIOClient:
         if ws is None:
             raise Disconnect("not connected")
         if type(frame) is str:
-            data = client_frame(_OP_TEXT, frame.encode("utf-8"), _randbytes(4))
+            data = client_frame(_OP_TEXT, frame.encode("utf-8"), _getrandbits(32).to_bytes(4, "little"))
         else:
-            data = client_frame(_OP_BINARY, bytes(frame), _randbytes(4))
+            data = client_frame(_OP_BINARY, bytes(frame), _getrandbits(32).to_bytes(4, "little"))
         lock = self._send_lock
         send_nb = self._send_nb
         try:
@@ -768,7 +806,7 @@ class SocketIOClient:
             return
         with self._send_lock:
             try:
-                ws.sock.sendall(client_frame(opcode, payload, _randbytes(4)))
+                ws.sock.sendall(client_frame(opcode, payload, _getrandbits(32).to_bytes(4, "little")))
             except (OSError, AttributeError):
                 pass
 
@@ -777,7 +815,9 @@ class SocketIOClient:
             self._send_raw(f)
 
     def on(self, event: str, handler: Callable[..., Any], namespace: str = "/") -> None:
-        """Call ``handler(*args)`` (in the receive greenlet: keep it short) for every ``event``."""
+        """Call ``handler(*args)`` for every ``event``, in whichever greenlet reads the socket at
+        that moment (a greenlet waiting for an answer, or a drain worker): keep it short; a
+        handler that blocks delays every answer on this connection until it returns."""
         self._handlers.setdefault((namespace, event), []).append(handler)
 
     def emit(self, event: str, *args: Any, namespace: str = "/") -> float:
@@ -812,7 +852,7 @@ class SocketIOClient:
         w.t_sent = perf_counter()
         try:
             self._send_frames(frames)
-            return self._await(w.result, timeout)
+            return self._await(w, timeout)
         except _Expired:
             raise AnswerTimeout(f"no ack for {event!r} within {timeout:g}s") from None
         finally:
@@ -840,19 +880,25 @@ class SocketIOClient:
         """
         if ack and not answer:
             return self.call(event, *args, namespace=namespace, timeout=timeout, errors=errors)
+        return self._request(event, args, answer, match, errors, namespace, timeout)
+
+    def _request(self, event: str, args: tuple, answer: str, match: Callable[[list], bool] | None,
+                 errors: Any, namespace: str, timeout: float) -> Answer:
+        """``request()`` with positional arguments (the hot path of the Locust user)."""
         if not self.connected:
             raise Disconnect("not connected")
-        if not isinstance(errors, dict):
+        if type(errors) is not dict:
             errors = {e: None for e in errors}
         frames = self.proto.emit(event, args, namespace)
         w = _Waiter(answer, match, errors, 0.0)
         self._register(w, namespace)
         w.t_sent = perf_counter()
         try:
-            self._send_frames(frames)
-            return self._await(w.result, timeout)
+            for f in frames:
+                self._send_raw(f)
+            return self._await(w, timeout)
         except _Expired:
             raise AnswerTimeout(f"no {answer!r} for {event!r} within {timeout:g}s") from None
         finally:
             if w.registered:
-                self._forget(w, namespace)
+                self._forget(w)

@@ -15,8 +15,7 @@ import hashlib
 import os
 import re
 import socket
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 # ------------------------------------------------------------------------------------ answers
 #: emit -> (answer event, failure events). ``leaveRoom`` has no answer event for the leaver, so it
@@ -271,8 +270,10 @@ def host_token() -> int:
     return int.from_bytes(hashlib.blake2s(socket.gethostname().encode(), digest_size=3).digest(), "big")
 
 
-@dataclass(frozen=True, slots=True)
-class Nonce:
+class Nonce(NamedTuple):
+    """A parsed nonce (a NamedTuple, not a frozen dataclass: parsed for every ``message`` a room
+    member receives, and a frozen dataclass's ``__init__`` alone costs ~1 us)."""
+
     host: int
     pid: int
     user: int
@@ -297,7 +298,18 @@ def make_content(host: int, pid: int, user: int, seq: int, sent_us: int, prefix:
     """
     if prefix is None:
         prefix = content_prefix(host, pid, user)
-    return f"{prefix}{_grp(seq)}~{_grp(sent_us)}"
+    # runs once per message: the grouped seconds are cached (they change once a second), the
+    # microseconds are always two groups of 3 digits
+    sec, us = divmod(int(sent_us), 1_000_000)
+    if sec != _SEC_CACHE[0]:
+        _SEC_CACHE[0], _SEC_CACHE[1] = sec, (_grp(sec) + ".") if sec else ""
+    head = _SEC_CACHE[1]
+    if head:
+        return "%s%s~%s%03d.%03d" % (prefix, _grp(seq) if seq > 999 else seq, head, us // 1000, us % 1000)
+    return f"{prefix}{_grp(seq)}~{_grp(us)}"
+
+
+_SEC_CACHE: list = [-1, ""]
 
 
 def parse_content(content: Any) -> Nonce | None:
@@ -307,7 +319,12 @@ def parse_content(content: Any) -> Nonce | None:
     m = _NONCE_RE.match(content)
     if m is None:
         return None
-    return Nonce(*(_ungrp(g) for g in m.groups()))
+    host, pid, user, seq, sent = m.groups()
+    return _new_nonce(Nonce, (int(host.replace(".", "")), int(pid.replace(".", "")), int(user.replace(".", "")),
+                              int(seq.replace(".", "")), int(sent.replace(".", ""))))
+
+
+_new_nonce = tuple.__new__
 
 
 def default_pid() -> int:

@@ -270,12 +270,26 @@ class SocketIOProtocol:
         ``nbytes`` is the message's size on the wire (defaults to ``len(frame)``, which for text
         counts characters, not UTF-8 bytes).
         """
-        if isinstance(frame, (bytes, bytearray, memoryview)):
+        if type(frame) is str:
+            if frame.startswith("42[") and self._partial is None:
+                # the hot path: EVENT on "/", no ack id, no attachments; JSON scanned in place
+                try:
+                    obj, end = _SCAN(frame, 2)
+                except StopIteration as exc:
+                    raise ProtocolError(f"bad Socket.IO packet {frame[1:81]!r}: invalid JSON at {exc.value}") from None
+                except ValueError as exc:
+                    raise ProtocolError(f"bad Socket.IO packet {frame[1:81]!r}: {exc}") from None
+                if end != len(frame):
+                    raise ProtocolError(f"bad Socket.IO packet {frame[1:81]!r}: extra data at {end - 1}")
+                if not obj or type(obj[0]) is not str:
+                    raise ProtocolError(f"EVENT without an event name: {obj!r:.200}")
+                return [Event("/", obj[0], obj[1:], None, len(frame) if nbytes is None else nbytes)]
+        elif isinstance(frame, (bytes, bytearray, memoryview)):
             return self._receive_binary(bytes(frame))
         if not frame:
             raise ProtocolError("empty Engine.IO packet")
         kind = frame[0]
-        if kind == "4":  # MESSAGE: the hot path
+        if kind == "4":  # MESSAGE
             return self._receive_sio(frame[1:], len(frame) if nbytes is None else nbytes)
         try:
             pkt = eio_packet.Packet(encoded_packet=frame)

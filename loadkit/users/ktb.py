@@ -366,12 +366,10 @@ class KtbChatUser(SocketIOUser):
 
     def chat_once(self) -> Any:
         content = self.next_content()
-        a = self.sio.request(
+        return self.sio.request(
             "chatMessage", {"room": self.room_id, "type": "text", "content": content},
-            answer="message", match=ktb.match_content(content),
-            errors=ktb.failure_events("chatMessage"), timeout=self.timeout,
+            answer="message", match=ktb.match_content(content), errors=_CHAT_ERRORS, timeout=self.timeout,
         )
-        return a
 
     def _run(self, fn: Any, *args: Any) -> Any:
         if not self.ensure_session():
@@ -440,6 +438,9 @@ class KtbChatUser(SocketIOUser):
             self.join()
 
         self._run(op)
+
+
+_CHAT_ERRORS = ktb.failure_events("chatMessage")
 
 
 def _noop(*_: Any) -> None:

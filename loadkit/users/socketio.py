@@ -9,7 +9,7 @@ name            response_time (ms, ``time.perf_counter`` deltas) / response_leng
 ==============  ======================================================================================
 ``connect``     websocket open start → Socket.IO CONNECT ack of every namespace / 0
 ``<event>``     for ``request(event, answer=...)``: just before the send → receipt of the matching
-                answer event (taken in the receive greenlet) / answer frame bytes
+                answer event (taken as soon as the frame is read) / answer frame bytes
 ``<event>``     for ``call(event)``: just before the send → receipt of the ack / ack frame bytes
 ==============  ======================================================================================
 
@@ -98,11 +98,25 @@ class LocustSocketIOClient:
             raise
         self._report(name, t0, perf_counter(), 0, None)
 
-    def request(self, event: str, *args: Any, answer: str, name: str | None = None, **kw: Any) -> Answer:
+    def request(
+        self,
+        event: str,
+        *args: Any,
+        answer: str,
+        name: str | None = None,
+        match: Callable[[list], bool] | None = None,
+        errors: Any = (),
+        namespace: str = "/",
+        timeout: float = 30.0,
+        ack: bool = False,
+    ) -> Answer:
         """``SocketIOClient.request`` plus one request event named ``name or event``."""
         t0 = perf_counter()
         try:
-            a = self.raw.request(event, *args, answer=answer, **kw)
+            if ack and not answer:
+                a = self.raw.call(event, *args, namespace=namespace, timeout=timeout, errors=errors)
+            else:
+                a = self.raw._request(event, args, answer, match, errors, namespace, timeout)
         except ErrorAnswer as exc:
             err = self.classify_error(exc)
             self._report(name or event, t0, exc.t_recv or perf_counter(), exc.nbytes, err)
@@ -110,7 +124,14 @@ class LocustSocketIOClient:
         except SocketIOError as exc:
             self._report(name or event, t0, perf_counter(), 0, exc)
             raise
-        self._report(name or event, a.t_sent, a.t_recv, a.nbytes, None)
+        self._fire(
+            request_type=self.request_type,
+            name=name or event,
+            response_time=(a.t_recv - a.t_sent) * 1000.0,
+            response_length=a.nbytes,
+            exception=None,
+            context={},
+        )
         return a
 
     def call(self, event: str, *args: Any, name: str | None = None, **kw: Any) -> Answer:
