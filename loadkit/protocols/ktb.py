@@ -260,10 +260,6 @@ def _grp(n: int) -> str:
     return format(int(n), ",").replace(",", ".")
 
 
-def _ungrp(s: str) -> int:
-    return int(s.replace(".", ""))
-
-
 def host_token() -> int:
     """A number naming this host's clock (a hash of the hostname): delivery latency is only
     computed between processes that share a clock."""

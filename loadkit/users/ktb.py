@@ -266,14 +266,14 @@ class KtbChatUser(SocketIOUser):
             if r.status_code in (200, 201, 409):
                 r.success()
             else:
-                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                r.failure(_http_failure(r))
                 raise ktb.AuthFailed(str(r.status_code), "register failed")
         with self.rest.post(
             "/api/auth/login", json={"email": self.email, "password": self.password}, name="/api/auth/login", catch_response=True
         ) as r:
             data = _json(r)
             if r.status_code != 200 or not data.get("token") or not data.get("sessionId"):
-                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                r.failure(_http_failure(r))
                 raise ktb.AuthFailed(str(r.status_code), "login failed")
             self.token = data["token"]
             self.session_id = data["sessionId"]
@@ -301,7 +301,7 @@ class KtbChatUser(SocketIOUser):
             data = _json(r)
             room = (data.get("data") or {}).get("_id") if isinstance(data.get("data"), dict) else None
             if r.status_code not in (200, 201) or not room:
-                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+                r.failure(_http_failure(r))
                 raise ktb.ServerError(str(r.status_code), "room creation failed")
             return room
 
@@ -445,6 +445,13 @@ _CHAT_ERRORS = ktb.failure_events("chatMessage")
 
 def _noop(*_: Any) -> None:
     return None
+
+
+def _http_failure(r: Any) -> str:
+    """Failure text of a REST call: the status and body, or why there was no response at all."""
+    if not r.status_code:  # FastHttpSession: status 0 = connection refused, reset, timed out, ...
+        return f"no HTTP response: {getattr(r, 'error', None)!r}"
+    return f"HTTP {r.status_code}: {(r.text or '')[:200]}"
 
 
 def _json(resp: Any) -> dict:
