@@ -19,17 +19,22 @@ from .errors import ReportInputError
 PERCENTILE_COLUMN = re.compile(r"^\d+(\.\d+)?%$")
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """The whole file as text; missing, unreadable, binary or empty files are input errors."""
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The whole file; a missing or unreadable file is an input error naming it."""
     try:
         with open(path, "rb") as fh:
-            raw = fh.read()
+            return fh.read()
     except FileNotFoundError:
         raise ReportInputError(path, "file not found") from None
     except IsADirectoryError:
         raise ReportInputError(path, "is a directory, expected a file") from None
     except OSError as exc:
         raise ReportInputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The whole file as text; missing, unreadable, binary or empty files are input errors."""
+    raw = read_bytes(path)
     if not raw.strip():
         raise ReportInputError(path, "file is empty")
     if b"\x00" in raw[:4096]:

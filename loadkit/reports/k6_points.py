@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-
-from .errors import ReportInputError
-
 from orjson import JSONDecodeError, loads  # ~5x faster than json on k6 lines
+
+from .csvutil import read_bytes
+from .errors import ReportInputError
 
 #: the counter loadkit's k6 scripts add 1 to (tag ``op``) when an operation fails
 FAILURE_COUNTER = "loadkit_failures"
@@ -72,15 +72,8 @@ class K6Points:
 
 
 def _read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        raise ReportInputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ReportInputError(path, "is a directory, expected a file") from None
-    except OSError as exc:
-        raise ReportInputError(path, f"cannot read: {exc.strerror or exc}") from None
+    """The file's bytes, gunzipped when it is gzip data."""
+    raw = read_bytes(path)
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
