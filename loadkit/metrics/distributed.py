@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from loadkit.metrics.histograms import MESSAGE_KEY, write_csv_atomic
+
 logger = logging.getLogger("loadkit.distributed")
 
 WORKERS_SUFFIX = "_workers.csv"
@@ -183,15 +185,7 @@ class WorkerTracker:
         return rows
 
     def write_csv(self, path: str | os.PathLike, now: float | None = None) -> None:
-        path = os.fspath(path)
-        if directory := os.path.dirname(path):
-            os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(WORKER_COLUMNS))
-            writer.writeheader()
-            writer.writerows(self.rows(now))
-        os.replace(tmp, path)
+        write_csv_atomic(path, WORKER_COLUMNS, self.rows(now))
 
     def write_json(self, path: str | os.PathLike, now: float | None = None) -> None:
         """The CSV's rows plus each worker's samples per operation (``"type name": count``)."""
@@ -292,8 +286,6 @@ def _on_heartbeat_sent(client_id: str, **_kw: Any) -> None:
 
 
 def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-    from loadkit.metrics.histograms import MESSAGE_KEY
-
     ops: dict[str, int] = {}
     for entry in data.get(MESSAGE_KEY) or ():
         try:

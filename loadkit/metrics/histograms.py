@@ -47,6 +47,19 @@ def format_ms(value_us: float) -> str:
     return f"{value_us / 1000.0:.3f}"
 
 
+def write_csv_atomic(path: str | os.PathLike, columns: Iterable[str], rows: Iterable[dict[str, Any]]) -> None:
+    """Write ``rows`` to ``path`` via a temporary file: a reader (the report) never sees half a file."""
+    path = os.fspath(path)
+    if directory := os.path.dirname(path):
+        os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
 @dataclass
 class OpHistogram:
     """One operation's samples: the HDR histogram plus the exact count, sum, min and max.
@@ -195,16 +208,7 @@ class HdrStore:
         return rows
 
     def write_csv(self, path: str | os.PathLike) -> None:
-        """Write ``path`` atomically (a reader never sees half a file)."""
-        path = os.fspath(path)
-        if directory := os.path.dirname(path):
-            os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
-            writer.writeheader()
-            writer.writerows(self.rows())
-        os.replace(tmp, path)
+        write_csv_atomic(path, CSV_COLUMNS, self.rows())
 
 
 def read_csv(path: str | os.PathLike) -> dict[tuple[str, str], dict[str, Any]]:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 from . import jsonfast
 from .auth import Auth, FixedWindowLimiter, InvalidToken, check_password, hash_password
 from .store import Store, User
-from .views import auth_user, iso_instant, room_response
+from .views import NotAString, auth_user, iso_instant, jackson_str, room_response
 
 log = logging.getLogger("loadkit.ktb.rest")
 
@@ -111,14 +111,11 @@ def _unauthorized(description: str | None = None) -> Response:
 
 
 def _as_str(v: Any) -> str | None:
-    """Jackson's String coercion: scalars become text, objects/arrays are a deserialisation error."""
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return str(v)
-    raise BadBody("cannot deserialize value as String")
+    """Jackson's String coercion; an object or array is a body the controller cannot read."""
+    try:
+        return jackson_str(v)
+    except NotAString:
+        raise BadBody("cannot deserialize value as String") from None
 
 
 class RestApp:

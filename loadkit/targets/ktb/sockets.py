@@ -30,7 +30,7 @@ from . import jsonfast
 from .auth import Auth, FixedWindowLimiter, InvalidToken
 from .banned import BannedWordChecker
 from .store import Room, Store, User
-from .views import history_message, live_message, system_message, user_response
+from .views import NotAString, history_message, jackson_str, live_message, system_message, user_response
 
 log = logging.getLogger("loadkit.ktb.socket")
 
@@ -189,13 +189,10 @@ def _precise_sleep(seconds: float) -> None:
 
 def _str_arg(v: Any) -> Any:
     """Jackson String coercion for a handler argument; ``DROP`` when it cannot deserialise."""
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return str(v)
-    return DROP
+    try:
+        return jackson_str(v)
+    except NotAString:
+        return DROP
 
 
 def _long_arg(v: Any) -> Any:

@@ -15,6 +15,21 @@ from .store import Message, Room, Store, User
 RECENT_WINDOW_MS = 10 * 60 * 1000
 
 
+class NotAString(ValueError):
+    """A JSON object or array where the Java server expects a String: Jackson cannot deserialise it."""
+
+
+def jackson_str(v: Any) -> str | None:
+    """Jackson's String coercion: scalars become text, objects/arrays raise :class:`NotAString`."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    raise NotAString
+
+
 def iso_instant(ms: int) -> str:
     """Java ``Instant.toString()`` for a millisecond instant (fraction dropped when zero)."""
     dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
