@@ -212,6 +212,20 @@ def test_decoder_handles_all_length_forms_and_split_feeds():
     assert dec.buffered == 0
 
 
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 300, 65535, 65536])
+@pytest.mark.parametrize("op", [OP_TEXT, OP_BINARY])
+def test_decoder_one_whole_frame_per_read(op, n):
+    # the common case of a request/answer client takes a shortcut; it must agree with the long way
+    payload = bytes(i % 251 for i in range(n))
+    dec = FrameDecoder()
+    assert dec.feed(encode_frame(op, payload)) == [(op, payload)]
+    assert dec.feed(encode_frame(op, payload) + encode_frame(op, b"!")) == [(op, payload), (op, b"!")]
+    assert dec.buffered == 0
+    if n:
+        with pytest.raises(WireError, match="exceeds"):
+            FrameDecoder(max_message=n - 1).feed(encode_frame(op, payload))
+
+
 def test_decoder_byte_by_byte():
     wire = encode_frame(OP_TEXT, "안녕".encode()) + encode_frame(OP_PING, b"p")
     dec = FrameDecoder()

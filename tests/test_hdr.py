@@ -155,3 +155,44 @@ def test_importing_registers_listeners_once():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_batched_recording_equals_one_by_one_recording():
+    """The store folds samples into the histogram with numpy; the result must be exactly what
+    hdrh's own record_value gives, bucket for bucket (and the exact extras too)."""
+    from loadkit.metrics.histograms import OpHistogram, counts_indices, ms_to_us
+
+    rng = np.random.default_rng(7)
+    values = list(rng.lognormal(1.0, 1.5, 30_000)) + [0.0, -3.0, 0.0004, 0.0005, 0.0015, 5e9, float("nan"), float("inf")]
+    one = OpHistogram()
+    for v in values:
+        if np.isfinite(v):
+            one.record(ms_to_us(v))
+    batched = OpHistogram()
+    batched.record_many_ms(values[:1000])
+    batched.record_many_ms(values[1000:])
+    assert batched.encode() == one.encode()
+    assert (batched.count, batched.sum_us, batched.min_us, batched.max_us, batched.clamped) == (
+        one.count, one.sum_us, one.min_us, one.max_us, one.clamped)
+    assert batched.hist.get_total_count() == one.hist.get_total_count() == len(values) - 2
+    assert batched.hist.get_min_value() == one.hist.get_min_value()
+    assert batched.hist.get_max_value() == one.hist.get_max_value()
+    assert batched.percentiles_us() == one.percentiles_us()
+
+    # the vectorised index formula against hdrh's own, around every power of two up to the top
+    edges = sorted({0, 1, HIGHEST_US} | {max(1, (1 << k) + d) for k in range(32) for d in (-1, 0, 1)
+                                          if (1 << k) + d <= HIGHEST_US})
+    hist = one.hist
+    got = counts_indices(hist, np.asarray(edges, dtype=np.int64)).tolist()
+    assert got == [hist._counts_index_for(v) for v in edges]
+
+
+def test_store_folds_in_batches_and_before_every_read():
+    store = HdrStore()
+    n = HdrStore.FOLD_EVERY + 10
+    for i in range(n):
+        store.record("t", "n", float(i % 50))
+    store.record("t", "n", 7)  # an int, as some users' code passes
+    assert store.total_count() == n + 1
+    payload = store.drain()
+    assert payload[0][3] == n + 1 and store.total_count() == 0

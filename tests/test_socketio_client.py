@@ -40,7 +40,7 @@ def client(url, **kw):
 
 
 def no_waiters(c: SocketIOClient) -> bool:
-    return not any(c._waiters.values()) and not c._acks
+    return not c._pending and not c._acks
 
 
 @pytest.mark.timeout(60)

@@ -202,19 +202,16 @@ class _Waiter(_Result):
     """One pending request: which events answer it, which fail it; it is its own result (one
     object per request instead of two)."""
 
-    __slots__ = ("answer", "match", "errors", "t_sent", "names", "registered", "lists")
+    __slots__ = ("answer", "match", "errors", "t_sent", "namespace")
 
-    def __init__(self, answer, match, errors, t_sent):
+    def __init__(self, answer, match, errors, namespace):
         self.done = False
-        self.deadline = 0.0
+        self.deadline = self.t_sent = 0.0
         self._value = self._exc = self._waiter = None
         self.answer = answer
         self.match = match
         self.errors = errors  # dict event -> predicate | None
-        self.t_sent = t_sent
-        self.names = (answer, *errors) if answer else tuple(errors)
-        self.registered = False
-        self.lists: list = []  # the waiter lists this waiter was appended to
+        self.namespace = namespace
 
     @property
     def result(self) -> "_Waiter":
@@ -333,7 +330,9 @@ class SocketIOClient:
         self._send_lock = gevent.lock.Semaphore()
         self._decoder = FrameDecoder()
         self._handlers: dict[tuple[str, str], list[Callable]] = {}
-        self._waiters: dict[tuple[str, str], list[_Waiter]] = {}
+        # pending requests in send order; a connection rarely has more than one or two, so a
+        # list scanned per received event beats per-event-name indexes kept up to date per request
+        self._pending: list[_Waiter] = []
         self._acks: dict[int, _Waiter] = {}
         self.on_disconnect: Callable[[str], None] | None = None  # called with a reason, from the reader
         self.on_reconnect: Callable[[], None] | None = None
@@ -709,64 +708,54 @@ class SocketIOClient:
     def _dispatch(self, ev: Event, now: float) -> None:
         name = ev.name
         args = ev.args
-        key = (ev.namespace, name)
-        waiters = self._waiters.get(key)
-        if waiters:
-            for w in waiters:
-                if w.answer == name:
-                    match = w.match
-                    if match is None or match(args):
-                        self._forget(w)
-                        w.set(Answer(name, args, ev.nbytes, w.t_sent, now))
-                        break
-                else:
-                    pred = w.errors.get(name)
-                    if pred is None or pred(args):
-                        self._forget(w)
-                        w.set_exception(ErrorAnswer(name, args, ev.nbytes, now))
-                        break
-        handlers = self._handlers.get(key)
+        ns = ev.namespace
+        taken = False
+        for w in self._pending:
+            if w.namespace != ns:
+                continue
+            if name == w.answer:
+                match = w.match
+                if match is None or match(args):
+                    self._pending.remove(w)
+                    w.set(Answer(name, args, ev.nbytes, w.t_sent, now))
+                    taken = True
+                    break
+            elif name in w.errors:
+                pred = w.errors[name]
+                if pred is None or pred(args):
+                    self._pending.remove(w)
+                    w.set_exception(ErrorAnswer(name, args, ev.nbytes, now))
+                    taken = True
+                    break
+        handlers = self._handlers.get((ns, name))
         if handlers:
             for h in handlers:
                 try:
                     h(*args)
                 except Exception:  # noqa: BLE001 - user handler bugs are logged, never fatal
                     log.exception("handler for %r failed", name)
-        elif not waiters:
+        elif not taken:
             self.unhandled_events += 1
             if self.on_unhandled is not None:
                 self.on_unhandled(ev)
 
-    def _forget(self, w: _Waiter, ns: str | None = None) -> None:
-        w.registered = False
-        for lst in w.lists:
-            try:
-                lst.remove(w)
-            except ValueError:
-                pass
-        w.lists = []
-
-    def _register(self, w: _Waiter, namespace: str) -> None:
-        waiters = self._waiters
-        for name in w.names:
-            lst = waiters.get((namespace, name))
-            if lst is None:
-                lst = waiters[(namespace, name)] = []
-            lst.append(w)
-            w.lists.append(lst)
-        w.registered = bool(w.names)
+    def _forget(self, w: _Waiter) -> None:
+        try:
+            self._pending.remove(w)
+        except ValueError:
+            pass
 
     def _on_ack(self, ev: Ack, now: float) -> None:
         w = self._acks.pop(ev.ack_id, None)
         if w is not None and not w.done:
-            if w.names:
+            if w.errors:
                 self._forget(w)
             w.set(Answer("ack", ev.args, ev.nbytes, w.t_sent, now))
 
     def _fail_all(self, exc: SocketIOError) -> None:
-        waiters = {id(w): w for lst in self._waiters.values() for w in lst}
+        waiters = {id(w): w for w in self._pending}
         waiters.update({id(w): w for w in self._acks.values()})
-        self._waiters.clear()
+        self._pending.clear()
         self._acks.clear()
         for w in waiters.values():
             if not w.done:
@@ -846,19 +835,21 @@ class SocketIOClient:
             errors = {e: None for e in errors}
         ack_id = self.proto.next_ack_id()
         frames = self.proto.emit(event, args, namespace, ack_id=ack_id)
-        w = _Waiter(None, None, errors, 0.0)
+        w = _Waiter(None, None, errors, namespace or "/")
         self._acks[ack_id] = w
-        self._register(w, namespace)
+        if errors:
+            self._pending.append(w)
         w.t_sent = perf_counter()
         try:
             self._send_frames(frames)
             return self._await(w, timeout)
         except _Expired:
+            self._forget(w)
             raise AnswerTimeout(f"no ack for {event!r} within {timeout:g}s") from None
         finally:
             self._acks.pop(ack_id, None)
-            if w.registered:
-                self._forget(w, namespace)
+            if not w.done and errors:
+                self._forget(w)
 
     def request(
         self,
@@ -890,15 +881,16 @@ class SocketIOClient:
         if type(errors) is not dict:
             errors = {e: None for e in errors}
         frames = self.proto.emit(event, args, namespace)
-        w = _Waiter(answer, match, errors, 0.0)
-        self._register(w, namespace)
+        w = _Waiter(answer, match, errors, namespace or "/")
+        self._pending.append(w)
         w.t_sent = perf_counter()
         try:
             for f in frames:
                 self._send_raw(f)
             return self._await(w, timeout)
-        except _Expired:
+        except _Expired:  # resolved by the deadline wheel, so still in the pending list
+            self._forget(w)
             raise AnswerTimeout(f"no {answer!r} for {event!r} within {timeout:g}s") from None
         finally:
-            if w.registered:
+            if not w.done:
                 self._forget(w)

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 logger = logging.getLogger("loadkit.hdr")
@@ -40,6 +41,17 @@ def new_histogram() -> HdrHistogram:
 def ms_to_us(value_ms: float) -> int:
     """Locust's float milliseconds to whole microseconds (negative → 0)."""
     return max(0, int(round(value_ms * 1000.0)))
+
+
+def counts_indices(hist: HdrHistogram, values_us: np.ndarray) -> np.ndarray:
+    """HdrHistogram's ``counts`` index of each value, vectorised (the formula of
+    ``HdrHistogram._counts_index_for``; ``tests/test_hdr.py`` checks both agree on every bucket
+    boundary). Values must be ``1 <= v <= HIGHEST_US`` (or 0)."""
+    # bit length of (v | sub_bucket_mask): exact through float64 frexp, as v < 2**53
+    pow2ceiling = np.frexp((values_us | hist.sub_bucket_mask).astype(np.float64))[1]
+    bucket = pow2ceiling - hist.unit_magnitude - (hist.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = values_us >> (bucket + hist.unit_magnitude)
+    return ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + (sub_bucket - hist.sub_bucket_half_count)
 
 
 def format_ms(value_us: float) -> str:
@@ -85,6 +97,39 @@ class OpHistogram:
             self.max_us = value_us
         self.count += 1
         self.sum_us += value_us
+
+    def record_many_ms(self, values_ms: list[float]) -> None:
+        """Record a batch of float milliseconds at once: the same histogram, count, sum, min and
+        max as ``record(ms_to_us(v))`` for each finite ``v`` (NaN and inf are dropped).
+
+        Why: a Python ``record_value`` costs ~2.5 us per sample, a visible share of a load
+        generator's ~50 us round trip; folded with numpy it is ~0.1 us.
+        """
+        ms = np.asarray(values_ms, dtype=np.float64)
+        ms = ms[np.isfinite(ms)]
+        if not ms.size:
+            return
+        us = np.rint(ms * 1000.0)
+        np.maximum(us, 0.0, out=us)
+        over = us > HIGHEST_US
+        if over.any():
+            self.clamped += int(np.count_nonzero(over))
+            us[over] = HIGHEST_US
+        values = us.astype(np.int64)
+        hist = self.hist
+        if hist.word_size != 8:  # not the layout the in-place view below assumes: the slow way
+            for v in values.tolist():
+                self.record(v)
+            return
+        counts = np.frombuffer(hist.counts, dtype=np.uint64)  # a view: added in place
+        counts += np.bincount(counts_indices(hist, values), minlength=hist.counts_len).astype(np.uint64)
+        nonzero = np.flatnonzero(counts)
+        hist.set_internal_tacking_values(int(nonzero[0]), int(nonzero[-1]), hist.total_count + int(values.size))
+        lo, hi = int(values.min()), int(values.max())
+        self.min_us = lo if self.count == 0 else min(self.min_us, lo)
+        self.max_us = max(self.max_us, hi)
+        self.count += int(values.size)
+        self.sum_us += int(values.sum())
 
     def add(self, other: "OpHistogram") -> None:
         if other.count == 0:
@@ -136,29 +181,58 @@ class HdrStore:
 
     A worker records and periodically ``drain()``s its deltas; the master ``merge()``s them; a
     single local process only records. Everything runs on the gevent loop, so no locking.
+
+    ``record`` is on every request's path, so it only appends the float to a per-operation list;
+    the lists are folded into the histograms (``OpHistogram.record_many_ms``) every
+    ``FOLD_EVERY`` samples and before anything reads the histograms (``ops``, ``drain``, ``rows``).
     """
 
+    FOLD_EVERY = 4096
+
     def __init__(self) -> None:
-        self.ops: dict[tuple[str, str], OpHistogram] = {}
+        self._ops: dict[tuple[str, str], OpHistogram] = {}
+        self._pending: dict[tuple[Any, Any], list[float]] = {}
         self.rejected_messages = 0
 
     def record(self, request_type: str, name: str, response_time_ms: float | int | None) -> None:
-        if response_time_ms is None or isinstance(response_time_ms, bool):
-            return
-        try:
-            value = float(response_time_ms)
-        except (TypeError, ValueError):
-            return
-        if math.isnan(value) or math.isinf(value):
-            return
-        key = (str(request_type), str(name))
-        op = self.ops.get(key)
+        if type(response_time_ms) is not float:  # Locust's own clients and loadkit's pass floats
+            if response_time_ms is None or isinstance(response_time_ms, bool):
+                return
+            try:
+                response_time_ms = float(response_time_ms)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return
+        buf = self._pending.get((request_type, name))
+        if buf is None:
+            buf = self._pending[(request_type, name)] = []
+        buf.append(response_time_ms)  # NaN and inf are dropped when folded
+        if len(buf) >= self.FOLD_EVERY:
+            self._fold((request_type, name), buf)
+
+    def _fold(self, key: tuple[Any, Any], buf: list[float]) -> None:
+        skey = (str(key[0]), str(key[1]))
+        op = self._ops.get(skey)
         if op is None:
-            op = self.ops[key] = OpHistogram()
-        op.record(ms_to_us(value))
+            op = self._ops[skey] = OpHistogram()
+        op.record_many_ms(buf)
+        buf.clear()
+        if not op.count:  # only NaN/inf so far: no row for it
+            del self._ops[skey]
+
+    def flush(self) -> None:
+        """Fold every pending sample into the histograms."""
+        for key, buf in list(self._pending.items()):
+            if buf:
+                self._fold(key, buf)
+
+    @property
+    def ops(self) -> dict[tuple[str, str], OpHistogram]:
+        self.flush()
+        return self._ops
 
     def clear(self) -> None:
-        self.ops.clear()
+        self._ops.clear()
+        self._pending.clear()
 
     def total_count(self) -> int:
         return sum(op.count for op in self.ops.values())
@@ -170,7 +244,7 @@ class HdrStore:
             for (t, n), op in self.ops.items()
             if op.count
         ]
-        self.ops = {}
+        self._ops = {}
         return payload
 
     def merge(self, payload: Iterable[Any], source: str = "?") -> int:
@@ -179,6 +253,7 @@ class HdrStore:
         A malformed entry is logged and skipped (never crashes the master's message loop).
         """
         added = 0
+        ops = self.ops
         for entry in payload or ():
             try:
                 request_type, name, encoded, count, sum_us, min_us, max_us, *rest = entry
@@ -188,9 +263,9 @@ class HdrStore:
                 logger.error("loadkit hdr: dropped a malformed histogram from worker %s: %s", source, exc)
                 continue
             key = (str(request_type), str(name))
-            op = self.ops.get(key)
+            op = ops.get(key)
             if op is None:
-                op = self.ops[key] = OpHistogram()
+                op = ops[key] = OpHistogram()
             op.add(incoming)
             added += incoming.count
         return added

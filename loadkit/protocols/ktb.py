@@ -231,6 +231,17 @@ def classify(event: str, payload: Any) -> KtbError:
     return cls(code, message, payload)
 
 
+#: the server's text when the socket's user is not (or no longer) a participant of the room:
+#: chatMessage → MESSAGE_ERROR, fetchPreviousMessages → LOAD_ERROR (facts §4.5, §5)
+NO_ROOM_ACCESS = "채팅방 접근 권한이 없습니다."
+
+
+def lost_room_access(exc: BaseException) -> bool:
+    """True for the failure that means "join the room again": the server dropped this user from
+    the room's participants (e.g. the late disconnect of an older socket of the same user)."""
+    return isinstance(exc, (MessageError, LoadError)) and exc.server_message == NO_ROOM_ACCESS
+
+
 # -------------------------------------------------------------------------------------- nonces
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]{4,}")
 NONCE_PREFIX = "lk "

@@ -51,6 +51,19 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        if not self._buf and not self._frag_op and len(data) >= 2:
+            # the hot case of a request/answer client: one read holds exactly one whole text or
+            # binary frame (FIN set, no RSV bits, unmasked, length < 64 KiB)
+            b0 = data[0]
+            if b0 == 0x81 or b0 == 0x82:
+                b1 = data[1]
+                if b1 < 126:
+                    if len(data) == b1 + 2 and b1 <= self._max:
+                        return [(b0 & 0x0F, data[2:])]
+                elif b1 == 126 and len(data) >= 4:
+                    length = (data[2] << 8) | data[3]
+                    if len(data) == length + 4 and length <= self._max:
+                        return [(b0 & 0x0F, data[4:])]
         buf = self._buf + data if self._buf else data
         n = len(buf)
         pos = 0

@@ -187,6 +187,7 @@ class KtbChatUser(SocketIOUser):
         self.seq = 0
         self.recent_ids: deque = deque(maxlen=20)
         self.need_session = True
+        self.need_join = False  # set when the server dropped us from the room (see _handle)
         self.me = (_HOST, _PID, self.user_no)
         self.content_prefix = ktb.content_prefix(_HOST, _PID, self.user_no)
         self.email = self.account_email()
@@ -200,6 +201,8 @@ class KtbChatUser(SocketIOUser):
         return f"lk-{self.run_id}-w{worker}-{_PID}-u{self.user_no}@loadkit.test"
 
     def wait_time(self) -> float:  # type: ignore[override]
+        if self.wait_max <= self.wait_min:
+            return self.wait_min
         return random.uniform(self.wait_min, self.wait_max)
 
     def socketio_auth(self) -> Any:
@@ -313,7 +316,7 @@ class KtbChatUser(SocketIOUser):
         self.room_id = self.room_for_me()
         self.sio.connect()
         self.join()
-        self.need_session = False
+        self.need_session = self.need_join = False
 
     def ensure_session(self) -> bool:
         if not self.need_session:
@@ -344,6 +347,10 @@ class KtbChatUser(SocketIOUser):
             self.need_session = True
         elif isinstance(exc, ktb.JoinRoomError):
             self.need_session = True
+        elif ktb.lost_room_access(exc):
+            # the server dropped us from the room (facts §4.5): a real client joins it again
+            COUNTERS.bump("room_rejoins")
+            self.need_join = True
 
     # ------------------------------------------------------------------ operations
     def join(self) -> None:
@@ -375,6 +382,9 @@ class KtbChatUser(SocketIOUser):
         if not self.ensure_session():
             return None
         try:
+            if self.need_join:
+                self.need_join = False
+                self.join()
             return fn(*args)
         except (SocketIOError, ktb.KtbError) as exc:
             self._handle(exc)
