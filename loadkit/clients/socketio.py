@@ -56,7 +56,7 @@ perf_counter = time.perf_counter
 _getrandbits = random.getrandbits
 _OP_TEXT = websocket.ABNF.OPCODE_TEXT
 _OP_BINARY = websocket.ABNF.OPCODE_BINARY
-_RECV_SIZE = 65536
+_RECV_SIZE = 16384  # holds any one answer of the KTB protocol; larger messages take several reads
 #: what a non-blocking read raises when nothing is there yet (plain, TLS)
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
