@@ -194,3 +194,24 @@ def test_reader_role_concurrent_waiters_idle_events_and_blocking_handlers(server
     assert a.value.data == "b" and b.value.data == "c"
     assert [s[0] for s in slow] == ["a", "b", "c"] and no_waiters(c)
     c.close()
+
+
+@pytest.mark.timeout(60)
+def test_events_nobody_takes_are_counted_as_unhandled(server):
+    """An event is "unhandled" when no handler exists and no pending request took it (as its
+    answer or failure): counted, reported to ``on_unhandled``, never fatal."""
+    c = client(server)
+    seen = []
+    c.on_unhandled = lambda ev: seen.append(ev.name)
+    c.on("handled", lambda *a: None)
+    c.connect()
+    assert c.request("later", {"delay": 0, "event": "mine", "data": 1}, answer="mine").data == 1
+    c.emit("later", {"delay": 0, "event": "handled"})
+    c.emit("later", {"delay": 0, "event": "stray", "data": 2})
+    gevent.sleep(0.2)
+    # a "mine" that the pending request's match rejects is not its answer: unhandled too
+    c.emit("later", {"delay": 0.05, "event": "mine", "data": 4})
+    assert c.request("later", {"delay": 0.3, "event": "mine", "data": 3}, answer="mine",
+                     match=lambda args: args == [3]).data == 3
+    assert seen == ["stray", "mine"] and c.unhandled_events == 2 and c.connected
+    c.close()

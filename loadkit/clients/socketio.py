@@ -336,6 +336,7 @@ class SocketIOClient:
         self._acks: dict[int, _Waiter] = {}
         self.on_disconnect: Callable[[str], None] | None = None  # called with a reason, from the reader
         self.on_reconnect: Callable[[], None] | None = None
+        # an event no handler exists for and no pending request took (as answer or failure)
         self.on_unhandled: Callable[[Event], None] | None = None
         self.unhandled_events = 0
 
