@@ -168,6 +168,20 @@ def _num(value: str | None, default: float = 0.0) -> float:
         return default
 
 
+def shared_cpu_note(targets: list[str], workers: int, cores: int) -> str | None:
+    """Why the demo's tail latencies may be high: on a small machine the reference servers and
+    the workers take turns on the same cores, and a sample then includes waiting for a CPU."""
+    busy = len(targets) + workers
+    if not targets or busy <= cores:
+        return None
+    servers = " and ".join(targets)
+    return (f"note: the {servers} reference server{'s' if len(targets) > 1 else ''} and {workers} "
+            f"worker{'s' if workers != 1 else ''} shared {cores} CPU core{'s' if cores != 1 else ''}, so the "
+            "tail latencies above (p99, max, chunk_gap_max) include time spent waiting for a CPU, not only "
+            "the servers' own answer time; for server figures run the targets elsewhere "
+            "(--ktb-url/--chldo-url) or use more cores")
+
+
 def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
     """Console summary from Locust's and loadkit's CSVs → (text, requests, failures, lost workers)."""
     stats = _read_csv(Path(f"{prefix}_stats.csv"))
@@ -222,6 +236,7 @@ class _Demo:
         self.master: Any = None
         self.workers: list[Any] = []
         self._marks: list[tuple[float, int]] = []  # (elapsed, total requests) at each progress line
+        self.embedded_targets: list[str] = []
 
     # -------------------------------------------------------------- helpers
     def say(self, text: str) -> None:
@@ -248,6 +263,7 @@ class _Demo:
                                                   "--rest-port", str(rest)), ("127.0.0.1", rest))
             procs.wait_for_port("127.0.0.1", sio, timeout=30, proc=self.started[-1].proc)
             ktb_url, socket_url = f"http://127.0.0.1:{rest}", f"http://127.0.0.1:{sio}"
+            self.embedded_targets.append("KTB")
             self.say(f"started KTB reference server: REST {ktb_url}, Socket.IO {socket_url}")
         if a.chldo_url:
             chldo_url = a.chldo_url
@@ -257,6 +273,7 @@ class _Demo:
             self._start("chldo", procs.loadkit_argv("serve", "chldo", "--host", "127.0.0.1", "--port", str(port)),
                         ("127.0.0.1", port))
             chldo_url = f"ws://127.0.0.1:{port}"
+            self.embedded_targets.append("chldo")
             self.say(f"started chldo reference server: {chldo_url}")
         return ktb_url, socket_url, chldo_url
 
@@ -393,6 +410,9 @@ class _Demo:
             return 3
         text, total, failures, lost = summary_text(self.prefix)
         print(text, flush=True)
+        note = shared_cpu_note(self.embedded_targets, len(self.workers), os.cpu_count() or 1)
+        if note:
+            self.say(note)
         # 1: failed requests, Locust-reported errors, a lost worker or no request at all; 3: the run broke
         code = 3 if master_code not in (0, 1) else 1 if (master_code == 1 or failures or lost) else 0
         if total == 0:

@@ -62,6 +62,8 @@ def test_demo_runs_master_and_two_workers_against_both_targets(spawn, tmp_path):
     assert "requests" in text and "req/s" in text  # progress lines while it ran
     assert f"report: {out / 'report.html'}" in text
     assert "percentiles: exact (HDR, loadkit)" in text and "none lost" in text
+    # the embedded KTB server and 2 workers on this machine's cores: the tail-latency caveat
+    assert ("shared" in text and "waiting for a CPU" in text) == (1 + 2 > (os.cpu_count() or 1)), text[-2000:]
     # everything it started is gone; the external target is untouched
     for port in _ports_in(text) - {chldo_port}:
         assert not _port_open(port), port
@@ -140,3 +142,13 @@ def test_summary_prefers_exact_percentiles_and_names_lost_workers(tmp_path):
     assert [w["client_id"] for w in lost] == ["w1"]
     assert "0.500" in text and "percentiles: exact" in text  # HDR p50, not Locust's rounded 1 ms
     assert "LOST 1: w1 (last seen 2026-01-01T00:00:00Z, 1 requests kept)" in text
+
+
+def test_shared_cpu_note_only_when_servers_and_workers_outnumber_cores():
+    from loadkit.demo import shared_cpu_note
+
+    note = shared_cpu_note(["KTB", "chldo"], 2, 2)
+    assert note and "KTB and chldo reference servers and 2 workers shared 2 CPU cores" in note
+    assert "waiting for a CPU" in note
+    assert shared_cpu_note(["KTB"], 1, 2) is None  # fits
+    assert shared_cpu_note([], 8, 2) is None  # external targets: nothing of ours competes with them
