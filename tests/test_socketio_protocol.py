@@ -150,3 +150,43 @@ def test_fast_codec_is_byte_identical_to_packet_classes(args):
     [ev] = p.receive(fast)
     ref_pkt = sp.Packet(encoded_packet=fast[1:])
     assert [ev.name, *ev.args] == ref_pkt.data and ev.namespace == "/" and ev.ack_id is None
+
+
+@pytest.mark.parametrize("args", PAYLOADS)
+def test_utf8_codec_carries_the_same_values_as_packet_classes(args):
+    """The client's bytes-level hot path (orjson): same JSON values, decoded by python-socketio's
+    own Packet class; non-ASCII travels as UTF-8 rather than \\u escapes."""
+    from socketio import packet as sp
+
+    p = SocketIOProtocol()
+    wire = p.emit_utf8("chatMessage", args)
+    assert wire[:2] == b"42"
+    assert sp.Packet(encoded_packet=wire[1:].decode("utf-8")).data == ["chatMessage", *args]
+    [ref] = p.emit("chatMessage", args)
+    assert json.loads(wire[2:]) == json.loads(ref[2:])
+    assert b"\\u" not in wire  # no escapes: the frame is shorter for Korean text
+    [ev] = p.receive_text(wire)
+    assert [ev.name, *ev.args] == ["chatMessage", *args] and ev.nbytes == len(wire) and ev.namespace == "/"
+
+
+def test_utf8_encoder_steps_aside_where_it_does_not_apply():
+    p = SocketIOProtocol()
+    assert p.emit_utf8("x", ("/admin",), namespace="/admin") is None  # another namespace
+    assert p.emit_utf8("upload", (b"\x00",)) is None  # bytes: attachments (emit's BINARY_EVENT)
+    assert p.emit_utf8("x", ({1: "int key"},)) is None  # orjson refuses, json would write "1"
+    assert p.emit_utf8("x", (2**70,)) is None
+
+
+@pytest.mark.parametrize("frame", [
+    b"2", b"3", OPEN.encode(), b'40{"sid":"s1"}', b'431[1]', b'42["x",NaN]', b'42/admin,["whoami"]',
+    b'42["bad utf8 \xff"]', b'451-["upload",{"_placeholder":true,"num":0}]',
+])
+def test_receive_text_agrees_with_receive(frame):
+    fast, ref = SocketIOProtocol(), SocketIOProtocol()
+    assert fast.receive_text(frame) == ref.receive(frame.decode("utf-8", "replace"), len(frame))
+
+
+@pytest.mark.parametrize("frame", [b"", b"9", b'42{"not":"a list"}', b"42[1,2]", b'42["x"', b'42[]', b"x"])
+def test_receive_text_bad_frames_raise_protocol_error(frame):
+    with pytest.raises(ProtocolError):
+        SocketIOProtocol().receive_text(frame)

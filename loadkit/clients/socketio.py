@@ -646,9 +646,10 @@ class SocketIOClient:
         now = perf_counter()
         proto = self.proto
         receive = proto.receive
+        receive_text = proto.receive_text
         for op, payload in self._decoder.feed(data):
             if op == OP_TEXT:
-                evs = receive(payload.decode("utf-8", "replace"), len(payload))
+                evs = receive_text(payload)
             elif op == OP_BINARY:
                 evs = receive(payload)
             elif op == OP_PING:
@@ -764,13 +765,17 @@ class SocketIOClient:
 
     # ------------------------------------------------------------------------------ sending
     def _send_raw(self, frame: str | bytes) -> None:
+        """Send one Engine.IO packet: ``str`` as a text frame, bytes as a binary frame."""
+        if type(frame) is str:
+            self._send_frame(_OP_TEXT, frame.encode("utf-8"))
+        else:
+            self._send_frame(_OP_BINARY, bytes(frame))
+
+    def _send_frame(self, opcode: int, payload: bytes) -> None:
         ws = self.ws
         if ws is None:
             raise Disconnect("not connected")
-        if type(frame) is str:
-            data = client_frame(_OP_TEXT, frame.encode("utf-8"), _getrandbits(32).to_bytes(4, "little"))
-        else:
-            data = client_frame(_OP_BINARY, bytes(frame), _getrandbits(32).to_bytes(4, "little"))
+        data = client_frame(opcode, payload, _getrandbits(32).to_bytes(4, "little"))
         lock = self._send_lock
         send_nb = self._send_nb
         try:
@@ -814,8 +819,12 @@ class SocketIOClient:
         """Fire and forget; returns the perf_counter time just before the send."""
         if not self.connected:
             raise Disconnect("not connected")
+        wire = self.proto.emit_utf8(event, args, namespace)
         t = perf_counter()
-        self._send_frames(self.proto.emit(event, args, namespace))
+        if wire is not None:
+            self._send_frame(_OP_TEXT, wire)
+        else:
+            self._send_frames(self.proto.emit(event, args, namespace))
         return t
 
     def call(
@@ -881,11 +890,14 @@ class SocketIOClient:
             raise Disconnect("not connected")
         if type(errors) is not dict:
             errors = {e: None for e in errors}
-        frames = self.proto.emit(event, args, namespace)
+        wire = self.proto.emit_utf8(event, args, namespace)
+        frames = self.proto.emit(event, args, namespace) if wire is None else ()
         w = _Waiter(answer, match, errors, namespace or "/")
         self._pending.append(w)
         w.t_sent = perf_counter()
         try:
+            if wire is not None:
+                self._send_frame(_OP_TEXT, wire)
             for f in frames:
                 self._send_raw(f)
             return self._await(w, timeout)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import orjson
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
@@ -246,6 +247,40 @@ class SocketIOProtocol:
         except TypeError:
             encoded = sio_packet.Packet(sio_packet.EVENT, data=data, namespace=namespace, id=ack_id).encode()
         return self._wrap(encoded)
+
+    def emit_utf8(self, event: str, args: Iterable = (), namespace: str = "/") -> bytes | None:
+        """A plain EVENT on "/" as the UTF-8 bytes of one text frame, or None when the fast
+        encoding does not apply (another namespace, bytes inside, or values orjson refuses: then use
+        ``emit``).
+
+        Why: orjson encodes a chat message ~4x faster than the stdlib, and to bytes, so the client
+        skips the str round trip. The JSON values are the same as ``emit``'s; the bytes differ only
+        in that non-ASCII text is sent as UTF-8 instead of ``\\u`` escapes (both are valid JSON with
+        the same value; the frame gets shorter).
+        """
+        if namespace != "/" and namespace:
+            return None
+        try:
+            return b"42" + orjson.dumps([event, *args])
+        except TypeError:  # orjson.JSONEncodeError: bytes (attachments), int keys, huge ints, ...
+            return None
+
+    def receive_text(self, payload: bytes) -> list:
+        """``receive`` for a text message given as the UTF-8 bytes read off the wire.
+
+        The hot shape (a plain EVENT on "/") is parsed by orjson straight from the bytes, with no
+        ``str`` made first (~2x faster); anything else, or anything orjson refuses (bad UTF-8,
+        NaN, invalid JSON), takes the ``receive`` path, which also words the errors. Numbers beyond
+        64-bit integers come back as floats, as JavaScript servers send them.
+        """
+        if payload[:3] == b"42[" and self._partial is None:
+            try:
+                obj = orjson.loads(memoryview(payload)[2:])
+            except orjson.JSONDecodeError:
+                obj = None
+            if obj and type(obj[0]) is str:
+                return [Event("/", obj[0], obj[1:], None, len(payload))]
+        return self.receive(payload.decode("utf-8", "replace"), len(payload))
 
     def ack(self, ack_id: int, args: Iterable = (), namespace: str = "/") -> list:
         pkt = sio_packet.Packet(sio_packet.ACK, data=list(args), namespace=namespace, id=ack_id)
