@@ -49,14 +49,16 @@ def ensure_node_echo() -> None:
                     str(HERE), "socket.io@4"], check=True)
 
 
-def start_target(kind: str, logdir: Path) -> tuple[ManagedProcess, str, str]:
+def start_target(kind: str, logdir: Path, cpu: str = "1", env: dict[str, str] | None = None,
+                 tag: str = "") -> tuple[ManagedProcess, str, str]:
     port = free_port()
     if kind == "node":
         ensure_node_echo()
-        argv = pinned("1", ["node", str(HERE / "node_echo" / "server.js"), str(port)])
+        argv = pinned(cpu, ["node", str(HERE / "node_echo" / "server.js"), str(port)])
     else:
-        argv = pinned("1", loadkit_argv("serve", "ktb", "--port", str(port), "--rest-port", str(port)))
-    p = ManagedProcess(argv, log_path=logdir / f"target-{kind}.log", wait_port=("127.0.0.1", port)).start()
+        argv = pinned(cpu, loadkit_argv("serve", "ktb", "--port", str(port), "--rest-port", str(port)))
+    p = ManagedProcess(argv, log_path=logdir / f"target-{kind}{tag}.log", env=env,
+                       wait_port=("127.0.0.1", port)).start()
     url = f"http://127.0.0.1:{port}"
     return p, url, url
 
@@ -120,10 +122,14 @@ def median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda r: r["rate"])[(len(runs) - 1) // 2]
 
 
-def idle_capacity(url: str, n: int, logdir: Path) -> dict:
-    """N idle connections in one fresh process; RSS before/after (idle_probe below)."""
-    argv = pinned("0", [sys.executable, str(Path(__file__)), "--idle-probe", url, str(n)])
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+IDLE_PING_MS = 4000  # the targets ping every 4 s and drop a client that has not answered 4 s later
+IDLE_HOLD_S = 12.0  # so a hold of 12 s spans at least two ping rounds for every connection
+
+
+def idle_capacity(urls: list[str], n: int, logdir: Path) -> dict:
+    """N idle connections in one fresh process, spread over ``urls``; see idle_probe."""
+    argv = pinned("0", [sys.executable, str(Path(__file__)), "--idle-probe", ",".join(urls), str(n)])
+    res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
     (logdir / "idle.log").write_text(res.stdout + res.stderr)
     for line in res.stdout.splitlines():
         if line.startswith("{"):
@@ -131,24 +137,32 @@ def idle_capacity(url: str, n: int, logdir: Path) -> dict:
     return {"error": (res.stdout + res.stderr)[-1500:]}
 
 
-def idle_probe(url: str, n: int) -> None:
+def idle_probe(urls: list[str], n: int) -> None:
+    """Open N idle loadkit connections in this process and hold them through two ping rounds.
+
+    N = 0 means: every descriptor this process may still open (RLIMIT_NOFILE minus the ones it
+    already holds: stdio, the event loop's epoll and eventfd). RSS is read with getrusage (peak
+    RSS, which needs no file descriptor: at the limit, even reading /proc would fail).
+    """
     from gevent import monkey
 
     monkey.patch_all()
     import gevent
     from gevent.pool import Pool
 
-    import psutil
-
     from loadkit.clients.socketio import SocketIOClient
 
-    proc = psutil.Process()
+    gevent.sleep(0)  # the hub (and its descriptors) exists from here on
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    own_fds = len(os.listdir("/proc/self/fd")) - 1  # minus the one listdir used
+    if n <= 0:
+        n = soft - own_fds
     clients: list = []
-    base = proc.memory_info().rss
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     errors: dict[str, int] = {}
 
     def one(i: int) -> None:
-        c = SocketIOClient(url, auth={"token": f"t{i:024x}", "sessionId": "s"}, connect_timeout=30)
+        c = SocketIOClient(urls[i % len(urls)], auth={"token": f"t{i:024x}", "sessionId": "s"}, connect_timeout=60)
         try:
             c.connect()
             clients.append(c)
@@ -162,13 +176,17 @@ def idle_probe(url: str, n: int) -> None:
         pool.spawn(one, i)
     pool.join()
     elapsed = time.time() - t
-    gevent.sleep(2)
-    rss = proc.memory_info().rss
+    connected_now = sum(1 for c in clients if c.connected)
+    gevent.sleep(IDLE_HOLD_S)
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     alive = sum(1 for c in clients if c.connected)
-    print(json.dumps({"requested": n, "connected": len(clients), "alive_after_2s": alive, "connect_s": round(elapsed, 1),
-                      "rss_base_mb": round(base / 2**20, 1), "rss_mb": round(rss / 2**20, 1),
-                      "kb_per_conn": round((rss - base) / max(1, len(clients)) / 1024, 2),
-                      "errors": errors}))
+    pongs_ok = all(c.connected for c in clients)
+    print(json.dumps({"requested": n, "connected": connected_now, f"alive_after_{IDLE_HOLD_S:g}s": alive,
+                      "all_alive": pongs_ok, "rlimit_nofile": soft, "own_fds": own_fds,
+                      "connect_s": round(elapsed, 1), "rss_base_mb": round(base_kb / 1024, 1),
+                      "rss_mb": round(rss_kb / 1024, 1),
+                      "kb_per_conn": round((rss_kb - base_kb) / max(1, len(clients)), 2),
+                      "errors": errors}), flush=True)
     os._exit(0)
 
 
@@ -176,7 +194,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=12)
     ap.add_argument("--scenarios", default="50x1,500x1,500x10", help="USERSxROOMSIZE,...")
-    ap.add_argument("--idle", type=int, default=0, help="idle connections to open (0: RLIMIT_NOFILE - 100)")
+    ap.add_argument("--idle", type=int, default=0,
+                    help="idle connections to open in one process (0: every descriptor the process may still open)")
     ap.add_argument("--no-idle", action="store_true")
     ap.add_argument("--no-builtin", action="store_true")
     ap.add_argument("--minimal", action="store_true", help="also run the minimal websocket-client loop (reference)")
@@ -187,12 +206,12 @@ def main() -> int:
     ap.add_argument("--idle-probe", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.idle_probe:
-        idle_probe(args.idle_probe[0], int(args.idle_probe[1]))
+        idle_probe(args.idle_probe[0].split(","), int(args.idle_probe[1]))
         return 0
     logdir = Path(tempfile.mkdtemp(prefix="bench-ktb-"))
     print(f"logs: {logdir}   (generator: CPU 0, target: CPU 1, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f})")
     rows = []
-    for spec in args.scenarios.split(","):
+    for spec in filter(None, args.scenarios.split(",")):
         users, room = (int(x) for x in spec.split("x"))
         runs: dict[str, list[dict]] = {"LoadkitChat": [], "BuiltinChat": [], "MinimalChat": []}
         classes = ["LoadkitChat"] + ([] if args.no_builtin else ["BuiltinChat"]) + (["MinimalChat"] if args.minimal else [])
@@ -219,16 +238,19 @@ def main() -> int:
                 print(f"{'':24s}{cls} runs (rt/s, in run order): {rates}", flush=True)
     if not args.no_idle:
         soft, hard = raise_fd_limit(20_200)
-        n = args.idle or soft - 100
-        target, url, _ = start_target("node", logdir)
+        # two targets, each holding half: a Node process is bound by the same descriptor limit
+        env = {"PING_MS": str(IDLE_PING_MS)}
+        targets = [start_target("node", logdir, cpu, env, tag=f"-idle{cpu}") for cpu in ("1", "1")]
         try:
-            res = idle_capacity(url, n, logdir)
+            res = idle_capacity([url for _, url, _ in targets], args.idle, logdir)
         finally:
-            target.stop()
+            for t, _, _ in targets:
+                t.stop()
         print(f"idle connections in one process: {json.dumps(res)}")
         if soft < 20_100:
             print(f"  note: RLIMIT_NOFILE is {soft} (hard limit {hard}) and could not be raised "
-                  f"({FD_LIMIT_ERROR[0]}), so one process cannot hold 20 000 connections plus its own files here")
+                  f"({FD_LIMIT_ERROR[0]}): a process here can hold at most {soft} descriptors, "
+                  f"{res.get('own_fds', '?')} of which the probe needs for itself (stdio, epoll, eventfd)")
     return 0
 
 

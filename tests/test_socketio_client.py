@@ -215,3 +215,26 @@ def test_events_nobody_takes_are_counted_as_unhandled(server):
                      match=lambda args: args == [3]).data == 3
     assert seen == ["stray", "mine"] and c.unhandled_events == 2 and c.connected
     c.close()
+
+
+@pytest.mark.timeout(60)
+def test_unclaimed_handlers_see_only_what_no_request_took(server):
+    """``on(..., claimed=False)``: called for the events no pending request took as its answer;
+    such a handler also keeps those events from counting as unhandled."""
+    c = client(server)
+    every, unclaimed, unhandled = [], [], []
+    c.on("mine", lambda d: every.append(d))
+    c.on("mine", lambda d: unclaimed.append(d), claimed=False)
+    c.on("other", lambda d: unclaimed.append(d), claimed=False)
+    c.on_unhandled = lambda ev: unhandled.append(ev.name)
+    c.connect()
+    assert c.request("later", {"delay": 0, "event": "mine", "data": 1}, answer="mine").data == 1
+    c.emit("later", {"delay": 0, "event": "mine", "data": 2})
+    c.emit("later", {"delay": 0, "event": "other", "data": 3})
+    deadline = time.monotonic() + 5
+    while len(unclaimed) < 2 and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    assert every == [1, 2]
+    assert sorted(unclaimed) == [2, 3]
+    assert unhandled == [] and c.unhandled_events == 0
+    c.close()

@@ -51,7 +51,11 @@ const server = http.createServer(async (req, res) => {
   send(404, { success: false });
 });
 
-const io = new Server(server, { serveClient: false, perMessageDeflate: false, cors: { origin: "*" } });
+// PING_MS (optional): Engine.IO ping interval and timeout, so the idle benchmark can prove within
+// seconds that every held connection answers pings (socket.io's defaults: 25 s and 20 s)
+const pingMs = parseInt(process.env.PING_MS || "0", 10);
+const pingOpts = pingMs > 0 ? { pingInterval: pingMs, pingTimeout: pingMs } : {};
+const io = new Server(server, { serveClient: false, perMessageDeflate: false, cors: { origin: "*" }, ...pingOpts });
 io.use((socket, next) => {
   const a = socket.handshake.auth || {};
   if (!a.token || !a.sessionId) return next(new Error("Authentication error"));

@@ -330,6 +330,7 @@ class SocketIOClient:
         self._send_lock = gevent.lock.Semaphore()
         self._decoder = FrameDecoder()
         self._handlers: dict[tuple[str, str], list[Callable]] = {}
+        self._unclaimed_handlers: dict[tuple[str, str], list[Callable]] = {}  # on(..., claimed=False)
         # pending requests in send order; a connection rarely has more than one or two, so a
         # list scanned per received event beats per-event-name indexes kept up to date per request
         self._pending: list[_Waiter] = []
@@ -729,17 +730,26 @@ class SocketIOClient:
                     w.set_exception(ErrorAnswer(name, args, ev.nbytes, now))
                     taken = True
                     break
-        handlers = self._handlers.get((ns, name))
+        key = (ns, name)
+        handlers = self._handlers.get(key)
         if handlers:
-            for h in handlers:
-                try:
-                    h(*args)
-                except Exception:  # noqa: BLE001 - user handler bugs are logged, never fatal
-                    log.exception("handler for %r failed", name)
-        elif not taken:
-            self.unhandled_events += 1
-            if self.on_unhandled is not None:
-                self.on_unhandled(ev)
+            self._call_handlers(handlers, name, args)
+        if not taken:
+            unclaimed = self._unclaimed_handlers.get(key)
+            if unclaimed:
+                self._call_handlers(unclaimed, name, args)
+            elif not handlers:
+                self.unhandled_events += 1
+                if self.on_unhandled is not None:
+                    self.on_unhandled(ev)
+
+    @staticmethod
+    def _call_handlers(handlers: list, name: str, args: list) -> None:
+        for h in handlers:
+            try:
+                h(*args)
+            except Exception:  # noqa: BLE001 - user handler bugs are logged, never fatal
+                log.exception("handler for %r failed", name)
 
     def _forget(self, w: _Waiter) -> None:
         try:
@@ -809,11 +819,18 @@ class SocketIOClient:
         for f in frames:
             self._send_raw(f)
 
-    def on(self, event: str, handler: Callable[..., Any], namespace: str = "/") -> None:
+    def on(self, event: str, handler: Callable[..., Any], namespace: str = "/", *, claimed: bool = True) -> None:
         """Call ``handler(*args)`` for every ``event``, in whichever greenlet reads the socket at
         that moment (a greenlet waiting for an answer, or a drain worker): keep it short; a
-        handler that blocks delays every answer on this connection until it returns."""
-        self._handlers.setdefault((namespace, event), []).append(handler)
+        handler that blocks delays every answer on this connection until it returns.
+
+        ``claimed=False``: only for the events that no pending request took as its answer or
+        failure. Why: a load test's own answers (e.g. the echo of its chat message) arrive once
+        per round trip, and the request already hands them to its caller; a handler that only
+        cares about the rest (other members' messages) then costs nothing on the hot path.
+        """
+        table = self._handlers if claimed else self._unclaimed_handlers
+        table.setdefault((namespace, event), []).append(handler)
 
     def emit(self, event: str, *args: Any, namespace: str = "/") -> float:
         """Fire and forget; returns the perf_counter time just before the send."""

@@ -219,7 +219,9 @@ class KtbChatUser(SocketIOUser):
     # ------------------------------------------------------------------ server-initiated events
     def _wire_handlers(self) -> None:
         sio = self.sio
-        sio.on("message", self._on_message)
+        # our own echoes are taken by chat_once's request (which remembers their ids): the
+        # handler sees only the messages no request claimed, i.e. other members' (delivery)
+        sio.on("message", self._on_message, claimed=False)
         sio.on("duplicate_login", lambda *a: self._session_lost("duplicate_login", a))
         sio.on("session_ended", lambda *a: self._session_lost("session_ended", a))
         for ev in ktb.KNOWN_SERVER_EVENTS - {"message", "duplicate_login", "session_ended"}:
@@ -227,12 +229,17 @@ class KtbChatUser(SocketIOUser):
         sio.raw.on_unhandled = self._on_unknown
         sio.raw.on_disconnect = self._on_disconnect
 
-    def _on_message(self, msg: Any = None, *_: Any) -> None:
-        if not isinstance(msg, dict):
-            return
+    def _remember(self, msg: dict) -> None:
+        """Keep the ids of recent messages in our room (markMessagesAsRead and messageReaction
+        act on them)."""
         mid = msg.get("_id")
         if mid and msg.get("room") in (None, self.room_id):
             self.recent_ids.append(mid)
+
+    def _on_message(self, msg: Any = None, *_: Any) -> None:
+        if not isinstance(msg, dict):
+            return
+        self._remember(msg)
         if self.delivery:
             content = msg.get("content")
             if not isinstance(content, str) or content.startswith(self.content_prefix):
@@ -373,10 +380,12 @@ class KtbChatUser(SocketIOUser):
 
     def chat_once(self) -> Any:
         content = self.next_content()
-        return self.sio.request(
+        a = self.sio.request(
             "chatMessage", {"room": self.room_id, "type": "text", "content": content},
             answer="message", match=ktb.match_content(content), errors=_CHAT_ERRORS, timeout=self.timeout,
         )
+        self._remember(a.args[0])  # a dict: match_content checked it
+        return a
 
     def _run(self, fn: Any, *args: Any) -> Any:
         if not self.ensure_session():

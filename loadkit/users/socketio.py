@@ -68,8 +68,8 @@ class LocustSocketIOClient:
     def connected(self) -> bool:
         return self.raw.connected
 
-    def on(self, event: str, handler: Callable[..., Any], namespace: str = "/") -> None:
-        self.raw.on(event, handler, namespace)
+    def on(self, event: str, handler: Callable[..., Any], namespace: str = "/", *, claimed: bool = True) -> None:
+        self.raw.on(event, handler, namespace, claimed=claimed)
 
     def emit(self, event: str, *args: Any, namespace: str = "/") -> float:
         return self.raw.emit(event, *args, namespace=namespace)
