@@ -134,21 +134,19 @@ class LocustSocketIOClient:
         )
         return a
 
-    def call(self, event: str, *args: Any, name: str | None = None, **kw: Any) -> Answer:
+    def call(
+        self,
+        event: str,
+        *args: Any,
+        name: str | None = None,
+        errors: Any = (),
+        namespace: str = "/",
+        timeout: float = 30.0,
+    ) -> Answer:
         """Emit with ack and wait for the ack (one request event). ``errors=`` as in ``request``:
         a failure event arriving before the ack fails the call."""
-        t0 = perf_counter()
-        try:
-            a = self.raw.call(event, *args, **kw)
-        except ErrorAnswer as exc:
-            err = self.classify_error(exc)
-            self._report(name or event, t0, exc.t_recv or perf_counter(), exc.nbytes, err)
-            raise err from None
-        except SocketIOError as exc:
-            self._report(name or event, t0, perf_counter(), 0, exc)
-            raise
-        self._report(name or event, a.t_sent, a.t_recv, a.nbytes, None)
-        return a
+        return self.request(event, *args, answer="", ack=True, name=name, errors=errors, namespace=namespace,
+                            timeout=timeout)
 
 
 def _tune_gc(**_kw: Any) -> None:
