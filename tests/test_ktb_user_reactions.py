@@ -57,3 +57,37 @@ def test_user_joins_the_room_again_after_the_server_dropped_it(spawn):
     assert isinstance(refused, ktb.MessageError) and ktb.lost_room_access(refused), refused
     assert all(exc is None for i, (_, exc) in enumerate(seen) if i != 3), seen
     assert not user.need_join
+
+
+@pytest.mark.timeout(60)
+def test_a_user_alone_in_its_room_marks_and_reacts_to_its_own_messages(spawn):
+    """In rooms of 1 the only messages are the user's own echoes, taken by its chatMessage
+    requests (the ``message`` handler never sees them): their ids must still feed
+    markMessagesAsRead and messageReaction."""
+    port = free_port()
+    spawn(loadkit_argv("serve", "ktb", "--host", "127.0.0.1", "--port", str(port), "--rest-port", str(port)),
+          port=port, name="ktb")
+    url = f"http://127.0.0.1:{port}"
+    opts = parse_options(["--host", url, "--ktb-room-size", "1", "--ktb-wait-min", "0", "--ktb-wait-max", "0"])
+    ReactingUser.host = url
+    env = Environment(user_classes=[ReactingUser], events=events, host=url, parsed_options=opts)
+    seen: list[tuple[str, object]] = []
+
+    def record(request_type, name, exception=None, **_kw):
+        if request_type == "ktb":
+            seen.append((name, exception))
+
+    events.request.add_listener(record)
+    user = ReactingUser(env)
+    try:
+        user.on_start()
+        own = [user.chat_once().data["_id"] for _ in range(2)]
+        assert list(user.recent_ids)[-2:] == own
+        user.mark_read()
+        user.react()
+    finally:
+        user.on_stop()
+        events.request.remove_listener(record)
+    assert [n for n, _ in seen] == ["connect", "joinRoom", "chatMessage", "chatMessage", "markMessagesAsRead",
+                                    "messageReaction", "messageReaction"], seen
+    assert all(exc is None for _, exc in seen), seen

@@ -384,7 +384,9 @@ class KtbChatUser(SocketIOUser):
             "chatMessage", {"room": self.room_id, "type": "text", "content": content},
             answer="message", match=ktb.match_content(content), errors=_CHAT_ERRORS, timeout=self.timeout,
         )
-        self._remember(a.args[0])  # a dict: match_content checked it
+        mid = a.args[0].get("_id")  # a dict (match_content checked it) in our room: we sent it there
+        if mid:
+            self.recent_ids.append(mid)
         return a
 
     def _run(self, fn: Any, *args: Any) -> Any:
