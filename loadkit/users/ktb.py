@@ -50,25 +50,26 @@ DEFAULT_WEIGHTS = {
 # ------------------------------------------------------------------------------------ options
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
-    g = parser.add_argument_group("KTB chat (loadkit)")
-    g.add_argument("--ktb-socket-url", default="", help="Socket.IO base URL (default: --host, the REST base URL)")
-    g.add_argument("--ktb-room-size", type=int, default=10, help="users per chat room (rooms are per process)")
-    g.add_argument("--ktb-room-id", default="", help="join this existing room instead of creating rooms")
-    g.add_argument("--ktb-password", default="loadkit-pass-1", help="password of the generated accounts")
-    g.add_argument("--ktb-run-id", default="", help="account name prefix (default: random per process)")
-    g.add_argument("--ktb-timeout", type=float, default=10.0, help="seconds to wait for an answer")
-    g.add_argument("--ktb-wait-min", type=float, default=1.0, help="min seconds between tasks")
-    g.add_argument("--ktb-wait-max", type=float, default=3.0, help="max seconds between tasks")
-    g.add_argument(
+    # parser.add_argument itself, not an argument group's: only Locust's own add_argument marks an
+    # option for the web UI (an argument group's add_argument is plain argparse)
+    parser.add_argument("--ktb-socket-url", default="", help="Socket.IO base URL (default: --host, the REST base URL)")
+    parser.add_argument("--ktb-room-size", type=int, default=10, help="users per chat room (rooms are per process)")
+    parser.add_argument("--ktb-room-id", default="", help="join this existing room instead of creating rooms")
+    parser.add_argument("--ktb-password", default="loadkit-pass-1", is_secret=True, help="password of the generated accounts")
+    parser.add_argument("--ktb-run-id", default="", help="account name prefix (default: random per process)")
+    parser.add_argument("--ktb-timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    parser.add_argument("--ktb-wait-min", type=float, default=1.0, help="min seconds between tasks")
+    parser.add_argument("--ktb-wait-max", type=float, default=3.0, help="max seconds between tasks")
+    parser.add_argument(
         "--ktb-weights",
         default="",
         help="task weights, e.g. chatMessage=10,fetchPreviousMessages=2,markMessagesAsRead=3,messageReaction=1,rejoin=1",
     )
-    g.add_argument("--ktb-delivery", default="on", choices=["on", "off"], help="record `delivery` latency to other members")
-    g.add_argument("--ktb-banned-word", default="", help="word appended to every Nth message (forces MESSAGE_REJECTED)")
-    g.add_argument("--ktb-banned-every", type=int, default=0, help="N for --ktb-banned-word (0: never)")
-    g.add_argument("--ktb-insecure", action="store_true", default=False, help="do not verify TLS certificates (wss://)")
-    g.add_argument("--ktb-max-retry-after", type=float, default=60.0, help="cap on the RATE_LIMIT pause (seconds)")
+    parser.add_argument("--ktb-delivery", default="on", choices=["on", "off"], help="record `delivery` latency to other members")
+    parser.add_argument("--ktb-banned-word", default="", help="word appended to every Nth message (forces MESSAGE_REJECTED)")
+    parser.add_argument("--ktb-banned-every", type=int, default=0, help="N for --ktb-banned-word (0: never)")
+    parser.add_argument("--ktb-insecure", action="store_true", default=False, help="do not verify TLS certificates (wss://)")
+    parser.add_argument("--ktb-max-retry-after", type=float, default=60.0, help="cap on the RATE_LIMIT pause (seconds)")
 
 
 def _opt(env: Any, name: str, default: Any) -> Any:

@@ -25,11 +25,12 @@ log = logging.getLogger("loadkit.mixed")
 
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
-    g = parser.add_argument_group("mixed scenario (loadkit)")
-    g.add_argument("--mixed-ktb-url", default="", help="KTB REST base URL, e.g. http://127.0.0.1:5001")
-    g.add_argument("--mixed-chldo-url", default="", help="chldo WebSocket URL, e.g. ws://127.0.0.1:8765")
-    g.add_argument("--mixed-ktb-weight", type=int, default=1, help="relative share of KTB chat users (default 1)")
-    g.add_argument("--mixed-chldo-weight", type=int, default=1, help="relative share of chldo users (default 1)")
+    # parser.add_argument itself, not an argument group's: only Locust's own add_argument shows an
+    # option in the web UI
+    parser.add_argument("--mixed-ktb-url", default="", help="KTB REST base URL, e.g. http://127.0.0.1:5001")
+    parser.add_argument("--mixed-chldo-url", default="", help="chldo WebSocket URL, e.g. ws://127.0.0.1:8765")
+    parser.add_argument("--mixed-ktb-weight", type=int, default=1, help="relative share of KTB chat users (default 1)")
+    parser.add_argument("--mixed-chldo-weight", type=int, default=1, help="relative share of chldo users (default 1)")
 
 
 class KtbChat(KtbChatUser):
