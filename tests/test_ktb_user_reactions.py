@@ -6,6 +6,10 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import socket  # noqa: E402
+import time  # noqa: E402
+
+import gevent  # noqa: E402
 import pytest  # noqa: E402
 from locust import events  # noqa: E402
 from locust.argument_parser import parse_options  # noqa: E402
@@ -13,11 +17,44 @@ from locust.env import Environment  # noqa: E402
 
 from loadkit.procs import free_port, loadkit_argv  # noqa: E402
 from loadkit.protocols import ktb  # noqa: E402
-from loadkit.users.ktb import KtbChatUser  # noqa: E402
+from loadkit.clients.socketio import Disconnect  # noqa: E402
+from loadkit.protocols.socketio import Event  # noqa: E402
+from loadkit.users.ktb import COUNTERS, KtbChatUser  # noqa: E402
 
 
 class ReactingUser(KtbChatUser):
     pass
+
+
+def start_ktb(spawn, *extra: str) -> str:
+    port = free_port()
+    spawn(loadkit_argv("serve", "ktb", "--host", "127.0.0.1", "--port", str(port), "--rest-port", str(port), *extra),
+          port=port, name="ktb")
+    return f"http://127.0.0.1:{port}"
+
+
+def make_env(url: str, *options: str, user_class=ReactingUser) -> Environment:
+    opts = parse_options(["--host", url, "--ktb-wait-min", "0", "--ktb-wait-max", "0", *options])
+    user_class.host = url  # what Locust does for --host when it starts users
+    return Environment(user_classes=[user_class], events=events, host=url, parsed_options=opts)
+
+
+@pytest.fixture
+def seen():
+    """Every ktb request event fired while the test runs: [(name, exception)]."""
+    got: list[tuple[str, object]] = []
+
+    def record(request_type, name, exception=None, **_kw):
+        if request_type == "ktb":
+            got.append((name, exception))
+
+    events.request.add_listener(record)
+    yield got
+    events.request.remove_listener(record)
+
+
+def counters_delta(before: dict) -> dict:
+    return {k: v - before.get(k, 0) for k, v in COUNTERS.items() if v != before.get(k, 0)}
 
 
 @pytest.mark.timeout(60)
@@ -90,4 +127,122 @@ def test_a_user_alone_in_its_room_marks_and_reacts_to_its_own_messages(spawn):
         events.request.remove_listener(record)
     assert [n for n, _ in seen] == ["connect", "joinRoom", "chatMessage", "chatMessage", "markMessagesAsRead",
                                     "messageReaction", "messageReaction"], seen
+    assert all(exc is None for _, exc in seen), seen
+
+
+class PauseRecordingUser(KtbChatUser):
+    pauses: list[float] = []
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+
+
+@pytest.mark.timeout(60)
+def test_rate_limit_is_its_own_failure_and_pauses_retry_after(spawn, seen):
+    url = start_ktb(spawn, "--rate-limit", "2")
+    env = make_env(url, "--ktb-room-size", "1", "--ktb-max-retry-after", "7", user_class=PauseRecordingUser)
+    user = PauseRecordingUser(env)
+    try:
+        user.on_start()
+        for _ in range(3):
+            user.send_chat()
+    finally:
+        user.on_stop()
+    chats = [exc for name, exc in seen if name == "chatMessage"]
+    assert chats[:2] == [None, None], seen
+    limited = chats[2]
+    assert isinstance(limited, ktb.RateLimited) and limited.code == "RATE_LIMIT_EXCEEDED", limited
+    assert 0 < limited.retry_after <= 60
+    assert user.pauses == [min(7.0, limited.retry_after)]
+
+
+@pytest.mark.timeout(60)
+def test_second_login_expires_the_session_once_then_the_user_logs_in_again(spawn, seen):
+    """duplicate_login, session_ended (0.3 s later) and SESSION_EXPIRED on chatMessage are one lost
+    session: one ``session`` failure, each signal counted, and the next task logs in again."""
+    url = start_ktb(spawn, "--duplicate-login-delay", "0.3")
+    env = make_env(url, "--ktb-room-size", "1", "--ktb-delivery", "off")
+    before = dict(COUNTERS)
+    first, second = ReactingUser(env), ReactingUser(env)
+    second.email = first.email  # the same account, as a second device would use it
+    try:
+        first.on_start()
+        second.on_start()  # logs in (invalidating first's session) and connects a second socket
+        deadline = time.monotonic() + 5
+        while counters_delta(before).get("session_ended", 0) < 1 and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        assert first.need_session
+        with pytest.raises(ktb.SessionExpired) as ei:
+            first.chat_once()  # the old socket still works, the session behind it does not
+        assert ei.value.code == "SESSION_EXPIRED"
+        second.on_stop()  # the other device goes away (so the re-login below kicks nobody out)
+        first.send_chat()  # logs in again, connects, joins, sends
+    finally:
+        first.on_stop()
+        second.on_stop()
+    delta = counters_delta(before)
+    assert delta.get("duplicate_login") == 1 and delta.get("session_ended") == 1, delta
+    sessions = [exc for name, exc in seen if name == "session"]
+    assert len(sessions) == 1 and isinstance(sessions[0], ktb.SessionExpired), seen
+    assert "duplicate_login" in str(sessions[0])
+    assert seen[-1] == ("chatMessage", None) and seen[-2] == ("joinRoom", None), seen
+    assert not first.need_session
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_connection_makes_the_user_log_in_and_connect_again(spawn, seen):
+    url = start_ktb(spawn)
+    env = make_env(url, "--ktb-room-size", "1")
+    user = ReactingUser(env)
+    try:
+        user.on_start()
+        token = user.token
+        user.sio.raw.ws.sock.shutdown(socket.SHUT_RDWR)  # the network drops the connection
+        deadline = time.monotonic() + 5
+        while not user.need_session and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        assert user.need_session
+        user.send_chat()
+        assert user.token and user.token != token  # a fresh login
+    finally:
+        user.on_stop()
+    names = [n for n, _ in seen]
+    assert names == ["connect", "joinRoom", "session", "connect", "joinRoom", "chatMessage"], seen
+    assert isinstance(seen[2][1], Disconnect)
+    assert all(exc is None for n, exc in seen if n != "session"), seen
+
+
+@pytest.mark.timeout(60)
+def test_unknown_and_unclaimed_events_are_counted_never_fatal(spawn, seen):
+    url = start_ktb(spawn)
+    env = make_env(url, "--ktb-room-size", "1")
+    user = ReactingUser(env)
+    before = dict(COUNTERS)
+    try:
+        user.on_start()
+        raw = user.sio.raw
+        raw._dispatch(Event("/", "brandNewFeature", [{"x": 1}], None, 20), 0.0)
+        raw._dispatch(Event("/", "error", [{"message": "late"}], None, 20), 0.0)  # nobody waits for it
+        raw._dispatch(Event("/", "participantsUpdate", [[]], None, 20), 0.0)  # known: no reaction
+        user.send_chat()
+    finally:
+        user.on_stop()
+    delta = counters_delta(before)
+    assert delta.get("unknown_event:brandNewFeature") == 1 and delta.get("unclaimed_event:error") == 1, delta
+    assert not any(k.startswith("unknown_event:participantsUpdate") for k in delta), delta
+    assert seen[-1] == ("chatMessage", None) and all(exc is None for _, exc in seen), seen
+
+
+@pytest.mark.timeout(60)
+def test_leave_ack_off_sends_leave_room_untimed(spawn, seen):
+    url = start_ktb(spawn)
+    env = make_env(url, "--ktb-room-size", "1", "--ktb-leave-ack", "off")
+    user = ReactingUser(env)
+    try:
+        user.on_start()
+        user.rejoin()
+        user.send_chat()
+    finally:
+        user.on_stop()
+    assert [n for n, _ in seen] == ["connect", "joinRoom", "joinRoom", "chatMessage"], seen
     assert all(exc is None for _, exc in seen), seen

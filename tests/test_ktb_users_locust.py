@@ -17,6 +17,7 @@ import pytest
 from loadkit.procs import free_port, loadkit_argv
 
 LOCUSTFILE = str(Path(__file__).with_name("ktb_test_locustfile.py"))
+SHIPPED_LOCUSTFILE = str(Path(__file__).resolve().parent.parent / "locustfiles" / "ktb_chat.py")
 OPERATIONS = [
     ("ktb", "connect"),
     ("ktb", "joinRoom"),
@@ -41,9 +42,9 @@ def start_server(spawn, *extra: str, single: bool = False) -> tuple[str, str]:
 
 
 def run_locust(spawn, tmp_path: Path, host: str, *args: str, users: int = 10, seconds: int = 6,
-               classes: tuple[str, ...] = ("KtbChat",), env: dict | None = None) -> dict:
+               classes: tuple[str, ...] = ("KtbChat",), env: dict | None = None, locustfile: str = LOCUSTFILE) -> dict:
     prefix = tmp_path / f"run{len(list(tmp_path.glob('run*_stats.csv')))}"
-    argv = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", str(users), "-r", str(users),
+    argv = [sys.executable, "-m", "locust", "-f", locustfile, "--headless", "-u", str(users), "-r", str(users),
             "-t", f"{seconds}s", "--host", host, "--csv", str(prefix), "--only-summary", "--stop-timeout", "5",
             "--ktb-wait-min", "0.01", "--ktb-wait-max", "0.05", *args, *classes]
     p = spawn(argv, name="locust", env=env)
@@ -76,7 +77,8 @@ def test_split_port_all_operations_clean(spawn, tmp_path):
 def test_single_port_all_operations_clean(spawn, tmp_path):
     rest, sio = start_server(spawn, single=True)
     assert rest == sio
-    res = run_locust(spawn, tmp_path, rest, "--ktb-room-size", "3")  # no --ktb-socket-url: same URL
+    # the shipped scenario itself; no --ktb-socket-url: Socket.IO on the REST URL
+    res = run_locust(spawn, tmp_path, rest, "--ktb-room-size", "3", locustfile=SHIPPED_LOCUSTFILE)
     assert_clean(res)
 
 

@@ -93,3 +93,19 @@ def test_answer_matchers():
     assert not add([{"messageId": "m2", "reactions": {"👍": ["u1"]}}])
     c = ktb.match_content("lk 1~2")
     assert c([{"content": "lk 1~2"}]) and not c([{"content": "lk 1~3"}]) and not c([None])
+
+
+@pytest.mark.parametrize("payload", [
+    {"code": ["RATE_LIMIT_EXCEEDED"], "message": "x"},
+    {"code": {"a": 1}, "message": ["not", "text"]},
+    {"code": 429, "message": None},
+    {"message": {"nested": True}},
+])
+def test_error_payloads_of_the_wrong_types_still_classify(payload):
+    """A server that puts a list, an object or a number where a code or message belongs gets a
+    classified failure, not a TypeError from a set lookup inside the client's read loop."""
+    owners = ktb.error_owner(payload)
+    assert "chatMessage" in owners  # unrecognised: may belong to any emit that fails through `error`
+    exc = ktb.classify("error", payload)
+    assert isinstance(exc, ktb.KtbError) and type(exc) is ktb.ServerError
+    assert ktb.error_predicate("chatMessage")([payload]) is True

@@ -6,6 +6,8 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import os  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -16,6 +18,7 @@ import pytest  # noqa: E402
 
 from loadkit.clients.socketio import (  # noqa: E402
     AnswerTimeout,
+    BadAnswer,
     ConnectionFailed,
     ConnectRefused,
     Disconnect,
@@ -238,3 +241,67 @@ def test_unclaimed_handlers_see_only_what_no_request_took(server):
     assert sorted(unclaimed) == [2, 3]
     assert unhandled == [] and c.unhandled_events == 0
     c.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_the_matcher_cannot_read_fails_only_its_request(server):
+    """A malformed answer (a list where the predicate expects a dict) is that request's
+    ``BadAnswer``, with its timing; the connection and the next request are unaffected."""
+    c = client(server)
+    c.connect()
+    with pytest.raises(BadAnswer) as ei:
+        c.request("later", {"delay": 0, "event": "echoed", "data": [1, 2]}, answer="echoed",
+                  match=lambda args: args[0]["n"] == 2)
+    assert "malformed 'echoed'" in str(ei.value) and "TypeError" in str(ei.value)
+    assert ei.value.t_recv >= ei.value.t_sent > 0
+    with pytest.raises(BadAnswer):
+        c.request("joinRoom", "missing", answer="joinRoomSuccess",
+                  errors={"joinRoomError": lambda args: args[0]["code"] == "X"})  # the payload has no code
+    assert c.connected and no_waiters(c)
+    assert c.request("echo", {"n": 3}, answer="echoed").data == {"n": 3}
+    c.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_server_that_stops_pinging_is_a_disconnect(spawn):
+    """Half-open connection: the server process is frozen (SIGSTOP), so TCP stays up but no
+    Engine.IO ping comes. After pingInterval + pingTimeout (1 + 5 s here) the client declares the
+    connection lost: the pending request fails with ``Disconnect`` and ``on_disconnect`` says why."""
+    port = free_port()
+    proc = spawn([sys.executable, SERVER, str(port)], port=port, name="sio")
+    c = client(f"http://127.0.0.1:{port}")
+    reasons = []
+    c.on_disconnect = reasons.append
+    c.connect()
+    assert c.proto.ping_interval == 1 and c.proto.ping_timeout == 5
+    os.kill(proc.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(Disconnect) as ei:
+            c.request("echo", 1, answer="echoed", timeout=30)
+        waited = time.monotonic() - t0
+    finally:
+        os.kill(proc.proc.pid, signal.SIGCONT)
+    assert "ping timeout" in str(ei.value) and reasons and "ping timeout" in reasons[0], (ei.value, reasons)
+    assert waited < 15 and not c.connected and no_waiters(c)
+
+
+@pytest.mark.timeout(60)
+def test_connect_on_a_live_connection_replaces_it(server):
+    c = client(server)
+    c.connect()
+    old = c.ws
+    c.connect()
+    assert c.ws is not old and old.sock is None  # the old socket was closed, not leaked
+    assert c.connected and c.request("echo", 5, answer="echoed").data == 5
+    c.close()
+
+
+def test_reconnect_delay_grows_exponentially_is_capped_and_jittered():
+    from loadkit.clients.socketio import reconnect_delay
+
+    assert [reconnect_delay(a, 0.5, 10.0, 0.0, 0.3) for a in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert reconnect_delay(2, 0.5, 10.0, 0.5, 0.0) == pytest.approx(1.0)  # -50 %
+    assert reconnect_delay(2, 0.5, 10.0, 0.5, 0.5) == pytest.approx(2.0)
+    assert reconnect_delay(2, 0.5, 10.0, 0.5, 0.999999) == pytest.approx(3.0, rel=1e-5)  # +50 %
+    assert reconnect_delay(0, 0.5, 10.0, 2.0, 0.0) == 0.0  # never negative

@@ -43,6 +43,7 @@ from loadkit.protocols.socketio import (
     Disconnected,
     EioClosed,
     EioOpen,
+    EioPing,
     Event,
     ProtocolError,
     SocketIOProtocol,
@@ -91,16 +92,32 @@ class AnswerTimeout(SocketIOError):
 class ErrorAnswer(SocketIOError):
     """A failure event (e.g. ``error`` or ``joinRoomError``) answered the request."""
 
-    def __init__(self, event: str, args: list, nbytes: int = 0, t_recv: float | None = None) -> None:
+    def __init__(self, event: str, args: list, nbytes: int = 0, t_recv: float | None = None,
+                 t_sent: float | None = None) -> None:
         self.event = event
         self.event_args = args  # (``Exception.args`` is taken by the message)
         self.nbytes = nbytes
         self.t_recv = t_recv
+        self.t_sent = t_sent
         super().__init__(f"{event}: {self.payload!r}")
 
     @property
     def payload(self) -> Any:
         return self.event_args[0] if self.event_args else None
+
+
+class BadAnswer(SocketIOError):
+    """An event that could answer (or fail) a request arrived with a payload the request's
+    predicate could not even inspect (e.g. a list where a dict was due): a malformed answer,
+    reported as this request's failure instead of tearing down the connection."""
+
+    def __init__(self, event: str, exc: BaseException, nbytes: int = 0, t_recv: float | None = None,
+                 t_sent: float | None = None) -> None:
+        self.event = event
+        self.nbytes = nbytes
+        self.t_recv = t_recv
+        self.t_sent = t_sent
+        super().__init__(f"malformed {event!r}: {type(exc).__name__}: {exc}")
 
 
 # -------------------------------------------------------------------------------------- results
@@ -129,7 +146,34 @@ class _Expired(Exception):
     """Internal: the deadline wheel expired a pending result."""
 
 
-class _DeadlineWheel:
+class _Sweeper:
+    """A set of members and one greenlet for the whole process that wakes every ``tick`` seconds
+    while the set is not empty and calls ``sweep(now)``; it is spawned again by the next ``add``."""
+
+    tick = 1.0
+
+    def __init__(self) -> None:
+        self.members: set = set()
+        self.greenlet: gevent.Greenlet | None = None
+
+    def _watch(self, member: Any) -> None:
+        self.members.add(member)
+        if self.greenlet is None:
+            self.greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        try:
+            while self.members:
+                gevent.sleep(self.tick)
+                self.sweep(time.monotonic())
+        finally:
+            self.greenlet = None
+
+    def sweep(self, now: float) -> None:
+        raise NotImplementedError
+
+
+class _DeadlineWheel(_Sweeper):
     """Process-wide coarse timeouts for pending answers (resolution ``tick`` seconds).
 
     Why not ``gevent.Timeout`` per request: starting and stopping a libev timer for every round
@@ -141,29 +185,51 @@ class _DeadlineWheel:
 
     tick = 0.05
 
-    def __init__(self) -> None:
-        self.pending: set = set()
-        self.greenlet: gevent.Greenlet | None = None
-
     def add(self, res: "_Result", timeout: float) -> None:
         res.deadline = time.monotonic() + timeout
-        self.pending.add(res)
-        if self.greenlet is None:
-            self.greenlet = gevent.spawn(self._run)
+        self._watch(res)
 
-    def _run(self) -> None:
-        try:
-            while self.pending:
-                gevent.sleep(self.tick)
-                now = time.monotonic()
-                for res in [r for r in self.pending if r.deadline <= now]:
-                    self.pending.discard(res)
-                    res.set_exception(_Expired())
-        finally:
-            self.greenlet = None
+    def sweep(self, now: float) -> None:
+        for res in [r for r in self.members if r.deadline <= now]:
+            self.members.discard(res)
+            res.set_exception(_Expired())
 
 
 _WHEEL = _DeadlineWheel()
+
+
+class _HeartbeatWatch(_Sweeper):
+    """Process-wide detection of connections whose server went silent (no Engine.IO ping for
+    ``pingInterval + pingTimeout``, the limits the server announced in OPEN).
+
+    Why: a half-open TCP connection (peer host gone, a NAT or load balancer dropping the flow)
+    never reads as closed; every request on it would just time out, forever. Engine.IO clients
+    treat a missing ping as a disconnect; so does this one, which is what makes a Locust user
+    log in and connect again. One sweep a second for the whole process; a connection costs no
+    timer of its own.
+    """
+
+    tick = 1.0
+    grace = 1.0  # seconds on top of the server's limits (pings travel, the sweep is coarse)
+
+    def add(self, client: "SocketIOClient") -> None:
+        self._watch(client)
+
+    def sweep(self, now: float) -> None:
+        for c in [c for c in self.members if now - c._last_ping > c._heartbeat_limit]:
+            self.members.discard(c)
+            c._heartbeat_lost(now - c._last_ping)
+
+
+_HEARTBEATS = _HeartbeatWatch()
+
+
+def reconnect_delay(attempt: int, base: float, cap: float, jitter: float, u: float) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0-based): ``base * 2**attempt``,
+    capped at ``cap``, then spread by ``±jitter`` (a fraction) with ``u`` uniform in [0, 1), so
+    that users who lost their connections together do not all come back in the same instant."""
+    delay = min(cap, base * (2**attempt))
+    return max(0.0, delay * (1.0 + jitter * (2 * u - 1)))
 
 
 class _Result:
@@ -301,6 +367,7 @@ class SocketIOClient:
         reconnect_delay: float = 0.5,
         reconnect_delay_max: float = 10.0,
         reconnect_jitter: float = 0.5,
+        heartbeat_check: bool = True,
     ) -> None:
         self.url = websocket_url(url, path)
         self.auth = auth
@@ -314,6 +381,9 @@ class SocketIOClient:
         self.reconnect_delay = reconnect_delay
         self.reconnect_delay_max = reconnect_delay_max
         self.reconnect_jitter = reconnect_jitter
+        self.heartbeat_check = heartbeat_check
+        self._last_ping = 0.0  # time.monotonic() of the last server ping (or of the connect)
+        self._heartbeat_limit = 0.0
         self.proto = SocketIOProtocol()
         self.ws: websocket.WebSocket | None = None
         self.connected = False
@@ -350,6 +420,9 @@ class SocketIOClient:
         waits for an answer, or by the drain pool when data arrives while nobody waits.
         """
         t0 = perf_counter()
+        if self.ws is not None:  # connect() on a live connection replaces it, leaking nothing
+            self._abort()
+            self._fail_all(Disconnect("connect() replaced the connection"))
         self._closing = False
         self._open()
         return perf_counter() - t0
@@ -493,6 +566,10 @@ class SocketIOClient:
         self._io = io
         io.start(self._on_readable)
         self._io_on = True
+        if self.heartbeat_check:
+            self._last_ping = time.monotonic()
+            self._heartbeat_limit = self.proto.ping_interval + self.proto.ping_timeout + _HEARTBEATS.grace
+            _HEARTBEATS.add(self)
 
     def _recv_generic(self, n: int) -> bytes:
         """Non-blocking read on a TLS or non-gevent socket (raises one of ``_WOULD_BLOCK``)."""
@@ -507,12 +584,18 @@ class SocketIOClient:
         io, self._io = self._io, None
         self._io_on = False
         self._send_nb = None
+        _HEARTBEATS.members.discard(self)
         if io is not None:
             io.stop()
             io.close()
         parked, self._parked = self._parked, None
         if parked is not None:
             get_hub().loop.run_callback(parked.switch, None)
+
+    def _heartbeat_lost(self, silent_s: float) -> None:
+        """Called by the heartbeat watch: the server has not pinged within its own limits."""
+        self._lost(self._io, f"ping timeout: no ping from the server for {silent_s:.1f} s "
+                             f"(pingInterval + pingTimeout = {self._heartbeat_limit - _HEARTBEATS.grace:g} s)")
 
     def _on_readable(self) -> None:
         """The io watcher's callback, run by the hub: wake the parked reader, or queue a drain."""
@@ -580,7 +663,7 @@ class SocketIOClient:
                             except ValueError:
                                 pass
             finally:
-                _WHEEL.pending.discard(res)
+                _WHEEL.members.discard(res)
                 if self._holder is None and self._role_queue:
                     self._pass_role(self._io)
         value, exc = res._value, res._exc
@@ -638,6 +721,8 @@ class SocketIOClient:
             reason = f"bad websocket framing: {exc}"
             if not self._closing:
                 log.warning("%s: %s", self.url, reason)
+        except Disconnect as exc:  # a pong (or other protocol reply) could not be sent
+            reason = str(exc)
         except (OSError, websocket.WebSocketException, AttributeError) as exc:
             reason = f"connection lost: {type(exc).__name__}: {exc}"
         return self._lost(io, reason)
@@ -666,6 +751,8 @@ class SocketIOClient:
                     self._dispatch(ev, now)
                 elif t is Ack:
                     self._on_ack(ev, now)
+                elif t is EioPing:
+                    self._last_ping = time.monotonic()
                 elif t is EioClosed:
                     return "server sent CLOSE"
                 elif t is Disconnected and ev.namespace == "/":
@@ -693,9 +780,8 @@ class SocketIOClient:
     def _reconnect_loop(self) -> None:
         attempt = 0
         while not self._closing and (self.reconnect_attempts is None or attempt < self.reconnect_attempts):
-            delay = min(self.reconnect_delay_max, self.reconnect_delay * (2**attempt))
-            delay *= 1.0 + self.reconnect_jitter * (2 * random.random() - 1)
-            gevent.sleep(max(0.0, delay))
+            gevent.sleep(reconnect_delay(attempt, self.reconnect_delay, self.reconnect_delay_max,
+                                         self.reconnect_jitter, random.random()))
             attempt += 1
             if self._closing:
                 return
@@ -704,8 +790,14 @@ class SocketIOClient:
             except SocketIOError as exc:
                 log.info("reconnect %d to %s failed: %s", attempt, self.url, exc)
                 continue
+            if self._closing:  # close() was called while the connection was being opened
+                self._abort()
+                return
             if self.on_reconnect is not None:
-                self.on_reconnect()
+                try:
+                    self.on_reconnect()
+                except Exception:  # noqa: BLE001 - a callback bug is logged, never fatal
+                    log.exception("on_reconnect callback failed")
             return
 
     def _dispatch(self, ev: Event, now: float) -> None:
@@ -718,16 +810,30 @@ class SocketIOClient:
                 continue
             if name == w.answer:
                 match = w.match
-                if match is None or match(args):
+                try:
+                    ok = match is None or match(args)
+                except Exception as exc:  # noqa: BLE001 - a malformed answer fails this request only
+                    self._pending.remove(w)
+                    w.set_exception(BadAnswer(name, exc, ev.nbytes, now, w.t_sent))
+                    taken = True
+                    break
+                if ok:
                     self._pending.remove(w)
                     w.set(Answer(name, args, ev.nbytes, w.t_sent, now))
                     taken = True
                     break
             elif name in w.errors:
                 pred = w.errors[name]
-                if pred is None or pred(args):
+                try:
+                    ok = pred is None or pred(args)
+                except Exception as exc:  # noqa: BLE001 - a malformed failure event fails this request only
                     self._pending.remove(w)
-                    w.set_exception(ErrorAnswer(name, args, ev.nbytes, now))
+                    w.set_exception(BadAnswer(name, exc, ev.nbytes, now, w.t_sent))
+                    taken = True
+                    break
+                if ok:
+                    self._pending.remove(w)
+                    w.set_exception(ErrorAnswer(name, args, ev.nbytes, now, w.t_sent))
                     taken = True
                     break
         key = (ns, name)
@@ -741,7 +847,10 @@ class SocketIOClient:
             elif not handlers:
                 self.unhandled_events += 1
                 if self.on_unhandled is not None:
-                    self.on_unhandled(ev)
+                    try:
+                        self.on_unhandled(ev)
+                    except Exception:  # noqa: BLE001 - a callback bug is logged, never fatal
+                        log.exception("on_unhandled callback failed")
 
     @staticmethod
     def _call_handlers(handlers: list, name: str, args: list) -> None:

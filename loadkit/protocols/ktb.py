@@ -51,6 +51,12 @@ _ANY_MESSAGES = frozenset({"Unauthorized", "User not found"})
 CONNECT_PROBLEM = "연결 처리 중 오류가 발생했습니다."  # sent on connect, belongs to no emit
 
 
+def _text(value: Any) -> str | None:
+    """A code or message as text (None stays None): a server that sends a number, a list or an
+    object there must get a classified failure, not a TypeError from a set lookup."""
+    return value if value is None or type(value) is str else str(value)
+
+
 def error_owner(payload: Any) -> frozenset[str]:
     """Which emits an ``error`` event with this payload can answer (empty: none of ours).
 
@@ -59,12 +65,12 @@ def error_owner(payload: Any) -> frozenset[str]:
     """
     if not isinstance(payload, dict):
         return frozenset(k for k, v in ANSWERS.items() if "error" in v[1])
-    code = payload.get("code")
+    code = _text(payload.get("code"))
     if code in CHAT_CODES:
         return frozenset({"chatMessage"})
     if code in LOAD_CODES:
         return frozenset({"fetchPreviousMessages"})
-    msg = payload.get("message")
+    msg = _text(payload.get("message"))
     if code is None:
         if msg in _READ_MESSAGES:
             return frozenset({"markMessagesAsRead"})
@@ -221,7 +227,7 @@ def classify(event: str, payload: Any) -> KtbError:
         p = payload if isinstance(payload, dict) else {}
         return SessionExpired("session_ended", f"{p.get('reason', '')} {p.get('message', '')}".strip(), payload)
     if isinstance(payload, dict):
-        code = payload.get("code")
+        code = _text(payload.get("code"))
         message = str(payload.get("message", ""))
     else:
         code, message = None, "" if payload is None else str(payload)

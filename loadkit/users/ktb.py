@@ -70,6 +70,9 @@ def _add_options(parser: Any) -> None:
     parser.add_argument("--ktb-banned-every", type=int, default=0, help="N for --ktb-banned-word (0: never)")
     parser.add_argument("--ktb-insecure", action="store_true", default=False, help="do not verify TLS certificates (wss://)")
     parser.add_argument("--ktb-max-retry-after", type=float, default=60.0, help="cap on the RATE_LIMIT pause (seconds)")
+    parser.add_argument("--ktb-leave-ack", default="on", choices=["on", "off"],
+                        help="time leaveRoom by its Socket.IO ack (on; the Java server acks every registered "
+                             "event) or send it untimed (off: for a server that never acks it)")
 
 
 def _opt(env: Any, name: str, default: Any) -> Any:
@@ -164,6 +167,7 @@ class KtbChatUser(SocketIOUser):
         self.banned_word = _opt(env, "ktb_banned_word", "") or ""
         self.banned_every = int(_opt(env, "ktb_banned_every", 0) or 0)
         self.max_retry_after = float(_opt(env, "ktb_max_retry_after", 60.0))
+        self.leave_ack = _opt(env, "ktb_leave_ack", "on") == "on"
         self.verify_tls = not bool(_opt(env, "ktb_insecure", False))
         self.socket_url = _opt(env, "ktb_socket_url", "") or None
         super().__init__(environment)
@@ -225,8 +229,12 @@ class KtbChatUser(SocketIOUser):
         sio.on("message", self._on_message, claimed=False)
         sio.on("duplicate_login", lambda *a: self._session_lost("duplicate_login", a))
         sio.on("session_ended", lambda *a: self._session_lost("session_ended", a))
-        for ev in ktb.KNOWN_SERVER_EVENTS - {"message", "duplicate_login", "session_ended"}:
-            sio.on(ev, _noop)
+        # a failure event that no pending request took (it came late, after its request timed
+        # out, or belongs to nothing we sent): counted, so it is visible at the end of the run
+        for ev in ("error", "joinRoomError"):
+            sio.on(ev, _counter(f"unclaimed_event:{ev}"), claimed=False)
+        for ev in ktb.KNOWN_SERVER_EVENTS - {"message", "duplicate_login", "session_ended", "error", "joinRoomError"}:
+            sio.on(ev, _noop, claimed=False)  # known, needs no reaction: not "unknown"
         sio.raw.on_unhandled = self._on_unknown
         sio.raw.on_disconnect = self._on_disconnect
 
@@ -255,13 +263,20 @@ class KtbChatUser(SocketIOUser):
 
     def _session_lost(self, event: str, args: tuple) -> None:
         COUNTERS.bump(event)
-        self.need_session = True
-        self._fire("session", 0.0, 0, ktb.classify(event, args[0] if args else None))
+        self._lose_session(ktb.classify(event, args[0] if args else None))
 
     def _on_disconnect(self, reason: str) -> None:
         COUNTERS.bump("disconnects")
+        self._lose_session(Disconnect(reason))
+
+    def _lose_session(self, exc: Exception) -> None:
+        """One ``session`` failure per lost session: the server's duplicate_login, the
+        session_ended 10 s later and the disconnect after it are one loss, reported by the first
+        (the counters still count each signal)."""
+        already = self.need_session
         self.need_session = True
-        self._fire("session", 0.0, 0, Disconnect(reason))
+        if not already:
+            self._fire("session", 0.0, 0, exc)
 
     def _on_unknown(self, ev: Any) -> None:
         COUNTERS.bump(f"unknown_event:{ev.name}")
@@ -320,11 +335,18 @@ class KtbChatUser(SocketIOUser):
     def establish(self) -> None:
         """(Re-)login, connect, join. Raises after reporting on failure."""
         self.sio.close()
+        self.need_session = True
         self.login()
         self.room_id = self.room_for_me()
-        self.sio.connect()
-        self.join()
+        # cleared before the new socket exists, so that a session loss the server signals on it
+        # (duplicate_login, a disconnect) while it connects or joins is not overwritten
         self.need_session = self.need_join = False
+        try:
+            self.sio.connect()
+            self.join()
+        except BaseException:
+            self.need_session = True
+            raise
 
     def ensure_session(self) -> bool:
         if not self.need_session:
@@ -346,11 +368,15 @@ class KtbChatUser(SocketIOUser):
     def on_stop(self) -> None:
         self.sio.close()
 
+    def pause(self, seconds: float) -> None:
+        """Back off (after RATE_LIMIT_EXCEEDED): the user sends nothing for ``seconds``."""
+        gevent.sleep(seconds)
+
     def _handle(self, exc: Exception) -> None:
         """React to a reported failure like a real client would."""
         if isinstance(exc, ktb.RateLimited):
             COUNTERS.bump("rate_limited_pauses")
-            gevent.sleep(min(self.max_retry_after, exc.retry_after))
+            self.pause(min(self.max_retry_after, exc.retry_after))
         elif isinstance(exc, (ktb.SessionExpired, Disconnect, ktb.AuthFailed)):
             self.need_session = True
         elif isinstance(exc, ktb.JoinRoomError):
@@ -454,9 +480,16 @@ class KtbChatUser(SocketIOUser):
 
     @task
     def rejoin(self) -> None:
-        """leaveRoom (measured by its Socket.IO ack) then joinRoom again."""
+        """leaveRoom (measured by its Socket.IO ack) then joinRoom again.
+
+        With ``--ktb-leave-ack off`` (a server whose leaveRoom handler never acks) leaveRoom is
+        sent without an ack id and not timed: nothing answers it, so there is no round trip.
+        """
         def op() -> None:
-            self.sio.call("leaveRoom", self.room_id, errors=ktb.failure_events("leaveRoom"), timeout=self.timeout)
+            if self.leave_ack:
+                self.sio.call("leaveRoom", self.room_id, errors=ktb.failure_events("leaveRoom"), timeout=self.timeout)
+            else:
+                self.sio.emit("leaveRoom", self.room_id)
             self.join()
 
         self._run(op)
@@ -467,6 +500,13 @@ _CHAT_ERRORS = ktb.failure_events("chatMessage")
 
 def _noop(*_: Any) -> None:
     return None
+
+
+def _counter(key: str) -> Any:
+    def bump(*_: Any) -> None:
+        COUNTERS.bump(key)
+
+    return bump
 
 
 def _http_failure(r: Any) -> str:

@@ -17,7 +17,8 @@ Fire-and-forget ``emit()`` fires nothing (there is no round trip to time). Recei
 never recorded with a fake 0 ms response time (unlike ``locust.contrib.socketio``).
 
 Failures carry the exception: ``ConnectionFailed``, ``ConnectRefused`` (CONNECT_ERROR),
-``AnswerTimeout``, ``Disconnect``, or what ``classify_error`` makes of an ``ErrorAnswer``. After
+``AnswerTimeout``, ``Disconnect``, ``BadAnswer`` (an answer whose payload the request's predicate
+could not read), or what ``classify_error`` makes of an ``ErrorAnswer``. After
 reporting, the method raises the same exception so the task can react.
 """
 
@@ -33,6 +34,7 @@ from locust import User, events
 from loadkit.clients.socketio import (
     Answer,
     AnswerTimeout,
+    BadAnswer,
     Disconnect,
     ErrorAnswer,
     SocketIOClient,
@@ -41,7 +43,8 @@ from loadkit.clients.socketio import (
 
 perf_counter = time.perf_counter
 
-__all__ = ["LocustSocketIOClient", "SocketIOUser", "Answer", "SocketIOError", "AnswerTimeout", "Disconnect", "ErrorAnswer"]
+__all__ = ["LocustSocketIOClient", "SocketIOUser", "Answer", "SocketIOError", "AnswerTimeout", "BadAnswer", "Disconnect",
+           "ErrorAnswer"]
 
 
 class LocustSocketIOClient:
@@ -119,10 +122,14 @@ class LocustSocketIOClient:
                 a = self.raw._request(event, args, answer, match, errors, namespace, timeout)
         except ErrorAnswer as exc:
             err = self.classify_error(exc)
-            self._report(name or event, t0, exc.t_recv or perf_counter(), exc.nbytes, err)
+            self._report(name or event, exc.t_sent or t0, exc.t_recv or perf_counter(), exc.nbytes, err)
             raise err from None
         except SocketIOError as exc:
-            self._report(name or event, t0, perf_counter(), 0, exc)
+            # a malformed answer (BadAnswer) knows when it was sent and read; a timeout or a lost
+            # connection is timed from this call to its detection
+            t_sent = getattr(exc, "t_sent", None) or t0
+            self._report(name or event, t_sent, getattr(exc, "t_recv", None) or perf_counter(),
+                         getattr(exc, "nbytes", 0), exc)
             raise
         self._fire(
             request_type=self.request_type,
