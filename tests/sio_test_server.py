@@ -9,6 +9,7 @@
 - ``later {delay, event, data}`` → ``event data`` after ``delay`` s (timeouts, late answers).
 - ``bin`` → ``binary {"blob": <bytes>, "n": len}`` echo of a bytes argument.
 - ``kick`` → server disconnects this client. Namespace ``/admin`` answers ``whoami`` with ``admin``.
+- ``disconnects`` → ``disconnects [reason, ...]``: why each earlier client went away, as the server saw it.
 Pings every 1 s so pong handling is exercised.
 """
 
@@ -77,6 +78,19 @@ def kick(sid, *args):
 @sio.on("whoami", namespace="/admin")
 def whoami(sid, *args):
     sio.emit("whoami", "admin", to=sid, namespace="/admin")
+
+
+DISCONNECTS: list[str] = []  # why each client went away, as the server saw it
+
+
+@sio.event
+def disconnect(sid, reason=None):
+    DISCONNECTS.append(str(reason))
+
+
+@sio.on("disconnects")
+def disconnects(sid, *args):
+    sio.emit("disconnects", DISCONNECTS, to=sid)
 
 
 @sio.on("connect", namespace="/admin")

@@ -8,6 +8,7 @@ monkey.patch_all()
 
 import os  # noqa: E402
 import signal  # noqa: E402
+import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -116,6 +117,28 @@ def test_close_fails_pending_requests(server):
     with pytest.raises(Disconnect, match="client closed"):
         waiter.get(timeout=5)
     assert no_waiters(c)
+
+
+@pytest.mark.timeout(60)
+def test_close_is_a_clean_socketio_disconnect_for_the_server(server):
+    """close() sends Socket.IO DISCONNECT (and Engine.IO CLOSE) before the socket goes: the server
+    sees "client disconnect", where a dropped socket would read as "transport close"."""
+    c = client(server)
+    c.connect()
+    c.close()
+    dropped = client(server)
+    dropped.connect()
+    dropped.ws.sock.shutdown(socket.SHUT_RDWR)  # no goodbye
+    probe = client(server)
+    probe.connect()
+    deadline = time.monotonic() + 5
+    while True:
+        reasons = probe.request("disconnects", answer="disconnects").data
+        if len(reasons) >= 2 or time.monotonic() > deadline:
+            break
+        gevent.sleep(0.05)
+    assert reasons[:2] == ["client disconnect", "transport close"], reasons
+    probe.close()
 
 
 @pytest.mark.timeout(60)
