@@ -9,6 +9,7 @@
 - ``later {delay, event, data}`` → ``event data`` after ``delay`` s (timeouts, late answers).
 - ``bin`` → ``binary {"blob": <bytes>, "n": len}`` echo of a bytes argument.
 - ``kick`` → server disconnects this client. Namespace ``/admin`` answers ``whoami`` with ``admin``.
+- ``leaveAdmin`` (on ``/admin``) → the server disconnects this client's ``/admin`` namespace only.
 - ``disconnects`` → ``disconnects [reason, ...]``: why each earlier client went away, as the server saw it.
 Pings every 1 s so pong handling is exercised.
 """
@@ -91,6 +92,11 @@ def disconnect(sid, reason=None):
 @sio.on("disconnects")
 def disconnects(sid, *args):
     sio.emit("disconnects", DISCONNECTS, to=sid)
+
+
+@sio.on("leaveAdmin", namespace="/admin")
+def leave_admin(sid, *args):
+    sio.disconnect(sid, namespace="/admin")  # only /admin goes; "/" stays connected
 
 
 @sio.on("connect", namespace="/admin")

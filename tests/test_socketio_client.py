@@ -328,3 +328,19 @@ def test_reconnect_delay_grows_exponentially_is_capped_and_jittered():
     assert reconnect_delay(2, 0.5, 10.0, 0.5, 0.5) == pytest.approx(2.0)
     assert reconnect_delay(2, 0.5, 10.0, 0.5, 0.999999) == pytest.approx(3.0, rel=1e-5)  # +50 %
     assert reconnect_delay(0, 0.5, 10.0, 2.0, 0.0) == 0.0  # never negative
+
+
+@pytest.mark.timeout(60)
+def test_a_namespace_the_server_disconnects_fails_its_pending_requests_only(server):
+    c = client(server, namespaces=["/", "/admin"])
+    c.connect()
+    waiter = gevent.spawn(c.request, "whoami", answer="never", namespace="/admin", timeout=20)
+    gevent.sleep(0.1)
+    t0 = time.monotonic()
+    c.emit("leaveAdmin", namespace="/admin")
+    with pytest.raises(Disconnect, match="namespace /admin"):
+        waiter.get(timeout=10)
+    assert time.monotonic() - t0 < 5  # not the 20 s timeout
+    assert c.connected and no_waiters(c)
+    assert c.request("echo", 7, answer="echoed").data == 7  # "/" lives on
+    c.close()

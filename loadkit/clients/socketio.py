@@ -755,8 +755,10 @@ class SocketIOClient:
                     self._last_ping = time.monotonic()
                 elif t is EioClosed:
                     return "server sent CLOSE"
-                elif t is Disconnected and ev.namespace == "/":
-                    return "server disconnected namespace /"
+                elif t is Disconnected:
+                    if ev.namespace == "/":
+                        return "server disconnected namespace /"
+                    self._fail_namespace(ev.namespace)
             if proto._out:
                 for out in proto.data_to_send():
                     self._send_raw(out)
@@ -872,6 +874,18 @@ class SocketIOClient:
             if w.errors:
                 self._forget(w)
             w.set(Answer("ack", ev.args, ev.nbytes, w.t_sent, now))
+
+    def _fail_namespace(self, namespace: str) -> None:
+        """The server disconnected one namespace (the connection and the others live on): what
+        waits for an answer on it would otherwise wait for its timeout."""
+        exc = Disconnect(f"server disconnected namespace {namespace}")
+        for w in [w for w in self._pending if w.namespace == namespace]:
+            self._pending.remove(w)
+            w.set_exception(exc)
+        for ack_id, w in list(self._acks.items()):
+            if w.namespace == namespace:
+                del self._acks[ack_id]
+                w.set_exception(exc)
 
     def _fail_all(self, exc: SocketIOError) -> None:
         waiters = {id(w): w for w in self._pending}
