@@ -53,7 +53,7 @@ def run_locust(spawn, tmp_path: Path, host: str, *args: str, users: int = 10, se
     assert Path(f"{prefix}_stats.csv").exists(), out[-3000:]
     stats = {(r["Type"], r["Name"]): r for r in csv.DictReader(open(f"{prefix}_stats.csv"))}
     failures = list(csv.DictReader(open(f"{prefix}_failures.csv")))
-    return {"rc": rc, "out": out, "stats": stats, "failures": failures}
+    return {"rc": rc, "out": out, "stats": stats, "failures": failures, "prefix": prefix}
 
 
 def assert_clean(res: dict) -> None:
@@ -103,6 +103,8 @@ def test_forced_error_paths_are_classified(spawn, tmp_path):
     session = _failures(res, "session")
     assert any(e.startswith("SessionExpired(") and "duplicate_login" in e for e in session), res["failures"]
     assert int(res["stats"][("POST", "/api/auth/login")]["Request Count"]) > 6  # re-logins happened
+    counts = {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{res['prefix']}_counters.csv"))}
+    assert counts.get(("ktb", "duplicate_login"), 0) >= 1 and counts.get(("ktb", "rate_limited_pauses"), 0) >= 1, counts
     # nothing is misfiled: every chatMessage failure is one of the three forced kinds, or the one
     # documented side effect of the duplicate-login storm: the late disconnect of a DupUser's old
     # socket removes that *user* from its rooms (facts §4.5), so its new socket may be refused
@@ -155,3 +157,6 @@ def test_distributed_workers_get_options_and_distinct_accounts(spawn, tmp_path):
     assert int(stats[("POST", "/api/auth/login")]["Request Count"]) == 8  # one login per user, no re-login
     assert int(stats[("ktb", "chatMessage")]["Request Count"]) > 0
     assert int(stats[("ktb", "delivery")]["Request Count"]) > 0  # rooms of 2 built within each worker
+    # the workers' client-side counters reach the master and its _counters.csv: one session each
+    counts = {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{prefix}_counters.csv"))}
+    assert counts.get(("ktb", "sessions")) == 8, counts

@@ -50,12 +50,13 @@ def hdr_path(csv_prefix: str) -> str:
     return f"{csv_prefix}{HDR_SUFFIX}"
 
 
-def _csv_prefix(environment: Any) -> str | None:
+def csv_prefix(environment: Any) -> str | None:
+    """Locust's ``--csv`` prefix of this run (None without ``--csv``)."""
     options = getattr(environment, "parsed_options", None)
     return getattr(options, "csv_prefix", None) if options is not None else None
 
 
-def _is_worker(environment: Any) -> bool:
+def is_worker(environment: Any) -> bool:
     from locust.runners import WorkerRunner
 
     return isinstance(getattr(environment, "runner", None), WorkerRunner)
@@ -63,8 +64,8 @@ def _is_worker(environment: Any) -> bool:
 
 def write_results(environment: Any) -> str | None:
     """Write ``<prefix>_hdr.csv`` (and the master's ``<prefix>_workers.csv``); returns the HDR path."""
-    prefix = _csv_prefix(environment)
-    if not prefix or _is_worker(environment):
+    prefix = csv_prefix(environment)
+    if not prefix or is_worker(environment):
         return None
     path = hdr_path(prefix)
     try:
@@ -108,30 +109,41 @@ def _on_quitting(environment: Any, **_kw: Any) -> None:
         logger.info("loadkit: exact percentiles written to %s", path)
 
 
-def install(events: Any | None = None) -> bool:
-    """Register the listeners on ``events`` (default: Locust's global ``locust.events``); idempotent.
+def add_listeners_once(events: Any | None, flag: str, listeners: dict[str, Any]) -> Any | None:
+    """Add ``{event name: listener}`` to ``events`` (default: Locust's global ``locust.events``)
+    unless ``flag`` says this was done already; returns the events it added them to, else None.
 
-    Returns True when this call registered them.
+    Why: a module that wires itself into Locust at import can be imported by several locustfiles
+    and user modules of one process; a listener added twice would count everything twice.
     """
     if events is None:
         from locust import events as global_events
 
         events = global_events
-    if getattr(events, "_loadkit_hdr_installed", False):
+    if getattr(events, flag, False):
+        return None
+    for name, listener in listeners.items():
+        getattr(events, name).add_listener(listener)
+    setattr(events, flag, True)
+    return events
+
+
+def install(events: Any | None = None) -> bool:
+    """Register the listeners on ``events`` (default: Locust's global ``locust.events``); idempotent.
+
+    Returns True when this call registered them.
+    """
+    events = add_listeners_once(events, "_loadkit_hdr_installed", {
+        "request": _on_request, "report_to_master": _on_report_to_master, "worker_report": _on_worker_report,
+        "test_start": _on_test_start, "reset_stats": _on_reset_stats, "test_stop": _on_test_stop,
+        "quitting": _on_quitting,
+    })
+    if events is None:
         return False
-    events.request.add_listener(_on_request)
-    events.report_to_master.add_listener(_on_report_to_master)
-    events.worker_report.add_listener(_on_worker_report)
-    events.test_start.add_listener(_on_test_start)
-    events.reset_stats.add_listener(_on_reset_stats)
-    events.test_stop.add_listener(_on_test_stop)
-    events.quitting.add_listener(_on_quitting)
     from loadkit.metrics import distributed, final_csv
 
     distributed.install(events)
     final_csv.install()
-    events._loadkit_hdr_installed = True
     return True
-
 
 install()

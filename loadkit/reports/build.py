@@ -106,6 +106,7 @@ def build_report(args) -> Result:
     timeseries = tables.timeseries_table(runs)
     failures = tables.failures_table(runs)
     workers = tables.workers_table(runs)
+    counters = tables.counters_table(runs)
     pngs = charts.render_all(runs, summary, timeseries, out_dir)
     try:
         summary.to_csv(out_dir / "summary.csv", index=False, float_format="%.3f")
@@ -117,11 +118,14 @@ def build_report(args) -> Result:
         if len(workers):  # booleans as the master writes them: true/false
             flags = {c: workers[c].map({True: "true", False: "false"}) for c in ("final_report", "lost")}
             workers.assign(**flags).to_csv(out_dir / "workers.csv", index=False)
+        if len(counters):
+            counters.to_csv(out_dir / "counters.csv", index=False)
     except OSError as exc:
         raise ReportInputError(out_dir, f"cannot write: {exc.strerror or exc}") from None
     text_summary = console.render(title, runs, summary)
     html_path = out_dir / "report.html"
-    html.write(html_path, title=title, runs=runs, summary=summary, timeseries=timeseries, failures=failures, workers=workers, pngs=pngs)
+    html.write(html_path, title=title, runs=runs, summary=summary, timeseries=timeseries, failures=failures, workers=workers, pngs=pngs,
+               counters=counters)
     elapsed = time.perf_counter() - t_start
     text = text_summary + f"\nreport: {html_path}  ({elapsed:.1f} s; tables and charts in {out_dir}/)"
     return Result(out_dir=out_dir, html=html_path, summary=summary, timeseries=timeseries, console=text)

@@ -130,7 +130,8 @@ def _extra_info(info: dict) -> str:
 
 
 def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, timeseries: pd.DataFrame,
-          failures: pd.DataFrame, pngs: list[tuple[str, str, str]], workers: pd.DataFrame | None = None) -> None:  # fmt: skip
+          failures: pd.DataFrame, pngs: list[tuple[str, str, str]], workers: pd.DataFrame | None = None,
+          counters: pd.DataFrame | None = None) -> None:  # fmt: skip
     source = resources.files("loadkit.reports").joinpath(TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["safe_html"] = lambda s: jinja2.utils.markupsafe.Markup(s)
@@ -148,6 +149,8 @@ def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, tim
         n_failures=len(failures),
         warnings=[{"run": f"{r.tool} {r.label}", "text": w} for r in runs for w in r.warnings],
         worker_groups=_worker_groups(runs, workers) if workers is not None and len(workers) else [],
+        counters=[{k: (_int(v) if k == "count" else str(v)) for k, v in rec.items()}
+                  for rec in (counters.to_dict("records") if counters is not None else [])],
         has_hdr=bool((summary.get("pct_source") == "hdr exact").any()) if "pct_source" in summary else False,
         n_ts=len(timeseries),
         escape=_html.escape,

@@ -13,6 +13,8 @@ Column meanings follow Locust 2.x ``locust/stats.py`` (``StatsCSV``/``StatsCSVFi
 * ``_hdr.csv`` (loadkit) — exact per-operation percentiles in float ms and a base64 HdrHistogram (µs).
 * ``_workers.json`` / ``_workers.csv`` (loadkit, distributed master) — one row per worker; see
   :mod:`.locust_workers`.
+* ``_counters.csv`` (loadkit) — ``Type, Name, Count`` of things that are not requests; see
+  :mod:`.locust_counters`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import csvutil, locust_workers
+from . import csvutil, locust_counters, locust_workers
 from .errors import ReportInputError
 from .model import AGGREGATED, Run
 
-SUFFIXES = ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv", "_hdr.csv", "_workers.json", "_workers.csv")
+SUFFIXES = ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv", "_hdr.csv", "_workers.json", "_workers.csv",
+            "_counters.csv")
 # old Locust spellings -> current ones
 _ALIASES = {
     "Method": "Type",
@@ -287,6 +290,8 @@ def read_locust_run(prefix: str, label: str) -> Run:
         locust_workers.attach(run, prefix, hdr_total, "_hdr.csv")
     else:
         locust_workers.attach(run, prefix, int(total["Request Count"]), "_stats.csv")
+
+    locust_counters.attach(run, prefix)
 
     hist_path = prefix + "_stats_history.csv"
     if os.path.exists(hist_path):

@@ -50,3 +50,5 @@ class Run:
     workers: pd.DataFrame | None = None
     #: problems with the data itself (a lost worker…): shown at the top of the report and the console
     warnings: list[str] = field(default_factory=list)
+    #: loadkit's counts of things that are not requests (``<prefix>_counters.csv``): type, name, count
+    counters: pd.DataFrame | None = None

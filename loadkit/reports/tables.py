@@ -76,6 +76,19 @@ def workers_table(runs: list[Run]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+#: columns of the tidy counters table (``counters.csv``)
+COUNTER_COLUMNS = ["tool", "run", "type", "name", "count"]
+
+
+def counters_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per (run, counter) of the runs that have a counters file."""
+    frames = [r.counters.assign(tool=r.tool, run=r.label)[COUNTER_COLUMNS]
+              for r in runs if r.counters is not None and not r.counters.empty]
+    if not frames:
+        return pd.DataFrame(columns=COUNTER_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
 def operations_in_order(summary: pd.DataFrame, limit: int | None = None) -> list[str]:
     """Latency operations across runs, busiest first (Aggregated excluded), for consistent chart order."""
     ops = summary[(summary["operation"] != AGGREGATED) & ~summary["operation"].isin(list(NOT_LATENCY))].groupby("operation")["count"].sum().sort_values(ascending=False)

@@ -31,6 +31,7 @@ from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
 
 import loadkit.metrics.hdr  # noqa: F401 - exact, mergeable percentiles (<csv prefix>_hdr.csv)
+from loadkit.metrics.counters import counters
 from loadkit.clients.socketio import Disconnect, ErrorAnswer, SocketIOError
 from loadkit.protocols import ktb
 from loadkit.users.socketio import SocketIOUser
@@ -95,14 +96,9 @@ def parse_weights(text: str) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- process-wide state
-class KtbCounters(dict):
-    """Counts of things that are not round trips: unknown events, reconnects, skipped deliveries."""
-
-    def bump(self, key: str, n: int = 1) -> None:
-        self[key] = self.get(key, 0) + n
-
-
-COUNTERS = KtbCounters()
+#: counts of things that are not round trips (unknown events, session losses by signal, re-joins,
+#: skipped deliveries ...): merged over workers, logged at the end, written to <prefix>_counters.csv
+COUNTERS = counters(REQUEST_TYPE)
 _ROOMS: dict[int, AsyncResult] = {}
 _USER_SEQ = itertools.count()
 _RUN_ID = secrets.token_hex(3)
@@ -126,24 +122,6 @@ def _validate_options(environment: Any, **_kw: Any) -> None:
             raise ValueError("--ktb-wait-min/--ktb-wait-max must be >= 0")
     except ValueError as exc:
         raise SystemExit(f"loadkit: {exc}") from None
-
-
-@events.report_to_master.add_listener
-def _send_counters(client_id: str, data: dict, **_kw: Any) -> None:
-    data["ktb_counters"] = dict(COUNTERS)
-    COUNTERS.clear()
-
-
-@events.worker_report.add_listener
-def _merge_counters(client_id: str, data: dict, **_kw: Any) -> None:
-    for k, v in (data.get("ktb_counters") or {}).items():
-        COUNTERS.bump(k, v)
-
-
-@events.quitting.add_listener
-def _log_counters(environment: Any, **_kw: Any) -> None:
-    if COUNTERS:
-        log.info("ktb counters: %s", dict(sorted(COUNTERS.items())))
 
 
 class KtbChatUser(SocketIOUser):
