@@ -27,7 +27,7 @@ import socketio  # noqa: E402
 from gevent import pywsgi  # noqa: E402
 from geventwebsocket.handler import WebSocketHandler  # noqa: E402
 
-sio = socketio.Server(async_mode="gevent", ping_interval=1, ping_timeout=5, cors_allowed_origins="*")
+sio = socketio.Server(async_mode="gevent", ping_interval=1, ping_timeout=2, cors_allowed_origins="*")
 
 
 @sio.event

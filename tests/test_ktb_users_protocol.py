@@ -109,3 +109,48 @@ def test_error_payloads_of_the_wrong_types_still_classify(payload):
     exc = ktb.classify("error", payload)
     assert isinstance(exc, ktb.KtbError) and type(exc) is ktb.ServerError
     assert ktb.error_predicate("chatMessage")([payload]) is True
+
+
+def test_option_problems_are_one_line_each():
+    from types import SimpleNamespace
+
+    from loadkit.users.ktb import option_problem
+
+    good = SimpleNamespace(ktb_weights="", ktb_room_size=10, ktb_timeout=10.0, ktb_wait_min=1.0, ktb_wait_max=3.0)
+    assert option_problem(good) is None
+    assert option_problem(None) is None
+    for change, says in ((dict(ktb_weights="chat=1"), "unknown task 'chat'"), (dict(ktb_room_size=0), "--ktb-room-size"),
+                         (dict(ktb_timeout=0.0), "--ktb-timeout"), (dict(ktb_wait_min=-1.0), "--ktb-wait-min")):
+        problem = option_problem(SimpleNamespace(**{**vars(good), **change}))
+        assert problem and problem.startswith("loadkit: ") and says in problem and "\n" not in problem, problem
+
+
+def test_bad_web_ui_values_stop_the_run_once_started():
+    """Values typed into the web UI reach the users after `init`: the test_start check stops that
+    run (on the master or a local runner, not on workers) instead of letting every user fail."""
+    from types import SimpleNamespace
+
+    import gevent
+
+    from loadkit.users import ktb as ktb_users
+
+    stopped = []
+    runner = SimpleNamespace(stop=lambda: stopped.append(True))
+    opts = SimpleNamespace(ktb_weights="nope=1", ktb_room_size=10, ktb_timeout=10.0, ktb_wait_min=1.0, ktb_wait_max=3.0)
+    ktb_users._validate_web_ui_options(SimpleNamespace(runner=runner, parsed_options=opts))
+    gevent.sleep(0.01)
+    assert stopped == [True]
+    opts.ktb_weights = ""
+    ktb_users._validate_web_ui_options(SimpleNamespace(runner=runner, parsed_options=opts))
+    gevent.sleep(0.01)
+    assert stopped == [True]
+
+
+def test_counters_fold_names_beyond_the_cap_into_other():
+    from loadkit.metrics.counters import Counters
+
+    c = Counters()
+    c.max_keys = 3
+    for name in ("a", "b", "c", "d", "e", "a"):
+        c.bump(name)
+    assert c == {"a": 2, "b": 1, "c": 1, "<other>": 2}

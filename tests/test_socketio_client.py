@@ -288,15 +288,16 @@ def test_an_answer_the_matcher_cannot_read_fails_only_its_request(server):
 @pytest.mark.timeout(60)
 def test_a_server_that_stops_pinging_is_a_disconnect(spawn):
     """Half-open connection: the server process is frozen (SIGSTOP), so TCP stays up but no
-    Engine.IO ping comes. After pingInterval + pingTimeout (1 + 5 s here) the client declares the
-    connection lost: the pending request fails with ``Disconnect`` and ``on_disconnect`` says why."""
+    Engine.IO ping comes. After pingInterval + 2 x pingTimeout + 1 s (1 + 4 + 1 s here) the client
+    declares the connection lost: the pending request fails with ``Disconnect`` and
+    ``on_disconnect`` says why."""
     port = free_port()
     proc = spawn([sys.executable, SERVER, str(port)], port=port, name="sio")
     c = client(f"http://127.0.0.1:{port}")
     reasons = []
     c.on_disconnect = reasons.append
     c.connect()
-    assert c.proto.ping_interval == 1 and c.proto.ping_timeout == 5
+    assert c.proto.ping_interval == 1 and c.proto.ping_timeout == 2
     os.kill(proc.proc.pid, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
@@ -343,4 +344,25 @@ def test_a_namespace_the_server_disconnects_fails_its_pending_requests_only(serv
     assert time.monotonic() - t0 < 5  # not the 20 s timeout
     assert c.connected and no_waiters(c)
     assert c.request("echo", 7, answer="echoed").data == 7  # "/" lives on
+    c.close()
+
+
+@pytest.mark.timeout(60)
+def test_connect_while_a_reconnect_is_pending_leaves_one_socket(server):
+    """A reconnect loop waiting for its backoff must not open a second socket behind an explicit
+    connect(): the old one would stay watched and readable, spinning the event loop."""
+    c = client(server, reconnect=True, reconnect_delay=0.3, reconnect_jitter=0.0)
+    c.connect()
+    c.ws.sock.shutdown(socket.SHUT_RDWR)  # dropped: the reconnect loop starts and waits 0.3 s
+    deadline = time.monotonic() + 5
+    while c.connected and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    assert not c.connected and c._reconnector is not None and not c._reconnector.dead
+    c.connect()  # the user's own connect wins
+    mine = c.ws
+    cpu0 = time.process_time()
+    gevent.sleep(1.0)  # past the loop's backoff
+    assert c.ws is mine and c.connected and (c._reconnector is None or c._reconnector.dead)
+    assert time.process_time() - cpu0 < 0.5  # no orphaned readable socket spinning the hub
+    assert c.request("echo", 1, answer="echoed").data == 1
     c.close()

@@ -200,7 +200,7 @@ _WHEEL = _DeadlineWheel()
 
 class _HeartbeatWatch(_Sweeper):
     """Process-wide detection of connections whose server went silent (no Engine.IO ping for
-    ``pingInterval + pingTimeout``, the limits the server announced in OPEN).
+    ``pingInterval + 2 x pingTimeout``, from the limits the server announced in OPEN).
 
     Why: a half-open TCP connection (peer host gone, a NAT or load balancer dropping the flow)
     never reads as closed; every request on it would just time out, forever. Engine.IO clients
@@ -217,8 +217,14 @@ class _HeartbeatWatch(_Sweeper):
 
     def sweep(self, now: float) -> None:
         for c in [c for c in self.members if now - c._last_ping > c._heartbeat_limit]:
-            self.members.discard(c)
-            c._heartbeat_lost(now - c._last_ping)
+            # re-checked: an earlier client's on_disconnect may have yielded, and this one
+            # reconnected (or closed) meanwhile
+            if c in self.members and time.monotonic() - c._last_ping > c._heartbeat_limit:
+                self.members.discard(c)
+                try:
+                    c._heartbeat_lost(time.monotonic() - c._last_ping)
+                except Exception:  # noqa: BLE001 - one client's failure must not stop the watch
+                    log.exception("heartbeat handling of %s failed", getattr(c, "url", c))
 
 
 _HEARTBEATS = _HeartbeatWatch()
@@ -382,6 +388,7 @@ class SocketIOClient:
         self.reconnect_delay_max = reconnect_delay_max
         self.reconnect_jitter = reconnect_jitter
         self.heartbeat_check = heartbeat_check
+        self._reconnector: gevent.Greenlet | None = None  # the one reconnect loop, while it runs
         self._last_ping = 0.0  # time.monotonic() of the last server ping (or of the connect)
         self._heartbeat_limit = 0.0
         self.proto = SocketIOProtocol()
@@ -420,6 +427,7 @@ class SocketIOClient:
         waits for an answer, or by the drain pool when data arrives while nobody waits.
         """
         t0 = perf_counter()
+        self._stop_reconnector()  # an explicit connect() replaces a pending automatic one
         if self.ws is not None:  # connect() on a live connection replaces it, leaking nothing
             self._abort()
             self._fail_all(Disconnect("connect() replaced the connection"))
@@ -427,7 +435,14 @@ class SocketIOClient:
         self._open()
         return perf_counter() - t0
 
+    def _stop_reconnector(self) -> None:
+        r, self._reconnector = self._reconnector, None
+        if r is not None and not r.dead and r is not getcurrent():
+            r.kill(block=False)
+
     def _open(self) -> None:
+        if self.ws is not None:  # never two sockets for one client: the old one would stay watched
+            self._abort()
         self.proto = SocketIOProtocol()
         self._send_nb = None  # until _start_reading: sends go through gevent's socket
         ws = websocket.WebSocket(
@@ -520,6 +535,7 @@ class SocketIOClient:
         Every pending answer fails with ``Disconnect("client closed")``.
         """
         self._closing = True
+        self._stop_reconnector()
         ws = self.ws
         if ws is not None and self.connected:
             try:
@@ -568,7 +584,9 @@ class SocketIOClient:
         self._io_on = True
         if self.heartbeat_check:
             self._last_ping = time.monotonic()
-            self._heartbeat_limit = self.proto.ping_interval + self.proto.ping_timeout + _HEARTBEATS.grace
+            # socket.io clients give up after interval + timeout; engine.io servers extend their own
+            # pong deadline once under load, and a busy generator reads late: twice the timeout
+            self._heartbeat_limit = self.proto.ping_interval + 2 * self.proto.ping_timeout + _HEARTBEATS.grace
             _HEARTBEATS.add(self)
 
     def _recv_generic(self, n: int) -> bytes:
@@ -594,8 +612,10 @@ class SocketIOClient:
 
     def _heartbeat_lost(self, silent_s: float) -> None:
         """Called by the heartbeat watch: the server has not pinged within its own limits."""
+        if self._io is None:  # closed, or in the middle of (re)connecting: nothing to declare lost
+            return
         self._lost(self._io, f"ping timeout: no ping from the server for {silent_s:.1f} s "
-                             f"(pingInterval + pingTimeout = {self._heartbeat_limit - _HEARTBEATS.grace:g} s)")
+                             f"(pingInterval + 2 x pingTimeout = {self._heartbeat_limit - _HEARTBEATS.grace:g} s)")
 
     def _on_readable(self) -> None:
         """The io watcher's callback, run by the hub: wake the parked reader, or queue a drain."""
@@ -776,7 +796,8 @@ class SocketIOClient:
             except Exception:  # noqa: BLE001 - a handler bug must not kill the reader silently
                 log.exception("on_disconnect handler failed")
         if self.reconnect and not self._closing:
-            gevent.spawn(self._reconnect_loop)
+            if self._reconnector is None or self._reconnector.dead:
+                self._reconnector = gevent.spawn(self._reconnect_loop)
         return False
 
     def _reconnect_loop(self) -> None:
@@ -785,7 +806,7 @@ class SocketIOClient:
             gevent.sleep(reconnect_delay(attempt, self.reconnect_delay, self.reconnect_delay_max,
                                          self.reconnect_jitter, random.random()))
             attempt += 1
-            if self._closing:
+            if self._closing or self.ws is not None:  # closed, or connected by someone else meanwhile
                 return
             try:
                 self._open()

@@ -26,9 +26,17 @@ MESSAGE_KEY = "loadkit_counters"
 
 
 class Counters(dict):
-    """One protocol's counts in this process: name -> count."""
+    """One protocol's counts in this process: name -> count.
+
+    At most ``max_keys`` distinct names: a server can make up event names without end (a fuzzer,
+    a bug), and every name travels in each worker report; the rest are counted as ``<other>``.
+    """
+
+    max_keys = 200
 
     def bump(self, key: str, n: int = 1) -> None:
+        if key not in self and len(self) >= self.max_keys:
+            key = "<other>"
         self[key] = self.get(key, 0) + n
 
 
@@ -90,6 +98,10 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
         clear()  # a new run in the web UI starts from zero, like Locust's own stats
 
 
+def _on_reset_stats(**_kw: Any) -> None:
+    clear()  # --reset-stats: the ramp-up is left out, as from Locust's stats and the histograms
+
+
 def _on_test_stop(environment: Any, **_kw: Any) -> None:
     write_results(environment)
 
@@ -106,7 +118,8 @@ def install(events: Any | None = None) -> bool:
     """Register the listeners on ``events`` (default: Locust's global events); idempotent."""
     return add_listeners_once(events, "_loadkit_counters_installed", {
         "report_to_master": _on_report_to_master, "worker_report": _on_worker_report,
-        "test_start": _on_test_start, "test_stop": _on_test_stop, "quitting": _on_quitting,
+        "test_start": _on_test_start, "reset_stats": _on_reset_stats, "test_stop": _on_test_stop,
+        "quitting": _on_quitting,
     }) is not None
 
 install()

@@ -29,7 +29,7 @@ def read_counters(path: str) -> pd.DataFrame:
     rows = []
     for line_no, raw in enumerate(csv.DictReader(io.StringIO(text)), start=2):
         count = (raw.get("Count") or "").strip()
-        if not count.isdigit():
+        if not (count.isascii() and count.isdigit()):
             raise ReportInputError(path, f"line {line_no}, 'Count': {raw.get('Count')!r} is not a whole number >= 0")
         name = (raw.get("Name") or "").strip()
         if not name:

@@ -71,6 +71,9 @@ def _add_options(parser: Any) -> None:
     parser.add_argument("--ktb-banned-every", type=int, default=0, help="N for --ktb-banned-word (0: never)")
     parser.add_argument("--ktb-insecure", action="store_true", default=False, help="do not verify TLS certificates (wss://)")
     parser.add_argument("--ktb-max-retry-after", type=float, default=60.0, help="cap on the RATE_LIMIT pause (seconds)")
+    parser.add_argument("--ktb-heartbeat", default="on", choices=["on", "off"],
+                        help="declare a connection lost when the server sends no Engine.IO ping for pingInterval + "
+                             "2 x pingTimeout (off: for a server that announces pings but never sends them)")
     parser.add_argument("--ktb-leave-ack", default="on", choices=["on", "off"],
                         help="time leaveRoom by its Socket.IO ack (on; the Java server acks every registered "
                              "event) or send it untimed (off: for a server that never acks it)")
@@ -106,12 +109,10 @@ _HOST = ktb.host_token()
 _PID = os.getpid()
 
 
-@events.init.add_listener
-def _validate_options(environment: Any, **_kw: Any) -> None:
-    """Bad --ktb-* values stop the run with one clear line instead of failing every user."""
-    po = getattr(environment, "parsed_options", None)
+def option_problem(po: Any) -> str | None:
+    """What is wrong with the --ktb-* values, in one line (None: nothing)."""
     if po is None or not hasattr(po, "ktb_weights"):
-        return
+        return None
     try:
         parse_weights(po.ktb_weights or "")
         if po.ktb_room_size < 1:
@@ -120,8 +121,31 @@ def _validate_options(environment: Any, **_kw: Any) -> None:
             raise ValueError("--ktb-timeout must be > 0")
         if po.ktb_wait_min < 0 or po.ktb_wait_max < 0:
             raise ValueError("--ktb-wait-min/--ktb-wait-max must be >= 0")
-    except ValueError as exc:
-        raise SystemExit(f"loadkit: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        return f"loadkit: {exc}"
+    return None
+
+
+@events.init.add_listener
+def _validate_options(environment: Any, **_kw: Any) -> None:
+    """Bad --ktb-* values on the command line stop the run with one clear line instead of failing
+    every user."""
+    problem = option_problem(getattr(environment, "parsed_options", None))
+    if problem:
+        raise SystemExit(problem)
+
+
+@events.test_start.add_listener
+def _validate_web_ui_options(environment: Any, **_kw: Any) -> None:
+    """Values typed into the web UI arrive after ``init``: a bad one stops that run at once with the
+    same one line (the web UI stays up for a corrected run) instead of every user failing to start."""
+    from locust.runners import WorkerRunner
+
+    runner = getattr(environment, "runner", None)
+    problem = option_problem(getattr(environment, "parsed_options", None))
+    if problem and runner is not None and not isinstance(runner, WorkerRunner):
+        log.error("%s; the run is stopped", problem)
+        gevent.spawn(runner.stop)
 
 
 class KtbChatUser(SocketIOUser):
@@ -146,6 +170,7 @@ class KtbChatUser(SocketIOUser):
         self.banned_every = int(_opt(env, "ktb_banned_every", 0) or 0)
         self.max_retry_after = float(_opt(env, "ktb_max_retry_after", 60.0))
         self.leave_ack = _opt(env, "ktb_leave_ack", "on") == "on"
+        self.heartbeat_check = _opt(env, "ktb_heartbeat", "on") == "on"
         self.verify_tls = not bool(_opt(env, "ktb_insecure", False))
         self.socket_url = _opt(env, "ktb_socket_url", "") or None
         super().__init__(environment)
@@ -355,9 +380,9 @@ class KtbChatUser(SocketIOUser):
         if isinstance(exc, ktb.RateLimited):
             COUNTERS.bump("rate_limited_pauses")
             self.pause(min(self.max_retry_after, exc.retry_after))
-        elif isinstance(exc, (ktb.SessionExpired, Disconnect, ktb.AuthFailed)):
-            self.need_session = True
-        elif isinstance(exc, ktb.JoinRoomError):
+        elif isinstance(exc, (ktb.SessionExpired, Disconnect)):
+            self._lose_session(exc)  # the first signal of a lost session, whichever it is
+        elif isinstance(exc, (ktb.AuthFailed, ktb.JoinRoomError)):
             self.need_session = True
         elif ktb.lost_room_access(exc):
             # the server dropped us from the room (facts §4.5): a real client joins it again

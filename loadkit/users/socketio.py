@@ -181,7 +181,8 @@ class SocketIOUser(User):
 
     Class attributes: ``socket_url`` (default: ``host``), ``socketio_path``, ``namespaces``,
     ``auth`` (or override ``socketio_auth()``), ``request_type``, ``verify_tls`` (TLS certificate
-    verification for wss://, on by default), ``connect_timeout``, ``socketio_headers``.
+    verification for wss://, on by default), ``connect_timeout``, ``socketio_headers``,
+    ``heartbeat_check``.
     """
 
     abstract = True
@@ -193,6 +194,9 @@ class SocketIOUser(User):
     verify_tls: bool = True
     connect_timeout: float = 10.0
     socketio_headers: dict[str, str] | None = None
+    #: declare a connection lost when the server sends no Engine.IO ping for
+    #: pingInterval + 2 x pingTimeout (off: for a server that announces pings but never sends them)
+    heartbeat_check: bool = True
     sio: LocustSocketIOClient
 
     def __init__(self, environment: Any) -> None:
@@ -223,6 +227,7 @@ class SocketIOUser(User):
             headers=self.socketio_headers,
             verify_tls=self.verify_tls,
             connect_timeout=self.connect_timeout,
+            heartbeat_check=self.heartbeat_check,
         )
 
     def on_start(self) -> None:
