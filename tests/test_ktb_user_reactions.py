@@ -58,22 +58,9 @@ def counters_delta(before: dict) -> dict:
 
 
 @pytest.mark.timeout(60)
-def test_user_joins_the_room_again_after_the_server_dropped_it(spawn):
-    port = free_port()
-    spawn(loadkit_argv("serve", "ktb", "--host", "127.0.0.1", "--port", str(port), "--rest-port", str(port)),
-          port=port, name="ktb")
-    url = f"http://127.0.0.1:{port}"
-    opts = parse_options(["--host", url, "--ktb-room-size", "1", "--ktb-wait-min", "0", "--ktb-wait-max", "0",
-                          "--ktb-delivery", "off"])
-    ReactingUser.host = url  # what Locust does for --host when it starts users
-    env = Environment(user_classes=[ReactingUser], events=events, host=url, parsed_options=opts)
-    seen: list[tuple[str, object]] = []
-
-    def record(request_type, name, exception=None, **_kw):
-        if request_type == "ktb":
-            seen.append((name, exception))
-
-    events.request.add_listener(record)
+def test_user_joins_the_room_again_after_the_server_dropped_it(spawn, seen):
+    url = start_ktb(spawn)
+    env = make_env(url, "--ktb-room-size", "1", "--ktb-delivery", "off")
     user = ReactingUser(env)
     try:
         user.on_start()
@@ -87,7 +74,6 @@ def test_user_joins_the_room_again_after_the_server_dropped_it(spawn):
         user.send_chat()
     finally:
         user.on_stop()
-        events.request.remove_listener(record)
     names = [n for n, _ in seen]
     assert names == ["connect", "joinRoom", "chatMessage", "chatMessage", "joinRoom", "chatMessage", "chatMessage"], seen
     refused = seen[3][1]
@@ -97,24 +83,12 @@ def test_user_joins_the_room_again_after_the_server_dropped_it(spawn):
 
 
 @pytest.mark.timeout(60)
-def test_a_user_alone_in_its_room_marks_and_reacts_to_its_own_messages(spawn):
+def test_a_user_alone_in_its_room_marks_and_reacts_to_its_own_messages(spawn, seen):
     """In rooms of 1 the only messages are the user's own echoes, taken by its chatMessage
     requests (the ``message`` handler never sees them): their ids must still feed
     markMessagesAsRead and messageReaction."""
-    port = free_port()
-    spawn(loadkit_argv("serve", "ktb", "--host", "127.0.0.1", "--port", str(port), "--rest-port", str(port)),
-          port=port, name="ktb")
-    url = f"http://127.0.0.1:{port}"
-    opts = parse_options(["--host", url, "--ktb-room-size", "1", "--ktb-wait-min", "0", "--ktb-wait-max", "0"])
-    ReactingUser.host = url
-    env = Environment(user_classes=[ReactingUser], events=events, host=url, parsed_options=opts)
-    seen: list[tuple[str, object]] = []
-
-    def record(request_type, name, exception=None, **_kw):
-        if request_type == "ktb":
-            seen.append((name, exception))
-
-    events.request.add_listener(record)
+    url = start_ktb(spawn)
+    env = make_env(url, "--ktb-room-size", "1")
     user = ReactingUser(env)
     try:
         user.on_start()
@@ -124,7 +98,6 @@ def test_a_user_alone_in_its_room_marks_and_reacts_to_its_own_messages(spawn):
         user.react()
     finally:
         user.on_stop()
-        events.request.remove_listener(record)
     assert [n for n, _ in seen] == ["connect", "joinRoom", "chatMessage", "chatMessage", "markMessagesAsRead",
                                     "messageReaction", "messageReaction"], seen
     assert all(exc is None for _, exc in seen), seen

@@ -441,8 +441,6 @@ class SocketIOClient:
             r.kill(block=False)
 
     def _open(self) -> None:
-        if self.ws is not None:  # never two sockets for one client: the old one would stay watched
-            self._abort()
         self.proto = SocketIOProtocol()
         self._send_nb = None  # until _start_reading: sends go through gevent's socket
         ws = websocket.WebSocket(
@@ -778,7 +776,7 @@ class SocketIOClient:
                 elif t is Disconnected:
                     if ev.namespace == "/":
                         return "server disconnected namespace /"
-                    self._fail_namespace(ev.namespace)
+                    self._fail_all(Disconnect(f"server disconnected namespace {ev.namespace}"), ev.namespace)
             if proto._out:
                 for out in proto.data_to_send():
                     self._send_raw(out)
@@ -896,23 +894,20 @@ class SocketIOClient:
                 self._forget(w)
             w.set(Answer("ack", ev.args, ev.nbytes, w.t_sent, now))
 
-    def _fail_namespace(self, namespace: str) -> None:
-        """The server disconnected one namespace (the connection and the others live on): what
-        waits for an answer on it would otherwise wait for its timeout."""
-        exc = Disconnect(f"server disconnected namespace {namespace}")
-        for w in [w for w in self._pending if w.namespace == namespace]:
-            self._pending.remove(w)
-            w.set_exception(exc)
-        for ack_id, w in list(self._acks.items()):
-            if w.namespace == namespace:
+    def _fail_all(self, exc: SocketIOError, namespace: str | None = None) -> None:
+        """Fail every pending request, or only those on ``namespace`` (the server disconnected that
+        one namespace; the connection and the others live on)."""
+        if namespace is None:
+            waiters = {id(w): w for w in self._pending}
+            waiters.update({id(w): w for w in self._acks.values()})
+            self._pending.clear()
+            self._acks.clear()
+        else:
+            waiters = {id(w): w for w in self._pending if w.namespace == namespace}
+            waiters.update({id(w): w for w in self._acks.values() if w.namespace == namespace})
+            self._pending[:] = [w for w in self._pending if id(w) not in waiters]
+            for ack_id in [k for k, w in self._acks.items() if id(w) in waiters]:
                 del self._acks[ack_id]
-                w.set_exception(exc)
-
-    def _fail_all(self, exc: SocketIOError) -> None:
-        waiters = {id(w): w for w in self._pending}
-        waiters.update({id(w): w for w in self._acks.values()})
-        self._pending.clear()
-        self._acks.clear()
         for w in waiters.values():
             if not w.done:
                 w.set_exception(exc)

@@ -30,7 +30,7 @@ from gevent.event import AsyncResult
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
 
-import loadkit.metrics.hdr  # noqa: F401 - exact, mergeable percentiles (<csv prefix>_hdr.csv)
+from loadkit.metrics.hdr import is_worker  # importing it installs exact percentiles (<csv prefix>_hdr.csv)
 from loadkit.metrics.counters import counters
 from loadkit.clients.socketio import Disconnect, ErrorAnswer, SocketIOError
 from loadkit.protocols import ktb
@@ -139,11 +139,9 @@ def _validate_options(environment: Any, **_kw: Any) -> None:
 def _validate_web_ui_options(environment: Any, **_kw: Any) -> None:
     """Values typed into the web UI arrive after ``init``: a bad one stops that run at once with the
     same one line (the web UI stays up for a corrected run) instead of every user failing to start."""
-    from locust.runners import WorkerRunner
-
     runner = getattr(environment, "runner", None)
     problem = option_problem(getattr(environment, "parsed_options", None))
-    if problem and runner is not None and not isinstance(runner, WorkerRunner):
+    if problem and runner is not None and not is_worker(environment):
         log.error("%s; the run is stopped", problem)
         gevent.spawn(runner.stop)
 
