@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from locust import User, events
 
+from loadkit.users.measure import Measure
 from loadkit.clients.socketio import (
     Answer,
     AnswerTimeout,
@@ -52,7 +53,7 @@ class LocustSocketIOClient:
 
     def __init__(
         self,
-        request_event: Any,
+        request_event: Any,  # anything with Locust's ``fire(**request_meta)``: a Measure, events.request
         url: str,
         *,
         request_type: str = "socketio",
@@ -201,6 +202,8 @@ class SocketIOUser(User):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
+        #: the one measurement path (request events and loadkit metrics), see loadkit.users.measure
+        self.measure = Measure(environment, self.request_type)
         self.sio = self.make_client()
 
     def socketio_auth(self) -> Any:
@@ -216,7 +219,7 @@ class SocketIOUser(User):
         if not url:
             raise ValueError(f"{type(self).__name__}: no Socket.IO URL (set socket_url or --host)")
         return LocustSocketIOClient(
-            self.environment.events.request,
+            self.measure,
             url,
             request_type=self.request_type,
             classify_error=self.classify_error,
