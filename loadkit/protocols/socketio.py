@@ -186,6 +186,22 @@ def _nsp(ns: str | None) -> str:
     return ns or "/"
 
 
+#: what a server may announce for pingInterval/pingTimeout, in ms: a value outside is clamped into
+#: it (a ping every 0.1 ms or once a week would make the heartbeat check meaningless)
+ANNOUNCED_MS_RANGE = (100.0, 3_600_000.0)
+
+
+def announced_seconds(data: dict, key: str, default_ms: float) -> float:
+    """A server-announced duration of the Engine.IO OPEN, in seconds: a number of milliseconds,
+    clamped into :data:`ANNOUNCED_MS_RANGE`; anything else (a string, NaN, zero, negative) is the
+    server breaking the protocol."""
+    value = data.get(key, default_ms)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
+        raise ProtocolError(f"Engine.IO OPEN announced {key} {value!r}: not a positive number of ms")
+    lo, hi = ANNOUNCED_MS_RANGE
+    return min(max(float(value), lo), hi) / 1000.0
+
+
 @dataclass
 class SocketIOProtocol:
     """State of one Engine.IO/Socket.IO client connection.
@@ -339,8 +355,8 @@ class SocketIOProtocol:
             if not isinstance(data, dict) or "sid" not in data:
                 raise ProtocolError(f"bad Engine.IO OPEN payload {frame[:200]!r}")
             self.eio_sid = data["sid"]
-            self.ping_interval = float(data.get("pingInterval", 25000)) / 1000.0
-            self.ping_timeout = float(data.get("pingTimeout", 20000)) / 1000.0
+            self.ping_interval = announced_seconds(data, "pingInterval", 25000)
+            self.ping_timeout = announced_seconds(data, "pingTimeout", 20000)
             self.max_payload = data.get("maxPayload")
             self.opened = True
             return [EioOpen(self.eio_sid, self.ping_interval, self.ping_timeout, self.max_payload, data.get("upgrades", []))]
