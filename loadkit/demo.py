@@ -300,6 +300,17 @@ class _Demo:
         return [sys.executable, "-m", "locust", "-f", str(self.locustfile), "--worker",
                 "--master-host", "127.0.0.1", "--master-port", str(port)]
 
+    def new_early_warnings(self) -> list[str]:
+        """The master's "failed every time so far" lines (loadkit.metrics.early_warning) not yet
+        said: why nothing works, at once, not only in the final table."""
+        said = self.__dict__.setdefault("_warned", set())
+        lines = [line[line.index("loadkit: ") + len("loadkit: "):]
+                 for line in (self.master.output() if self.master else "").splitlines()
+                 if "has failed every time so far" in line and "loadkit: " in line]
+        fresh = [line for line in lines if line not in said]
+        said.update(fresh)
+        return fresh
+
     def progress_line(self, elapsed: float) -> str:
         row = _last_history_row(Path(f"{self.prefix}_stats_history.csv"))
         users = int(_num(row.get("User Count"))) if row else 0
@@ -352,6 +363,8 @@ class _Demo:
                 raise DemoError(f"every local worker failed; see {self.logs}", 2)
             if now >= next_print:
                 self.say(self.progress_line(now - started))
+                for line in self.new_early_warnings():
+                    self.say(line)
                 next_print = now + interval
             time.sleep(0.2)
         code = self.master.returncode

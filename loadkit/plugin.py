@@ -42,12 +42,13 @@ def install(environment: Any, **_kw: Any) -> bool:
     if getattr(events, _FLAG, False):
         return False
     setattr(events, _FLAG, True)
-    from loadkit.metrics import counters, distributed, hdr
+    from loadkit.metrics import counters, distributed, early_warning, hdr
 
     hdr.install(events)
     counters.install(events)
     distributed.install(events)
     distributed.start(environment)
+    early_warning.install(environment)
     _print_metrics_in_console(environment)
     return True
 
