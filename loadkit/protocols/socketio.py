@@ -25,9 +25,32 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import importlib
+
 import orjson
-from engineio import packet as eio_packet
-from socketio import packet as sio_packet
+
+
+class _LazyModule:
+    """A module imported on first attribute use, then read like the module itself.
+
+    Why: ``from socketio import packet`` runs python-socketio's package ``__init__``, which imports
+    its whole client and server stack (threading, requests, websocket-client) — import-time work
+    a sans-I/O core must not do (it made "pure" tests monkey-patch gevent first). The packet
+    classes serve only the generic, rarer paths (handshake, binary, acks); the hot path below uses
+    the literal constants, so this import happens at a process's first connection, once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.__dict__["_name"] = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module = importlib.import_module(self.__dict__["_name"])
+        self.__dict__.update(vars(module))  # later lookups are plain attribute reads
+        return getattr(module, attr)
+
+
+eio_packet: Any = _LazyModule("engineio.packet")
+sio_packet: Any = _LazyModule("socketio.packet")
 
 __all__ = [
     "ProtocolError",
@@ -43,7 +66,9 @@ __all__ = [
     "websocket_url",
 ]
 
-EIO_PONG = eio_packet.Packet(eio_packet.PONG).encode()  # "3"
+# Engine.IO 4 packet types on the wire (tests/test_socketio_protocol.py checks them against
+# python-engineio's and python-socketio's own encodings)
+EIO_PONG = "3"
 # Hot-path codec. Measured on the 2-core dev VM (noisy, shared), one KTB chat message each way:
 #   socketio.packet.Packet decode ~10-29 us vs json.loads ~3-5 us;
 #   Packet encode (with its recursive bytes scan) ~7.5-14 us vs JSONEncoder.encode ~2.5-3.6 us.
@@ -76,8 +101,8 @@ def _decode_json(text: str) -> Any:
     return obj
 
 
-_EIO_SIO_EVENT = str(eio_packet.MESSAGE) + str(sio_packet.EVENT)  # "42"
-EIO_CLOSE = eio_packet.Packet(eio_packet.CLOSE).encode()  # "1"
+_EIO_SIO_EVENT = "42"  # Engine.IO MESSAGE (4) carrying a Socket.IO EVENT (2)
+EIO_CLOSE = "1"
 
 
 class ProtocolError(Exception):
