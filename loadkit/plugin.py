@@ -44,6 +44,10 @@ def install(environment: Any, **_kw: Any) -> bool:
     setattr(events, _FLAG, True)
     from loadkit.metrics import counters, distributed, early_warning, hdr
 
+    from loadkit import options
+
+    options.check_at_init(environment)  # bad values: one line each, exit 2, before any user starts
+    options.install_web_ui(environment)
     hdr.install(events)
     counters.install(events)
     distributed.install(events)
