@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from loadkit.procs import free_port, loadkit_argv
-from report_helpers import FIXTURES, ROOT, run_report, run_report_inproc
+from report_helpers import FIXTURES, ROOT, requests_and_metrics, run_report, run_report_inproc
 
 LOCUST_FIXTURE = FIXTURES / "locust" / "chldo_full"
 
@@ -94,8 +94,15 @@ def test_fixture_with_hdr_shows_both_values(tmp_path):
     assert "Locust's own (bucketed) value" in html_lib.unescape(html)
     hdr = pd.read_csv(str(LOCUST_FIXTURE) + "_hdr.csv", keep_default_na=False).set_index("Name")
     summary = pd.read_csv(out / "summary.csv").set_index("operation")
-    assert summary.at["ttft", "p99"] == pytest.approx(hdr.at["ttft", "99%"], abs=1e-3)
-    assert "(in chunks/turn, not ms)" in html  # per-turn figures are not passed off as latencies
+    assert summary.at["sendmsg", "p99"] == pytest.approx(hdr.at["sendmsg", "99%"], abs=1e-3)
+    # ttft is a loadkit metric (this run predates the metric channel): exact, in metrics.csv
+    metrics = pd.read_csv(out / "metrics.csv").set_index("name")
+    assert metrics.at["ttft", "p99"] == pytest.approx(hdr.at["ttft", "99%"], abs=1e-3)
+    # per-turn figures are not passed off as latencies: not in the requests' (ms) table, shown with their unit
+    assert "chunks" not in set(summary.index)
+    assert (metrics.at["chunks", "unit"], metrics.at["chunks", "kind"]) == ("count", "count")
+    section = html_lib.unescape(html[html.index('<h2 id="metrics">'):])
+    assert "<td class=\"l\">chunks</td>" in section.split("</table>")[1]  # the counts table, after the latencies
 
 
 def test_without_full_history_percentiles_are_cumulative(tmp_path):
@@ -111,7 +118,12 @@ def test_without_full_history_percentiles_are_cumulative(tmp_path):
     assert set(ts["pct_window"]) == {"cumulative"}
     assert "cumulative since the start" in res.stdout
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["pct_source"]) == {"locust buckets"}
+    requests = summary[summary["operation"] != "Aggregated"]
+    assert set(requests["pct_source"]) == {"locust buckets"}
+    # Locust's Aggregated pooled this old run's metric events with its requests: no percentile is passed off for it
+    agg = summary[summary["operation"] == "Aggregated"].iloc[0]
+    assert agg["count"] == requests["count"].sum() and pd.isna(agg["p50"])
+    assert ts["rps"].isna().all()  # the Aggregated-only history counts metrics as requests: no throughput drawn from it
 
 
 def test_four_column_failures_file(tmp_path):
@@ -130,6 +142,6 @@ def test_locust_and_k6_side_by_side(tmp_path):
     out = tmp_path / "out"
     res = run_report_inproc("--locust", f"locust={LOCUST_FIXTURE}", "--k6-json", f"k6={FIXTURES / 'k6' / 'chldo.json.gz'}", "--out", str(out), "--quiet")
     assert res.returncode == 0, res.stderr
-    summary = pd.read_csv(out / "summary.csv")
+    summary = requests_and_metrics(out)
     both = summary.groupby("operation")["tool"].nunique()
     assert both[["sendmsg", "ttft", "som_to_eom", "connect", "time_to_start"]].eq(2).all()
