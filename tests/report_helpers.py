@@ -78,11 +78,12 @@ METRIC_NAMES = {"time_to_start", "ttft", "som_to_eom", "first_voice", "delivery"
 
 def requests_and_metrics(out: Path) -> "pd.DataFrame":
     """``summary.csv`` (requests) and ``metrics.csv`` (loadkit metrics) of a report as one table by
-    operation/metric name: count, p50, p90, p95, p99, max, tool, run, and ``table`` saying which file."""
+    operation/metric name: count, p50, p90, p95, p99, max, tool, run, failures (requests only), and
+    ``table`` saying which file."""
     import pandas as pd
 
     cols = ["tool", "run", "operation", "count", "p50", "p90", "p95", "p99", "max"]
-    summary = pd.read_csv(out / "summary.csv")[cols].assign(table="summary")
+    summary = pd.read_csv(out / "summary.csv")[[*cols, "failures"]].assign(table="summary")
     path = out / "metrics.csv"
     metrics = (pd.read_csv(path).rename(columns={"name": "operation"})[cols].assign(table="metrics")
                if path.exists() else pd.DataFrame(columns=[*cols, "table"]))  # fmt: skip
