@@ -282,6 +282,7 @@ def test_run_is_labelled_by_its_scenario_and_warnings_are_shown(tmp_path):
     assert "worker 1 (host-a pid 42)'s own CPU stayed at or above 90 %" in box and "7 s" in box and "mean 96 %" in box
     assert "t = 1–8 s" in box
     assert sum("generator saturated" in line and line.startswith("WARNING") for line in res.stdout.splitlines()) == 1
+    assert "Red bands: a load generator's CPU" in page  # drawn on the throughput chart, and said
 
 
 def test_unlabelled_demo_prefix_is_named_after_its_folder_and_no_saturation_is_said(tmp_path):
@@ -291,7 +292,7 @@ def test_unlabelled_demo_prefix_is_named_after_its_folder_and_no_saturation_is_s
     (folder / "locust_saturation.csv").write_text("Worker,Start,End,Seconds,Mean CPU %,Peak CPU %\n")
     out, res, page = _report(tmp_path, "--locust", str(prefix))
     assert pd.read_csv(out / "summary.csv")["run"].unique().tolist() == ["20260101-120000"]
-    assert 'class="warning"' not in page
+    assert 'class="warning"' not in page and "Red bands" not in page
     assert "no worker stayed at or above 90 % for 5 s or more" in res.stdout
 
 

@@ -145,7 +145,7 @@ def latency_over_time(ts: pd.DataFrame, runs: list[Run], summary: pd.DataFrame, 
             ops = [AGGREGATED]  # Locust without --csv-full-history has only this
             captions.append(f"{_run_key(r.tool, r.label)}: all requests together (Aggregated), no per-operation history")
         elif run_ops:
-            text = f"{_run_key(r.tool, r.label)}: " + _coverage("operations with a curve", ops, curves)
+            text = f"{_run_key(r.tool, r.label)}: " + (_coverage("operations with a curve", ops, curves) if curves else "no curve")
             if short:
                 text += f"; fewer than 3 time points, no curve: {_listed(short)}"
             captions.append(text)

@@ -169,6 +169,7 @@ def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, tim
         groups=_summary_rows(summary, runs),
         charts=[{"file": f, "title": t, "b64": b, "shown": shown} for f, t, b, shown in pngs],
         metric_groups=_metric_groups(metrics, runs),
+        has_saturation=any(r.saturation is not None and not r.saturation.empty for r in runs),
         failures=fail_rows,
         n_failures=len(failures),
         warnings=[{"run": f"{r.tool} {r.label}", "text": w} for r in runs for w in r.warnings],

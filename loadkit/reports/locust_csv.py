@@ -391,6 +391,9 @@ def read_locust_run(prefix: str, label: str) -> Run:
         locust_workers.attach(run, prefix, hdr_total, "_hdr.csv")
     else:
         locust_workers.attach(run, prefix, int(total["Request Count"]), "_stats.csv")
+    if run.workers is not None and metric_mask.any() and not found:
+        run.notes.append("this run's per-worker request counts include its metric events (recorded before loadkit had its own"
+                         " metrics channel), so they add up to more than the requests above")  # fmt: skip
 
     locust_counters.attach(run, prefix)
     locust_runinfo.attach(run, prefix)
