@@ -296,6 +296,18 @@ def test_unlabelled_demo_prefix_is_named_after_its_folder_and_no_saturation_is_s
     assert "no worker stayed at or above 90 % for 5 s or more" in res.stdout
 
 
+def test_two_demo_runs_of_one_scenario_get_their_folders_in_the_label(tmp_path):
+    from loadkit.demo import write_run_json
+
+    prefixes = []
+    for stamp in ("20260101-120000", "20260102-120000"):
+        (tmp_path / stamp).mkdir()
+        prefixes.append(_copy_old(tmp_path / stamp, "locust"))
+        write_run_json(prefixes[-1], tmp_path / "mixed.py", [])
+    out, _, _ = _report(tmp_path, "--locust", str(prefixes[0]), "--locust", str(prefixes[1]))
+    assert pd.read_csv(out / "summary.csv")["run"].unique().tolist() == ["mixed", "mixed (20260102-120000)"]
+
+
 @pytest.mark.parametrize("name, text, says", [
     ("locust_saturation.csv", "Worker,Start,End,Seconds,Mean CPU %,Peak CPU %\n1,10,5,5,95,99\n", "End 5 is before Start 10"),
     ("locust_saturation.csv", "Worker,Start\n1,10\n", "missing column(s) End"),

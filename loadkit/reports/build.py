@@ -52,7 +52,11 @@ def collect_runs(args) -> list[Run]:
     for value in args.locust:
         label, prefix = split_label(value, lambda v: os.path.exists(normalise_prefix(v) + "_stats.csv"))
         prefix = normalise_prefix(prefix)
-        label = label or default_label(prefix)
+        if label is None:
+            label = default_label(prefix)
+            folder = os.path.basename(os.path.dirname(os.path.abspath(prefix)))
+            if ("locust", label) in seen and folder and folder != label:  # two demo runs of one scenario
+                label = f"{label} ({folder})"
         if ("locust", label) in seen:
             raise ReportInputError(prefix, f"run label {label!r} is used twice: give each run its own LABEL=")
         seen.add(("locust", label))
