@@ -94,6 +94,8 @@ def test_metrics_file_is_shown_in_its_units_grouped_by_kind(tmp_path):
     mps = next(m for m in metrics if m["Name"] == "chunks_per_s")
     assert f"<td>{float(mps['50%']):,.0f}</td>" in rate_row and "<td class=\"l\">1/s</td>" in rate_row
     assert "ms" not in tables[1] + tables[2]
+    n_lat = sum(m["Kind"] == "latency" for m in metrics)
+    assert f"all {n_lat} latency metrics in ms; not on a ms axis, in the table only: chars, chunks, chunks_per_s" in page
     # the summary holds requests only, and the console lists the metrics with their unit
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["operation"]) == REQUESTS | {"Aggregated"}

@@ -287,8 +287,9 @@ def metric_latencies(metrics: pd.DataFrame, runs: list[Run], path: Path):
         return None
     frame = lat.rename(columns={"name": "operation"})
     names = list(frame.groupby("operation")["count"].sum().sort_values(ascending=False).index)
-    return percentiles_by_operation(frame, runs, path, ops=names, what="latency metrics (count and rate metrics are in the table only)",
-                                    title="loadkit latency metrics (p50 / p95 / p99, ms)")  # fmt: skip
+    other = sorted(set(metrics["name"]) - set(names))
+    what = "latency metrics in ms" + (f"; not on a ms axis, in the table only: {_listed(other)}" if other else "")
+    return percentiles_by_operation(frame, runs, path, ops=names, what=what, title="loadkit latency metrics (p50 / p95 / p99, ms)")
 
 
 def render_all(runs: list[Run], summary: pd.DataFrame, ts: pd.DataFrame, out_dir: Path,
