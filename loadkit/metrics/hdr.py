@@ -140,10 +140,11 @@ def install(events: Any | None = None) -> bool:
     })
     if events is None:
         return False
-    from loadkit.metrics import distributed, final_csv
+    from loadkit.metrics import distributed, final_csv, prometheus
 
     distributed.install(events)
     final_csv.install()
+    prometheus.install(events)
     return True
 
 install()
