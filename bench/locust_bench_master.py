@@ -13,9 +13,11 @@ import os
 import random
 
 import gevent
-from locust import User, constant, task
+from locust import User, constant, events, task
 
-import loadkit.metrics.hdr  # noqa: F401 - the HDR histograms travel to the master like in a real run
+import loadkit.plugin
+
+events.init.add_listener(loadkit.plugin.on_init)  # the HDR histograms travel to the master as in a real run
 
 OPS = [f"op{i:02d}" for i in range(int(os.environ.get("BENCH_OPS", "16")))]
 ERRORS = [ValueError("bad answer"), TimeoutError("no answer"), ConnectionError("lost")]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from loadkit.argtypes import non_negative_int, positive_int
-from loadkit.protocols.chldo import TURN_FIGURE_UNITS
+from loadkit.metrics.console import metrics_table
 
 _DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
 
@@ -192,7 +192,8 @@ def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
     hdr = {(r.get("Type", ""), r.get("Name", "")): r for r in _read_csv(Path(f"{prefix}_hdr.csv"))}
     workers = _read_csv(Path(f"{prefix}_workers.csv"))
     lost = [w for w in workers if w.get("lost") == "true"]
-    lines = [f"{'type':<6} {'name':<24} {'requests':>9} {'failed':>7} {'p50':>10} {'p99':>10} {'max':>10}  unit"]
+    lines = ["requests (what the users sent; exact HDR percentiles)",
+             f"{'type':<6} {'name':<24} {'requests':>9} {'failed':>7} {'p50':>10} {'p99':>10} {'max':>10}  unit"]
     total = failures = 0
     for row in stats:
         key = (row.get("Type", ""), row.get("Name", ""))
@@ -204,10 +205,12 @@ def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
         if key == ("", "Aggregated"):
             total, failures = count, failed
             lines.append("-" * 96)
-        unit = TURN_FIGURE_UNITS.get(key[1], "ms") if key[0] == "chldo" else "ms"
-        lines.append(f"{key[0][:6]:<6} {key[1][:24]:<24} {count:>9} {failed:>7} {_num(p50):>10.3f} {_num(p99):>10.3f} {_num(mx):>10.3f}  {unit}")
+        lines.append(f"{key[0][:6]:<6} {key[1][:24]:<24} {count:>9} {failed:>7} {_num(p50):>10.3f} {_num(p99):>10.3f} {_num(mx):>10.3f}  ms")
     source = "exact (HDR, loadkit)" if hdr else "Locust's rounded buckets (no _hdr.csv)"
     lines.append(f"percentiles: {source}")
+    metric_lines = metrics_table(_read_csv(Path(f"{prefix}_metrics.csv")))
+    if metric_lines:
+        lines += ["", *metric_lines]
     if workers:
         lines.append(
             f"workers: {len(workers)} reported"
@@ -439,7 +442,7 @@ class _Demo:
                 code = code or 3
             else:
                 self.say(f"report: {html}")
-        self.say(f"CSVs: {self.prefix}_stats.csv, {self.prefix}_hdr.csv, {self.prefix}_workers.csv; logs: {self.logs}")
+        self.say(f"CSVs: {self.prefix}_stats.csv, {self.prefix}_hdr.csv, {self.prefix}_metrics.csv, {self.prefix}_workers.csv; logs: {self.logs}")
         return code
 
 

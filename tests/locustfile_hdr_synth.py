@@ -15,10 +15,11 @@ import gevent
 from locust import User, constant, events, task
 from locust.runners import WorkerRunner
 
-import loadkit.metrics.hdr  # noqa: F401 - registers the HDR listeners
+import loadkit.plugin
 from hdr_synth_samples import samples, seed_for
 
 _local_counter = itertools.count()
+events.init.add_listener(loadkit.plugin.on_init)  # exact percentiles on this run's environment
 
 
 @events.init_command_line_parser.add_listener

@@ -14,7 +14,7 @@ import pytest
 
 from loadkit.demo import parse_duration
 from loadkit.procs import free_port, loadkit_argv
-from test_distributed import assert_complete_mixed_run
+from test_distributed import assert_complete_mixed_run, locust_stats
 
 
 def _port_open(port: int) -> bool:
@@ -47,8 +47,8 @@ def _processes_mentioning(needle: str) -> list[int]:
 def test_demo_runs_master_and_two_workers_against_both_targets(spawn, tmp_path):
     """Acceptance: embedded KTB + an external chldo (--chldo-url), 2 workers, report, clean exit."""
     chldo_port = free_port()
-    spawn(loadkit_argv("serve", "chldo", "--host", "127.0.0.1", "--port", str(chldo_port)), port=chldo_port,
-          name="external-chldo")
+    chldo = spawn(loadkit_argv("serve", "chldo", "--host", "127.0.0.1", "--port", str(chldo_port)), port=chldo_port,
+                  name="external-chldo")
     out = tmp_path / "out"
     demo = spawn(loadkit_argv("demo", "--run-time", "8s", "--workers", "2", "--users", "6", "--spawn-rate", "6",
                               "--out", str(out), "--chldo-url", f"ws://127.0.0.1:{chldo_port}"), name="demo")
@@ -68,6 +68,31 @@ def test_demo_runs_master_and_two_workers_against_both_targets(spawn, tmp_path):
     for port in _ports_in(text) - {chldo_port}:
         assert not _port_open(port), port
     assert _port_open(chldo_port)
+    assert_rps_counts_requests_only(out / "locust", chldo, text)
+
+
+def assert_rps_counts_requests_only(prefix: Path, chldo, demo_text: str) -> None:
+    """Locust's request count (and so its RPS) is what the users sent, counted independently by the
+    server: every chldo connection and every turn the server saw, and nothing else (the phases and
+    per-turn figures of a turn are metrics, not requests)."""
+    chldo.stop()
+    m = re.search(r"stopped: (\d+) connections, (\d+) turns", chldo.output())
+    assert m, chldo.output()[-2000:]
+    connections, turns = int(m[1]), int(m[2])
+    stats = locust_stats(prefix)
+    assert int(stats[("chldo", "connect")]["Request Count"]) == connections
+    sent = int(stats[("chldo", "sendmsg")]["Request Count"])
+    assert sent <= turns <= sent + 6, (sent, turns)  # a turn cut off by the end of the run: at most one per user
+    assert {name for (kind, name) in stats if kind == "chldo"} == {"connect", "sendmsg"}
+    total = stats[("", "Aggregated")]
+    rps, count = float(total["Requests/s"]), int(total["Request Count"])
+    seconds = 8.0  # --run-time; Locust divides by the time from its first to its last request
+    assert count / (seconds + 2) <= rps <= count / (seconds - 3), (rps, count)
+    # the console: requests and metrics in separate blocks, metrics with their units
+    requests_block = demo_text[demo_text.index("requests (what the users sent"):demo_text.index("loadkit metrics (not requests")]
+    assert "ttft" not in requests_block and "chunks" not in requests_block
+    assert re.search(r"chldo\s+chunks\s+count\s+\d+.*count", demo_text)
+    assert re.search(r"chldo\s+ttft\s+latency\s+\d+.*ms", demo_text)
 
 
 @pytest.mark.timeout(90)

@@ -140,16 +140,23 @@ def test_empty_store_still_writes_an_aggregated_row(tmp_path):
     assert list(rows) == [("", AGGREGATED_NAME)] and rows[("", AGGREGATED_NAME)]["Count"] == 0
 
 
-def test_importing_registers_listeners_once():
+def test_plugin_installs_on_the_runs_own_environment_once():
+    """Importing loadkit adds no request listener to Locust's global events; the plugin installs
+    its listeners on the environment it is given (library mode: ``Environment(events=Events())``),
+    once however often it is called."""
     # In a subprocess: importing Locust monkey-patches the interpreter.
     code = (
-        "import loadkit.metrics.hdr as h\n"
         "from locust import events\n"
-        "n = len(events.request._handlers)\n"
-        "import importlib; importlib.reload(h)\n"
-        "assert h.install() is False\n"
-        "assert len(events.request._handlers) == n, (n, len(events.request._handlers))\n"
-        "assert sum(1 for f in events.request._handlers if f.__name__ == '_on_request') == 1\n"
+        "from locust.event import Events\n"
+        "from locust.env import Environment\n"
+        "n_global = len(events.request._handlers)\n"
+        "import loadkit.metrics.hdr, loadkit.users.chldo, loadkit.users.ktb, loadkit.plugin as p\n"
+        "assert len(events.request._handlers) == n_global, 'import added a global request listener'\n"
+        "env = Environment(events=Events())\n"
+        "assert p.install(env) is True and p.install(env) is False\n"
+        "assert sum(1 for f in env.events.request._handlers if f.__name__ == '_on_request') == 1\n"
+        "assert sum(1 for f in env.events.worker_report._handlers if f.__module__ == 'loadkit.metrics.counters') == 1\n"
+        "assert len(events.request._handlers) == n_global\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -1,8 +1,8 @@
 """Live Prometheus metrics: the collector's series, and a real Prometheus server scraping a running
 distributed run (master + 2 workers on 127.0.0.1 against the reference targets).
 
-The integration test compares what Prometheus stored with the run's ``_hdr.csv``: counts equal,
-quantiles within 1 %. Skipped with the reason when the ``prometheus`` binary is absent (``.ci/run``
+The integration test compares what Prometheus stored with the run's ``_hdr.csv`` (requests) and
+``_metrics.csv`` (loadkit metrics): counts equal, quantiles within 1 %. Skipped with the reason when the ``prometheus`` binary is absent (``.ci/run``
 installs Debian's package).
 """
 
@@ -19,9 +19,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadkit.metrics.histograms import read_csv
+from loadkit.metrics.histograms import METRIC_COLUMNS, read_csv
 from loadkit.procs import free_port, wait_for_port
-from test_distributed import CORE_OPERATIONS, assert_hdr_matches_locust
+from test_distributed import CORE_METRICS, CORE_OPERATIONS, assert_hdr_matches_locust
 
 ROOT = Path(__file__).resolve().parent.parent
 MIXED = str(ROOT / "locustfiles" / "mixed.py")
@@ -56,15 +56,17 @@ def test_collector_serves_counts_failures_and_exact_quantiles(monkeypatch):
     from loadkit.metrics import hdr, prometheus
     from loadkit.metrics.histograms import HdrStore
 
-    store = HdrStore()
+    store, metrics = HdrStore(), HdrStore()
     monkeypatch.setattr(hdr, "STORE", store)
+    monkeypatch.setattr(hdr, "METRICS", metrics)
     stats = RequestStats()
     values = [0.1 * i for i in range(1, 1001)]  # 0.1 .. 100 ms
     for v in values:
         store.record("ktb", "chatMessage", v)
         stats.log_request("ktb", "chatMessage", v, 0)
     for v in (3.0, 5.0, 7.0):
-        store.record("chldo", "chunks", v)
+        metrics.record("chldo", "chunks", v)  # a loadkit metric: a count, not milliseconds
+    metrics.record("chldo", "ttft", 300.0)
     for _ in range(3):
         stats.log_error("ktb", "chatMessage", "RateLimited('slow down')")
     stats.log_error("ktb", "chatMessage", "free text")
@@ -94,9 +96,10 @@ def test_collector_serves_counts_failures_and_exact_quantiles(monkeypatch):
     assert value("loadkit_hdr_min", type="ktb", name="chatMessage") == pytest.approx(0.1)
     assert value("loadkit_hdr_max", type="ktb", name="chatMessage") == pytest.approx(100.0)
     assert value("loadkit_hdr_mean", type="ktb", name="chatMessage") == pytest.approx(50.05)
-    # the chldo turn figures are not milliseconds: their unit label says so
+    # loadkit metrics come with their catalog kind and unit (a count is not milliseconds)
     assert value("loadkit_hdr_quantile", type="chldo", name="chunks", quantile="0.5") == pytest.approx(5.0, rel=0.001)
-    assert value("loadkit_hdr_count", type="chldo", name="chunks", unit="chunks/turn") == 3
+    assert value("loadkit_hdr_count", type="chldo", name="chunks", unit="count", kind="count") == 3
+    assert value("loadkit_hdr_max", type="chldo", name="ttft", unit="ms", kind="latency") == pytest.approx(300.0)
     assert value("loadkit_users") == 7
     assert value("loadkit_generator_cpu_percent", node="local") == 42.0
     assert value("loadkit_generator_saturation", source="cpu") == pytest.approx(0.42)
@@ -225,9 +228,9 @@ def test_real_prometheus_scrapes_a_distributed_run(spawn, tmp_path):
     seen = {}
     for job in ("webui", "headless"):
         seen[job] = {
-            "counts": {(dict(k)["type"], dict(k)["name"]): v
+            "counts": {(dict(k)["kind"], dict(k)["unit"], dict(k)["type"], dict(k)["name"]): v
                        for k, v in prom.values(f'loadkit_hdr_count{{job="{job}"}}').items()},
-            "quantiles": {(dict(k)["type"], dict(k)["name"], dict(k)["quantile"]): v
+            "quantiles": {(dict(k)["kind"], dict(k)["type"], dict(k)["name"], dict(k)["quantile"]): v
                           for k, v in prom.values(f'loadkit_hdr_quantile{{job="{job}"}}').items()},
             "lost": list(prom.values(f'loadkit_workers_lost{{job="{job}"}}').values()),
             "chat": prom.values(f'loadkit_requests_total{{job="{job}",type="ktb",name="chatMessage"}}'),
@@ -238,18 +241,20 @@ def test_real_prometheus_scrapes_a_distributed_run(spawn, tmp_path):
 
     hdr = assert_hdr_matches_locust(prefix)
     assert {(t, n) for t, n in hdr if n != "Aggregated"} >= CORE_OPERATIONS
+    metrics = read_csv(f"{prefix}_metrics.csv", METRIC_COLUMNS)
+    assert set(metrics) >= CORE_METRICS
+    # every request row of _hdr.csv and every metric row of _metrics.csv, with its kind and unit
+    expected = {("request", "ms", *key): row for key, row in hdr.items() if key[1] != "Aggregated"}
+    expected.update({(row["Kind"], row["Unit"], *key): row for key, row in metrics.items()})
     for job, got in seen.items():
-        assert set(got["counts"]) == {k for k in hdr if k[1] != "Aggregated"}, job
-        for key, row in hdr.items():
-            if key[1] == "Aggregated":
-                continue
-            assert got["counts"][key] == row["Count"], (job, key)
+        assert set(got["counts"]) == set(expected), (job, set(got["counts"]) ^ set(expected))
+        for (kind, unit, rtype, name), row in expected.items():
+            assert got["counts"][(kind, unit, rtype, name)] == row["Count"], (job, name)
             for q, column in QUANTILE_COLUMNS.items():
-                assert got["quantiles"][(*key, q)] == pytest.approx(row[column], rel=0.01, abs=0.0005), (job, key, q)
+                assert got["quantiles"][(kind, rtype, name, q)] == pytest.approx(row[column], rel=0.01, abs=0.0005), \
+                    (job, rtype, name, q)
         assert got["lost"] == [0.0], job
         assert got["chat"] and got["saturation"] and got["master_cpu"], (job, got)
-    # read_csv is the documented way to read the file back; the percentiles compared came from it
-    assert read_csv(f"{prefix}_hdr.csv")
 
 
 def test_grafana_dashboard_is_valid_json_for_these_series():

@@ -114,12 +114,11 @@ def _on_quitting(environment: Any, **_kw: Any) -> None:
         logger.info("%s counters: %s", kind, dict(sorted(values.items())))
 
 
-def install(events: Any | None = None) -> bool:
-    """Register the listeners on ``events`` (default: Locust's global events); idempotent."""
+def install(events: Any) -> bool:
+    """Register the listeners on ``events`` (the run's ``environment.events``); idempotent.
+    Called by :func:`loadkit.plugin.install`."""
     return add_listeners_once(events, "_loadkit_counters_installed", {
         "report_to_master": _on_report_to_master, "worker_report": _on_worker_report,
         "test_start": _on_test_start, "reset_stats": _on_reset_stats, "test_stop": _on_test_stop,
         "quitting": _on_quitting,
     }) is not None
-
-install()

@@ -437,7 +437,8 @@ def wait_for_final_reports() -> None:
 # ------------------------------------------------------------------ workers counted, not configured
 
 
-def _add_options(parser: Any, **_kw: Any) -> None:
+def add_options(parser: Any, **_kw: Any) -> None:
+    """``--workers-window`` (registered by :func:`loadkit.plugin.patch_locust`)."""
     group = parser.add_argument_group("loadkit workers")
     group.add_argument("--workers-window", type=float, default=0.0, metavar="S",
                        help="headless master: start once at least --expect-workers workers are ready and no "
@@ -483,17 +484,26 @@ def _on_init_window(environment: Any, **_kw: Any) -> None:
     gevent.spawn(_count_workers_then_start, environment.runner, options, minimum, window)
 
 
+def start(environment: Any) -> None:
+    """What this module does once the run's runner exists (called by :func:`loadkit.plugin.install`
+    at Locust's ``init``): remember the runner, and on a master watch the workers."""
+    _on_init_remember(environment)
+    _on_init(environment)
+    _on_init_window(environment)
+
+
+def patch_locust() -> None:
+    """The Locust patches of this module. They must be in place before a worker connects to its
+    master, i.e. when the locustfile is imported, not at ``init``."""
+    bound_master_waits()
+    wait_for_final_reports()
+
+
 def install(events: Any) -> None:
-    """Register the listeners (called once by :func:`loadkit.metrics.hdr.install`)."""
-    events.init.add_listener(_on_init_remember)
-    events.init.add_listener(_on_init)
+    """Register the listeners (called once by :func:`loadkit.plugin.install`)."""
     events.worker_connect.add_listener(_on_worker_connect)
     events.heartbeat_sent.add_listener(_on_heartbeat_sent)
     events.worker_report.add_listener(_on_worker_report)
     events.report_to_master.add_listener(_on_report_to_master)
     events.test_start.add_listener(_on_test_start)
     events.quitting.add_listener(_on_quitting_worker)
-    events.init_command_line_parser.add_listener(_add_options)
-    events.init.add_listener(_on_init_window)
-    bound_master_waits()
-    wait_for_final_reports()

@@ -13,10 +13,15 @@ samples.
 Because the histograms ride in the very message that carries Locust's stats, the master's
 ``<prefix>_hdr.csv`` counts always equal the ``Request Count`` of Locust's ``<prefix>_stats.csv``.
 
-Usage: a locustfile (or a user module) does ``import loadkit.metrics.hdr``; importing registers the
-listeners once per process. The master (or the single local process) writes
-``<csv_prefix>_hdr.csv`` at ``test_stop`` and again at ``quitting`` when Locust runs with ``--csv``;
-the master also writes ``<csv_prefix>_workers.csv`` (see :mod:`loadkit.metrics.distributed`).
+The same machinery keeps a second store, :data:`METRICS`, for loadkit metrics (phases such as ttft,
+receive-side latencies such as delivery, per-turn counts and rates; see
+:mod:`loadkit.metrics.catalog`): recorded by :class:`loadkit.users.measure.Measure`, shipped in the
+same worker message under its own key, merged the same way, written as ``<csv_prefix>_metrics.csv``.
+
+Usage: :func:`loadkit.plugin.install` registers the listeners on the run's own ``Environment``
+(loadkit's users do it). The master (or the single local process) writes ``<csv_prefix>_hdr.csv``
+and ``<csv_prefix>_metrics.csv`` at ``test_stop`` and again at ``quitting`` when Locust runs with
+``--csv``; the master also writes ``<csv_prefix>_workers.csv`` (see :mod:`loadkit.metrics.distributed`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from loadkit.metrics.histograms import (  # noqa: F401 - re-exported for locustf
     CSV_COLUMNS,
     HDR_SUFFIX,
     MESSAGE_KEY,
+    METRIC_COLUMNS,
+    METRIC_MESSAGE_KEY,
+    METRIC_SUFFIX,
     PERCENTILE_COLUMNS,
     PERCENTILES,
     HdrStore,
@@ -43,7 +51,8 @@ logger = logging.getLogger("loadkit.hdr")
 # a local (single-process) runner records into it.
 # ---------------------------------------------------------------------------------------------
 
-STORE = HdrStore()
+STORE = HdrStore()  # requests: one sample per Locust request event
+METRICS = HdrStore()  # loadkit metrics: values in their catalog unit (loadkit.metrics.catalog)
 
 
 def hdr_path(csv_prefix: str) -> str:
@@ -70,6 +79,7 @@ def write_results(environment: Any) -> str | None:
     path = hdr_path(prefix)
     try:
         STORE.write_csv(path)
+        METRICS.write_metrics_csv(f"{prefix}{METRIC_SUFFIX}")
     except OSError as exc:
         logger.error("loadkit hdr: could not write %s: %s", path, exc)
         return None
@@ -85,18 +95,22 @@ def _on_request(request_type: str = "", name: str = "", response_time: float | N
 
 def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
     data[MESSAGE_KEY] = STORE.drain()
+    data[METRIC_MESSAGE_KEY] = METRICS.drain()
 
 
 def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
     STORE.merge(data.get(MESSAGE_KEY) or (), source=client_id)
+    METRICS.merge(data.get(METRIC_MESSAGE_KEY) or (), source=client_id)
 
 
 def _on_test_start(environment: Any, **_kw: Any) -> None:
     STORE.clear()  # Locust clears its own stats at the same moment
+    METRICS.clear()
 
 
 def _on_reset_stats(**_kw: Any) -> None:
     STORE.clear()
+    METRICS.clear()
 
 
 def _on_test_stop(environment: Any, **_kw: Any) -> None:
@@ -128,23 +142,13 @@ def add_listeners_once(events: Any | None, flag: str, listeners: dict[str, Any])
     return events
 
 
-def install(events: Any | None = None) -> bool:
-    """Register the listeners on ``events`` (default: Locust's global ``locust.events``); idempotent.
+def install(events: Any) -> bool:
+    """Register the listeners on ``events`` (the run's ``environment.events``); idempotent.
 
-    Returns True when this call registered them.
+    Returns True when this call registered them. Called by :func:`loadkit.plugin.install`.
     """
-    events = add_listeners_once(events, "_loadkit_hdr_installed", {
+    return add_listeners_once(events, "_loadkit_hdr_installed", {
         "request": _on_request, "report_to_master": _on_report_to_master, "worker_report": _on_worker_report,
         "test_start": _on_test_start, "reset_stats": _on_reset_stats, "test_stop": _on_test_stop,
         "quitting": _on_quitting,
-    })
-    if events is None:
-        return False
-    from loadkit.metrics import distributed, final_csv, prometheus
-
-    distributed.install(events)
-    final_csv.install()
-    prometheus.install(events)
-    return True
-
-install()
+    }) is not None

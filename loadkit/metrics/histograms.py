@@ -31,6 +31,13 @@ CSV_COLUMNS: tuple[str, ...] = ("Type", "Name", "Count", "Min", "Mean", "Max", *
 AGGREGATED_NAME = "Aggregated"  # same convention as Locust's stats CSV: Type "", Name "Aggregated"
 MESSAGE_KEY = "loadkit_hdr"  # key inside Locust's worker stats message
 HDR_SUFFIX = "_hdr.csv"
+# loadkit metrics (see loadkit.metrics.catalog): same layout, values in the metric's own unit
+# (recorded × 1000, so µs for ms and thousandths for counts and rates); no Aggregated row, as
+# pooling milliseconds with counts means nothing
+METRIC_MESSAGE_KEY = "loadkit_metrics"
+METRIC_SUFFIX = "_metrics.csv"
+METRIC_COLUMNS: tuple[str, ...] = ("Type", "Name", "Kind", "Unit", "Count", "Min", "Mean", "Max",
+                                   *PERCENTILE_COLUMNS, "Histogram")
 
 
 def new_histogram() -> HdrHistogram:
@@ -276,25 +283,42 @@ class HdrStore:
             total.add(op)
         return total
 
+    def op_rows(self) -> list[dict[str, str]]:
+        """One CSV row per ``(type, name)``, sorted like Locust's stats CSV (by name, then type)."""
+        return [op.row(t, n) for (t, n), op in sorted(self.ops.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+
     def rows(self) -> list[dict[str, str]]:
-        """CSV rows sorted like Locust's stats CSV (by name, then type), then the Aggregated row."""
-        rows = [op.row(t, n) for (t, n), op in sorted(self.ops.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
-        rows.append(self.aggregated().row("", AGGREGATED_NAME))
-        return rows
+        """:meth:`op_rows`, then the Aggregated row."""
+        return [*self.op_rows(), self.aggregated().row("", AGGREGATED_NAME)]
 
     def write_csv(self, path: str | os.PathLike) -> None:
         write_csv_atomic(path, CSV_COLUMNS, self.rows())
 
+    def metric_rows(self) -> list[dict[str, str]]:
+        """Rows of ``_metrics.csv``: :meth:`op_rows` with each metric's Kind and Unit."""
+        from loadkit.metrics.catalog import metric
 
-def read_csv(path: str | os.PathLike) -> dict[tuple[str, str], dict[str, Any]]:
-    """Read a ``_hdr.csv`` back: ``{(type, name): row}`` with numbers parsed and ``hist`` decoded."""
+        rows = []
+        for row in self.op_rows():
+            m = metric(row["Type"], row["Name"])
+            rows.append({**row, "Kind": m.kind, "Unit": m.unit})
+        return rows
+
+    def write_metrics_csv(self, path: str | os.PathLike) -> None:
+        write_csv_atomic(path, METRIC_COLUMNS, self.metric_rows())
+
+
+def read_csv(path: str | os.PathLike, columns: tuple[str, ...] = CSV_COLUMNS) -> dict[tuple[str, str], dict[str, Any]]:
+    """Read a ``_hdr.csv`` (or, with ``columns=METRIC_COLUMNS``, a ``_metrics.csv``) back:
+    ``{(type, name): row}`` with numbers parsed and ``hist`` decoded."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
+    text_columns = [c for c in ("Type", "Name", "Kind", "Unit", "Histogram") if c in columns]
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-            raise ValueError(f"{path}: columns {reader.fieldnames} are not {list(CSV_COLUMNS)}")
+        if tuple(reader.fieldnames or ()) != columns:
+            raise ValueError(f"{path}: columns {reader.fieldnames} are not {list(columns)}")
         for row in reader:
-            parsed: dict[str, Any] = {k: row[k] for k in ("Type", "Name", "Histogram")}
+            parsed: dict[str, Any] = {k: row[k] for k in text_columns}
             parsed["Count"] = int(row["Count"])
             for column in ("Min", "Mean", "Max", *PERCENTILE_COLUMNS):
                 parsed[column] = float(row[column])

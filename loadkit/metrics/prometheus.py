@@ -15,7 +15,9 @@ request times, exactly as in ``<prefix>_hdr.csv``):
 
 ``loadkit_requests_total{type,name}``                 Locust's request count (failures included)
 ``loadkit_failures_total{type,name,class}``           failures by exception class (``RateLimited``, ...)
-``loadkit_hdr_count{kind,type,name,unit}``            samples in the merged HDR histogram
+``loadkit_hdr_count{kind,type,name,unit}``            samples in the merged HDR histogram (requests:
+                                                      kind ``request``, unit ``ms``; loadkit metrics:
+                                                      their catalog kind and unit)
 ``loadkit_hdr_quantile{kind,type,name,unit,quantile}`` exact quantile 0.5 0.9 0.95 0.99 0.999 (same
                                                       rule as the ``_hdr.csv`` columns)
 ``loadkit_hdr_min|mean|max{kind,type,name,unit}``     exact min, mean, max
@@ -31,9 +33,9 @@ plus the master's own ``process_*`` series (CPU seconds, memory).
 The counters restart at each test start, like Locust's stats (Prometheus treats that as a reset).
 ``/metrics`` is not behind Locust's ``--web-login`` (Prometheus cannot log in); it shows figures only.
 
-Extension points: :func:`hdr_series` is the one function that reads the merged histograms (new
-metric kinds slot in there, with their ``kind`` and ``unit``); :data:`UNITS` names the unit of
-``(type, name)`` pairs whose samples are not milliseconds.
+Extension point: :func:`hdr_series` is the one function that reads the merged histograms, the
+request store and the loadkit metric store (:mod:`loadkit.metrics.catalog` gives each metric its
+``kind`` and ``unit``); a further store slots in there.
 """
 
 from __future__ import annotations
@@ -53,44 +55,35 @@ HDR_LABELS = ("kind", "type", "name", "unit")
 MAX_FAILURE_CLASSES = 50  # label values are series: a server's free-form errors must not explode them
 CONTENT_PATH = "/metrics"
 
-# (type, name) -> unit of samples that are not milliseconds; filled with the chldo turn figures below
-UNITS: dict[tuple[str, str], str] = {}
-
 
 @dataclass(frozen=True)
 class HdrSeries:
     """One merged histogram as served: what it measures (``kind``, ``unit``) and its samples."""
 
-    kind: str  # "request": an events.request operation; other kinds (loadkit metrics) may follow
+    kind: str  # "request": an events.request operation; else the loadkit metric's kind (latency, count, rate)
     type: str
     name: str
     unit: str
     hist: OpHistogram
 
 
-def _default_units() -> None:
-    if UNITS:
-        return
-    try:
-        from loadkit.protocols.chldo import TURN_FIGURE_UNITS
-    except ImportError:  # pragma: no cover - the package always has it
-        return
-    for name, unit in TURN_FIGURE_UNITS.items():
-        UNITS.setdefault(("chldo", name), unit)
-
-
 def hdr_series() -> Iterator[HdrSeries]:
-    """Every merged histogram of this process (the master's sum over the workers).
+    """Every merged histogram of this process (the master's sum over the workers): requests, then
+    loadkit metrics.
 
-    The single reader of the HDR store for the exporter: a new kind of figure recorded into the
-    store (or a second store) is added here and every series below serves it.
+    The single reader of the HDR stores for the exporter: a new store or kind of figure is added
+    here and every series below serves it.
     """
-    from loadkit.metrics.hdr import STORE
+    from loadkit.metrics import hdr
+    from loadkit.metrics.catalog import metric
 
-    _default_units()
-    for (rtype, name), op in sorted(STORE.ops.items()):
+    for (rtype, name), op in sorted(hdr.STORE.ops.items()):
         if op.count:
-            yield HdrSeries("request", rtype, name, UNITS.get((rtype, name), "ms"), op)
+            yield HdrSeries("request", rtype, name, "ms", op)
+    for (rtype, name), op in sorted(hdr.METRICS.ops.items()):
+        if op.count:
+            m = metric(rtype, name)
+            yield HdrSeries(m.kind, rtype, name, m.unit, op)
 
 
 _CLASS = re.compile(r"^([A-Za-z_][\w.]*)\(")
@@ -265,7 +258,8 @@ def make_registry(environment: Any) -> Any:
 # ------------------------------------------------------------------------------ Locust wiring
 
 
-def _add_options(parser: Any, **_kw: Any) -> None:
+def add_options(parser: Any, **_kw: Any) -> None:
+    """``--metrics-port`` / ``--metrics-host`` (registered by :func:`loadkit.plugin.patch_locust`)."""
     group = parser.add_argument_group("loadkit Prometheus metrics")
     group.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics on the master or single "
@@ -284,13 +278,15 @@ def serve(registry: Any, host: str, port: int) -> Any:
     return server
 
 
-def _on_init(environment: Any, web_ui: Any = None, **_kw: Any) -> None:
+def start(environment: Any) -> None:
+    """Serve ``/metrics`` for this run (called by :func:`loadkit.plugin.install` at Locust's
+    ``init``): on the web UI when there is one, and on ``--metrics-port`` when given. Not on workers."""
     from loadkit.metrics.hdr import is_worker
 
-    if is_worker(environment):
+    if is_worker(environment) or getattr(environment, "_loadkit_metrics_registry", None) is not None:
         return
-    registry = make_registry(environment)
-    web_ui = web_ui or getattr(environment, "web_ui", None)
+    registry = environment._loadkit_metrics_registry = make_registry(environment)
+    web_ui = getattr(environment, "web_ui", None)
     if web_ui is not None:
         from flask import Response
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -309,9 +305,3 @@ def _on_init(environment: Any, web_ui: Any = None, **_kw: Any) -> None:
             logger.error("loadkit: cannot serve Prometheus metrics on %s:%s (--metrics-port): %s", host, port, exc)
             sys.exit(2)
         logger.info("loadkit: Prometheus metrics at http://%s:%s%s", host, port, CONTENT_PATH)
-
-
-def install(events: Any) -> None:
-    """Register the option and the init listener (called once by :func:`loadkit.metrics.hdr.install`)."""
-    events.init_command_line_parser.add_listener(_add_options)
-    events.init.add_listener(_on_init)

@@ -1,16 +1,16 @@
 """Locust glue for the chldo ``sendmsg`` stream: ``--chldo-*`` options and :class:`ChldoUser`.
 
 Each user opens one WebSocket (Locust ``--host`` is the ``ws://`` / ``wss://`` URL), then loops:
-send one prompt, wait for END, report, think. Every turn becomes request events with
-``request_type="chldo"`` (definitions in docs/chldo.md):
+send one prompt, wait for END, report, think. Through the one measurement path
+(:mod:`loadkit.users.measure`, ``request_type="chldo"``, definitions in docs/chldo.md):
 
-* ``sendmsg``   send → END (response_length = answer characters); the only event of a failed turn
-* ``time_to_start`` send → START, ``ttft`` send → first token, ``som_to_eom`` START → END,
-  ``first_voice`` send → first voice_ready
-* per-turn figures carried in response_time (so Locust's percentiles apply to them):
-  ``chunks``, ``chars``, ``chunks_per_s``, ``chunk_gap`` (mean gap, ms), ``chunk_gap_max`` (ms),
-  ``voice_ms`` (seconds of speech × 1000)
-* ``connect`` (handshake), and ``protocol`` for violations seen between turns.
+* request events — the requests a user sent: ``connect`` (handshake) and ``sendmsg`` (send → END,
+  response_length = answer characters, or send → the failure);
+* loadkit metrics of each successful turn, in their catalog units (:mod:`loadkit.metrics.catalog`):
+  ``time_to_start``, ``ttft``, ``som_to_eom``, ``first_voice`` (ms), ``chunk_gap``,
+  ``chunk_gap_max``, ``voice_ms`` (ms), ``chunks``, ``chars`` (counts), ``chunks_per_s`` (1/s);
+* protocol violations seen between turns (no request of ours was waiting) are counted as
+  ``protocol_violation:<class>`` in ``<prefix>_counters.csv``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any
 
 from locust import User, events, task
 
-import loadkit.metrics.hdr  # noqa: F401 - exact, mergeable percentiles (<csv prefix>_hdr.csv)
 from loadkit.clients.chldo import ChldoClient
+from loadkit.metrics.counters import counters
+from loadkit.users.measure import Measure
 from loadkit.protocols.chldo import build_sendmsg
 from loadkit.protocols.chldo_turn import ChldoConnectError, ChldoConnectionLost, ChldoError, ChldoTimeout, Turn
 
@@ -39,6 +40,7 @@ DEFAULT_PROMPTS = (
     "Tell me about your favourite memory.",
 )
 OMITTABLE = ("api_key", "room_uid", "user_id", "msg", "action")
+COUNTERS = counters(REQUEST_TYPE)
 
 # ids unique per worker process, even across machines (pid + random) and across fork: Locust's
 # --processes forks after this module was imported, so the tag is (re)made in whichever process asks.
@@ -74,8 +76,8 @@ def _add_chldo_options(parser: Any) -> None:
     parser.add_argument("--chldo-omit", default="",
                         help=f"comma-separated request fields to leave out (negative tests): {', '.join(OMITTABLE)}")
     parser.add_argument("--chldo-detail-metrics", type=int, default=1,
-                        help="1 = also report chunks, chars, chunks_per_s, chunk_gap, chunk_gap_max, voice_ms "
-                             "(default); 0 = only the timing events")
+                        help="1 = also record the metrics chunks, chars, chunks_per_s, chunk_gap, chunk_gap_max, "
+                             "voice_ms (default); 0 = only sendmsg and the phase latencies")
 
 
 @events.init.add_listener
@@ -155,6 +157,7 @@ class ChldoUser(User):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
+        self.measure = Measure(environment, REQUEST_TYPE)
         opts = environment.parsed_options
         get = (lambda name, default: getattr(opts, name, default)) if opts is not None else (lambda n, d: d)
         tag, n = process_tag()
@@ -196,25 +199,19 @@ class ChldoUser(User):
     def on_stop(self) -> None:
         self.client.close()
 
-    def _fire(self, name: str, response_time: float, response_length: int = 0,
-              exception: Exception | None = None) -> None:
-        self.environment.events.request.fire(
-            request_type=REQUEST_TYPE, name=name, response_time=response_time,
-            response_length=response_length, exception=exception, context=self._ctx,
-        )
-
     def _connect(self) -> bool:
         try:
             ms = self.client.connect()
         except ChldoConnectError as exc:
-            self._fire("connect", 0.0, 0, exc)
+            self.measure.request("connect", 0.0, 0, exc, self._ctx)
             return False
         self._turns_on_connection = 0
-        self._fire("connect", ms)
+        self.measure.request("connect", ms, 0, None, self._ctx)
         return True
 
     def _report_stray(self, violation: ChldoError) -> None:
-        self._fire("protocol", 0.0, 0, violation)
+        # not a request of ours (none was waiting): a counted fact of the run, not a request failure
+        COUNTERS.bump(f"protocol_violation:{type(violation).__name__}")
 
     def build_request(self, prompt: str) -> dict[str, Any]:
         req = build_sendmsg(api_key=self.api_key, room_uid=self.room_uid, user_id=self.user_id, msg=prompt,
@@ -244,29 +241,28 @@ class ChldoUser(User):
             self.client.close()
 
     def report(self, turn: Turn) -> None:
-        """Turn → request events (see the module docstring and docs/chldo.md)."""
-        total = turn.sendmsg_ms or 0.0
+        """Turn → one ``sendmsg`` request event, then the turn's metrics (module docstring)."""
+        measure = self.measure
+        measure.request("sendmsg", turn.sendmsg_ms or 0.0, turn.chars, turn.error, self._ctx)
         if turn.error is not None:
-            self._fire("sendmsg", total, turn.chars, turn.error)
             return
-        fire = self._fire
-        fire("sendmsg", total, turn.chars)
+        metric = measure.metric
         if turn.t_start is not None:
-            fire("time_to_start", turn.time_to_start_ms, 0)
-            fire("som_to_eom", turn.som_to_eom_ms, turn.frames)
+            metric("time_to_start", turn.time_to_start_ms)
+            metric("som_to_eom", turn.som_to_eom_ms)
         if turn.t_first_token is not None:
-            fire("ttft", turn.ttft_ms, 0)
+            metric("ttft", turn.ttft_ms)
         if turn.t_first_voice is not None:
-            fire("first_voice", turn.first_voice_ms, turn.voices)
+            metric("first_voice", turn.first_voice_ms)
         if not self.detail:
             return
-        fire("chunks", float(turn.chunks), turn.chunks)
-        fire("chars", float(turn.chars), turn.chars)
+        metric("chunks", float(turn.chunks))
+        metric("chars", float(turn.chars))
         rate = turn.chunks_per_s
         if rate is not None:
-            fire("chunks_per_s", rate, turn.chunks)
+            metric("chunks_per_s", rate)
         if turn.chunks >= 2:
-            fire("chunk_gap", turn.gap_mean_ms, turn.chunks - 1)
-            fire("chunk_gap_max", turn.gap_max_ms, turn.chunks - 1)
+            metric("chunk_gap", turn.gap_mean_ms)
+            metric("chunk_gap_max", turn.gap_max_ms)
         if turn.voices:
-            fire("voice_ms", turn.voice_seconds * 1000.0, turn.voices)
+            metric("voice_ms", turn.voice_seconds * 1000.0)

@@ -30,7 +30,7 @@ from gevent.event import AsyncResult
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
 
-from loadkit.metrics.hdr import is_worker  # importing it installs exact percentiles (<csv prefix>_hdr.csv)
+from loadkit.metrics.hdr import is_worker
 from loadkit.metrics.counters import counters
 from loadkit.clients.socketio import Disconnect, ErrorAnswer, SocketIOError
 from loadkit.protocols import ktb
@@ -103,10 +103,23 @@ def parse_weights(text: str) -> dict[str, int]:
 #: skipped deliveries ...): merged over workers, logged at the end, written to <prefix>_counters.csv
 COUNTERS = counters(REQUEST_TYPE)
 _ROOMS: dict[int, AsyncResult] = {}
-_USER_SEQ = itertools.count()
-_RUN_ID = secrets.token_hex(3)
 _HOST = ktb.host_token()
-_PID = os.getpid()
+
+
+def _new_process_identity() -> None:
+    """This process's identity: account names, room names and the sender part of every message
+    nonce. Made again in a forked child (``locust --processes N`` forks after this module was
+    imported): children sharing their parent's pid and user numbers would take each other's
+    messages in a shared room for their own echoes."""
+    global _RUN_ID, _PID, _USER_SEQ
+    _RUN_ID = secrets.token_hex(3)
+    _PID = os.getpid()
+    _USER_SEQ = itertools.count()
+    _ROOMS.clear()
+
+
+_new_process_identity()
+os.register_at_fork(after_in_child=_new_process_identity)
 
 
 def option_problem(po: Any) -> str | None:
@@ -174,7 +187,7 @@ class KtbChatUser(SocketIOUser):
         super().__init__(environment)
         if not self.host:
             raise ValueError("KtbChatUser needs --host (the REST base URL, e.g. http://127.0.0.1:5001)")
-        self.rest = FastHttpSession(self.host, environment.events.request, user=self, insecure=not self.verify_tls)
+        self.rest = FastHttpSession(self.host, self.measure, user=self, insecure=not self.verify_tls)
         weights_opt = _opt(env, "ktb_weights", "") or ""
         weights = parse_weights(weights_opt)
         table = {
@@ -217,11 +230,6 @@ class KtbChatUser(SocketIOUser):
     def classify_error(self, exc: ErrorAnswer) -> Exception:
         return ktb.classify(exc.event, exc.payload)
 
-    def _fire(self, name: str, rt_ms: float, length: int, exc: Exception | None) -> None:
-        self.environment.events.request.fire(
-            request_type=REQUEST_TYPE, name=name, response_time=rt_ms, response_length=length, exception=exc, context={}
-        )
-
     # ------------------------------------------------------------------ server-initiated events
     def _wire_handlers(self) -> None:
         sio = self.sio
@@ -260,7 +268,7 @@ class KtbChatUser(SocketIOUser):
                     COUNTERS.bump("delivery_other_host")
                     return
                 rt = time.time() * 1000.0 - n.sent_us / 1000.0
-                self._fire("delivery", max(0.0, rt), len(msg.get("content", "")), None)
+                self.measure.metric("delivery", max(0.0, rt))
 
     def _session_lost(self, event: str, args: tuple) -> None:
         COUNTERS.bump(event)
@@ -271,13 +279,14 @@ class KtbChatUser(SocketIOUser):
         self._lose_session(Disconnect(reason))
 
     def _lose_session(self, exc: Exception) -> None:
-        """One ``session`` failure per lost session: the server's duplicate_login, the
-        session_ended 10 s later and the disconnect after it are one loss, reported by the first
-        (the counters still count each signal)."""
+        """One ``session_lost:<class>`` count per lost session: the server's duplicate_login, the
+        session_ended 10 s later and the disconnect after it are one loss, counted by the first
+        (the counters still count each signal). Not a request event: no request of ours failed."""
         already = self.need_session
         self.need_session = True
         if not already:
-            self._fire("session", 0.0, 0, exc)
+            COUNTERS.bump(f"session_lost:{type(exc).__name__}")
+            log.info("user %s: session lost (%s); logging in again", self.user_no, exc)
 
     def _on_unknown(self, ev: Any) -> None:
         COUNTERS.bump(f"unknown_event:{ev.name}")

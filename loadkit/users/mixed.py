@@ -16,7 +16,6 @@ from typing import Any
 from locust import events
 from locust.runners import WorkerRunner
 
-import loadkit.metrics.hdr  # noqa: F401 - exact, mergeable percentiles (<csv prefix>_hdr.csv)
 from loadkit.users.chldo import ChldoUser
 from loadkit.users.ktb import KtbChatUser
 

@@ -29,8 +29,9 @@ import os
 import time
 from typing import Any, Callable
 
-from locust import User, events
+from locust import User
 
+from loadkit.users.measure import Measure
 from loadkit.clients.socketio import (
     Answer,
     AnswerTimeout,
@@ -52,7 +53,7 @@ class LocustSocketIOClient:
 
     def __init__(
         self,
-        request_event: Any,
+        request_event: Any,  # anything with Locust's ``fire(**request_meta)``: a Measure, events.request
         url: str,
         *,
         request_type: str = "socketio",
@@ -173,7 +174,6 @@ def _tune_gc(**_kw: Any) -> None:
     gc.set_threshold(max(g0, 20000), max(g1, 20), max(g2, 20))
 
 
-events.spawning_complete.add_listener(_tune_gc)
 
 
 class SocketIOUser(User):
@@ -201,6 +201,12 @@ class SocketIOUser(User):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
+        #: the one measurement path (request events and loadkit metrics), see loadkit.users.measure
+        self.measure = Measure(environment, self.request_type)
+        events = environment.events
+        if not getattr(events, "_loadkit_gc_tuning", False):  # on this run's events, once
+            events._loadkit_gc_tuning = True
+            events.spawning_complete.add_listener(_tune_gc)
         self.sio = self.make_client()
 
     def socketio_auth(self) -> Any:
@@ -216,7 +222,7 @@ class SocketIOUser(User):
         if not url:
             raise ValueError(f"{type(self).__name__}: no Socket.IO URL (set socket_url or --host)")
         return LocustSocketIOClient(
-            self.environment.events.request,
+            self.measure,
             url,
             request_type=self.request_type,
             classify_error=self.classify_error,

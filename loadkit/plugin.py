@@ -1,0 +1,107 @@
+"""loadkit as a Locust plugin: everything it adds to a run, installed on that run's ``Environment``.
+
+Why explicit: listeners added to Locust's global ``locust.events`` at import reach only the runs
+that use the global events; a library-mode ``Environment(events=Events())`` would silently lose the
+exact percentiles, the metrics and the counters. :func:`install` puts them on the environment it is
+given, once. loadkit's user modules call it from Locust's ``init`` (and every loadkit user from its
+constructor, which covers library mode); a locustfile of your own may call it too — it is idempotent.
+
+What it installs (each module's own ``install`` says more):
+- :mod:`loadkit.metrics.hdr` — exact request histograms and loadkit metric histograms, merged
+  across workers, ``<prefix>_hdr.csv`` and ``<prefix>_metrics.csv``;
+- :mod:`loadkit.metrics.counters` — counts of what is not a request, ``<prefix>_counters.csv``;
+- :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers, ``--workers-window``;
+- :mod:`loadkit.metrics.prometheus` — the live ``/metrics`` (web UI port, ``--metrics-port``).
+
+The Locust *patches* (not listeners) are applied at import, because a worker connects to its
+master before ``init``: :func:`patch_locust`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_FLAG = "_loadkit_plugin_installed"
+
+
+def patch_locust() -> None:
+    """Apply loadkit's patches of Locust classes (idempotent): the final CSV rows and bounded
+    master/worker waits."""
+    from loadkit.metrics import distributed, final_csv
+
+    final_csv.install()
+    distributed.patch_locust()
+    _add_options_once()
+
+
+def _add_options_once() -> None:
+    """loadkit's own command-line options, on Locust's global parser event (the parser is built
+    after the locustfile is imported, before ``init``)."""
+    from locust import events
+
+    if getattr(events, "_loadkit_options_added", False):
+        return
+    events._loadkit_options_added = True
+    from loadkit.metrics import distributed, prometheus
+
+    events.init_command_line_parser.add_listener(distributed.add_options)
+    events.init_command_line_parser.add_listener(prometheus.add_options)
+
+
+def install(environment: Any, **_kw: Any) -> bool:
+    """Install loadkit's listeners on ``environment.events``; True when this call did it.
+
+    Accepts (and ignores) the extra keyword arguments of Locust's ``init`` event, so it can be
+    added as an ``init`` listener as it is.
+    """
+    events = environment.events
+    if getattr(events, _FLAG, False):
+        return False
+    setattr(events, _FLAG, True)
+    from loadkit.metrics import counters, distributed, hdr, prometheus
+
+    hdr.install(events)
+    counters.install(events)
+    distributed.install(events)
+    distributed.start(environment)
+    prometheus.start(environment)
+    _print_metrics_in_console(environment)
+    return True
+
+
+def _print_metrics_in_console(environment: Any) -> None:
+    """Headless master or local run: print the loadkit metrics block after Locust's request table,
+    at Locust's console cadence (not with ``--only-summary``) and once at the end."""
+    options = getattr(environment, "parsed_options", None)
+    if options is None or not getattr(options, "headless", False) or getattr(options, "json", False):
+        return
+    from loadkit.metrics import hdr
+
+    if hdr.is_worker(environment):
+        return
+    import gevent
+    from locust import stats as locust_stats
+
+    from loadkit.metrics.console import metrics_table
+
+    def show() -> None:
+        lines = metrics_table(hdr.METRICS.metric_rows())
+        if lines:
+            print("\n".join(lines) + "\n", flush=True)
+
+    def every_interval() -> None:
+        while True:
+            gevent.sleep(locust_stats.CONSOLE_STATS_INTERVAL_SEC)
+            show()
+
+    if not getattr(options, "only_summary", False):
+        gevent.spawn(every_interval)
+    environment.events.quit.add_listener(lambda **_kw: show())
+
+
+def on_init(environment: Any, **_kw: Any) -> None:
+    """Locust ``init`` listener that loadkit's user modules register: :func:`install`."""
+    install(environment)
+
+
+patch_locust()
