@@ -120,10 +120,10 @@ def test_resources_are_sized_from_the_benchmarks():
             assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"], name
             if obj["metadata"]["labels"]["app.kubernetes.io/component"] == "worker":
                 assert res["requests"]["cpu"] == res["limits"]["cpu"] == "1", name
-                # docs/kubernetes.md: ~100 MiB per process + 32 KiB per user; the request carries 4 000 users
-                assert mib(res["requests"]["memory"]) >= 100 + 4000 * 32 / 1024, name
+                # docs/kubernetes.md: ~100 MiB per process + 48 KiB per user; the request carries 3 300 users
+                assert mib(res["requests"]["memory"]) >= 100 + 3300 * 48 / 1024, name
     text = (ROOT / "docs" / "kubernetes.md").read_text()
-    assert "7.75 KB" in text and "32 KiB" in text  # the figure the sizing comes from, and the budget
+    assert "7.75 KB" in text and "48 KiB" in text  # the figure the sizing comes from, and the budget
 
 
 def test_headless_job_command_parses_and_writes_to_the_documented_volume():
