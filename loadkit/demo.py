@@ -71,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "0 = none, use --expect-workers)")
     g.add_argument("--expect-workers", type=positive_int, default=None, metavar="N",
                    help="workers the master waits for before starting (default: --workers)")
+    g.add_argument("--workers-window", type=float, default=0.0, metavar="S",
+                   help="start once no further worker has connected for S seconds, with however many "
+                        "connected (at least --expect-workers, default 1); for workers started elsewhere "
+                        "in a number the master is not told (docker-compose --scale, Kubernetes)")
     g.add_argument("--users", type=positive_int, default=20, metavar="N", help="concurrent users in total (default 20)")
     g.add_argument("--spawn-rate", type=float, default=10.0, metavar="R", help="users started per second (default 10)")
     g.add_argument("--out", default=None, metavar="DIR",
@@ -235,9 +239,12 @@ class _Demo:
         self.run_seconds: int = args.run_time
         cores = os.cpu_count() or 1
         self.workers_n: int = min(cores, args.users) if args.workers is None else args.workers
-        self.expect: int = args.expect_workers or self.workers_n
+        self.window: float = args.workers_window
+        if self.window < 0:
+            raise DemoError("--workers-window must be >= 0")
+        self.expect: int = args.expect_workers or self.workers_n or (1 if self.window else 0)
         if self.expect == 0:
-            raise DemoError("--workers 0 needs --expect-workers N (workers started elsewhere)")
+            raise DemoError("--workers 0 needs --expect-workers N or --workers-window S (workers started elsewhere)")
         if args.ktb_socket_url and not args.ktb_url:
             raise DemoError("--ktb-socket-url needs --ktb-url (the REST base URL of the same server)")
         if args.spawn_rate <= 0:
@@ -301,6 +308,8 @@ class _Demo:
             "--expect-workers-max-wait", f"{a.wait_workers:g}", "--csv", str(self.prefix), "--csv-full-history",  # per-operation curves in the report
             "--only-summary",
         ]
+        if self.window:
+            argv += ["--workers-window", f"{self.window:g}"]
         if self.locustfile.name == "mixed.py":
             argv += ["--mixed-ktb-url", ktb_url, "--mixed-chldo-url", chldo_url]
             if socket_url:
@@ -327,7 +336,10 @@ class _Demo:
         users = int(_num(row.get("User Count"))) if row else 0
         total = int(_num(row.get("Total Request Count"))) if row else 0
         if users == 0 and total == 0:
-            connected = min(self.expect, self.master.output().count("reported as ready") if self.master else 0)
+            connected = self.master.output().count("reported as ready") if self.master else 0
+            if self.window and "worker(s) connected (none new for" not in (self.master.output() if self.master else ""):
+                return f"{elapsed:5.0f}s  waiting for workers: {connected} connected (counting until none new for {self.window:g}s)"
+            connected = min(self.expect, connected)
             if connected < self.expect:
                 return f"{elapsed:5.0f}s  waiting for workers: {connected}/{self.expect} connected"
             return f"{elapsed:5.0f}s  {connected} worker(s) connected, starting users"
@@ -348,7 +360,9 @@ class _Demo:
         probe_host = "127.0.0.1" if bind in ("0.0.0.0", "*", "") else bind
         port = a.master_port or procs.free_port(probe_host)
         self.master = self._start("master", self.master_argv(port, ktb_url, socket_url, chldo_url), (probe_host, port))
-        self.say(f"Locust master on {bind}:{port}, {self.expect} worker(s) expected, {a.users} users, {self.run_seconds}s")
+        expected = (f"workers counted until none new for {self.window:g}s (at least {self.expect})" if self.window
+                    else f"{self.expect} worker(s) expected")
+        self.say(f"Locust master on {bind}:{port}, {expected}, {a.users} users, {self.run_seconds}s")
         worker_env = {"LOADKIT_MASTER_WAIT": "30", "LOADKIT_MASTER_TIMEOUT": "15"}
         for i in range(self.workers_n):
             self.workers.append(self._start(f"worker-{i}", self.worker_argv(port), None, worker_env))
@@ -392,7 +406,8 @@ class _Demo:
     def build_report(self) -> Path | None:
         argv = self.procs.loadkit_argv(
             "report", "--locust", str(self.prefix), "--out", str(self.out), "--quiet",
-            "--title", f"loadkit demo: {self.expect} workers, {self.args.users} users, {self.run_seconds}s",
+            "--title", f"loadkit demo: {len(_read_csv(Path(f'{self.prefix}_workers.csv'))) or self.expect} workers, "
+                       f"{self.args.users} users, {self.run_seconds}s",
         )
         proc = self.procs.ManagedProcess(argv, log_path=self.logs / "report.log")
         self.started.append(proc)

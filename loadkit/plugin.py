@@ -10,7 +10,8 @@ What it installs (each module's own ``install`` says more):
 - :mod:`loadkit.metrics.hdr` — exact request histograms and loadkit metric histograms, merged
   across workers, ``<prefix>_hdr.csv`` and ``<prefix>_metrics.csv``;
 - :mod:`loadkit.metrics.counters` — counts of what is not a request, ``<prefix>_counters.csv``;
-- :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers.
+- :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers, ``--workers-window``;
+- :mod:`loadkit.metrics.prometheus` — the live ``/metrics`` (web UI port, ``--metrics-port``).
 
 The Locust *patches* (not listeners) are applied at import, because a worker connects to its
 master before ``init``: :func:`patch_locust`.
@@ -30,6 +31,21 @@ def patch_locust() -> None:
 
     final_csv.install()
     distributed.patch_locust()
+    _add_options_once()
+
+
+def _add_options_once() -> None:
+    """loadkit's own command-line options, on Locust's global parser event (the parser is built
+    after the locustfile is imported, before ``init``)."""
+    from locust import events
+
+    if getattr(events, "_loadkit_options_added", False):
+        return
+    events._loadkit_options_added = True
+    from loadkit.metrics import distributed, prometheus
+
+    events.init_command_line_parser.add_listener(distributed.add_options)
+    events.init_command_line_parser.add_listener(prometheus.add_options)
 
 
 def install(environment: Any, **_kw: Any) -> bool:
@@ -42,7 +58,7 @@ def install(environment: Any, **_kw: Any) -> bool:
     if getattr(events, _FLAG, False):
         return False
     setattr(events, _FLAG, True)
-    from loadkit.metrics import counters, distributed, early_warning, hdr
+    from loadkit.metrics import counters, distributed, early_warning, hdr, prometheus
 
     from loadkit import options
 
@@ -53,6 +69,7 @@ def install(environment: Any, **_kw: Any) -> bool:
     distributed.install(events)
     distributed.start(environment)
     early_warning.install(environment)
+    prometheus.start(environment)
     _print_metrics_in_console(environment)
     return True
 
