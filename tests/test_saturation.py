@@ -128,3 +128,39 @@ def test_console_says_none_or_each_interval():
     lines = saturation_lines([Interval("w1", T0, T0 + 7, 96.4, 100.0).row()])
     assert lines[0].startswith("generator saturation: 1 interval (7.0 s)") and "client-side queueing" in lines[0]
     assert lines[1] == "  w1: 22:13:20–22:13:27 UTC (7.0 s), mean 96 %, peak 100 % CPU"
+
+
+# ------------------------------------------------------------------------------------ through Locust
+
+@pytest.mark.timeout(90)
+def test_distributed_run_records_each_saturated_worker_in_the_csv_and_the_console(spawn, tmp_path):
+    import sys
+    from pathlib import Path
+
+    from loadkit.procs import free_port
+
+    locustfile = str(Path(__file__).resolve().parent / "locustfile_saturation.py")
+    locust = [sys.executable, "-m", "locust", "-f", locustfile]
+    port, prefix = free_port(), tmp_path / "run"
+    master = spawn([*locust, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+                    "--headless", "--expect-workers", "2", "--expect-workers-max-wait", "60", "-u", "2", "-r", "2",
+                    "--run-time", "8s", "--csv", str(prefix), "--only-summary"], name="master")
+    workers = [spawn([*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)], name=f"w{i}")
+               for i in range(2)]
+    assert master.wait(75) == 0, master.output()[-3000:]
+    for w in workers:
+        w.wait(20)
+    with open(f"{prefix}_saturation.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == COLUMNS
+        rows = list(reader)
+    with open(f"{prefix}_workers.csv", newline="") as f:
+        worker_ids = {r["client_id"] for r in csv.DictReader(f)}
+    assert {r["Worker"] for r in rows} == worker_ids and len(rows) == 2, rows
+    for r in rows:
+        assert 5.0 <= float(r["Seconds"]) <= 12.0, r
+        assert float(r["End"]) - float(r["Start"]) == pytest.approx(float(r["Seconds"]), abs=0.05)
+        assert float(r["Mean CPU %"]) == pytest.approx(95.0, abs=1.0) and float(r["Peak CPU %"]) < 100.0
+    out = master.output()
+    assert "generator saturation: 2 intervals" in out, out[-3000:]
+    assert all(f"  {wid}: " in out for wid in worker_ids)
