@@ -99,6 +99,27 @@ def test_tab_rows_are_the_csv_rows_with_units_failures_and_no_metric_among_reque
         ("failure", "ktb", "chatMessage", "RateLimited", 4), ("failure", "chldo", "sendmsg", "ValueError", 1)}
 
 
+def test_fast_percentiles_equal_hdrh_percentiles_on_many_shapes():
+    import random
+
+    from loadkit.metrics.histograms import OpHistogram
+
+    rng = random.Random(7)
+    shapes = [lambda: rng.expovariate(1 / 20), lambda: rng.uniform(0, 0.01), lambda: 1000 + rng.paretovariate(1.2),
+              lambda: rng.choice([0.001, 5.0, 3_600_000.0 * 2])]
+    for n in (1, 2, 3, 7, 100, 5000):
+        for shape in shapes:
+            op = OpHistogram()
+            op.record_many_ms([shape() for _ in range(n)])
+            assert webui.percentiles_us(op) == op.percentiles_us(), (n, shape)
+    merged = OpHistogram()
+    for _ in range(3):
+        part = OpHistogram()
+        part.record_many_ms([rng.expovariate(1 / 50) for _ in range(999)])
+        merged.add(OpHistogram.decode(part.encode(), part.count, part.sum_us, part.min_us, part.max_us))
+    assert webui.percentiles_us(merged) == merged.percentiles_us()
+
+
 def test_root_page_declares_the_tabs_and_the_downloads(web_env):
     _env, client = web_env
     page = client.get("/").get_data(as_text=True)
