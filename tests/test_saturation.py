@@ -85,6 +85,17 @@ def test_record_replaces_the_ongoing_interval_by_its_final_form_and_ignores_late
     assert [(i.worker, i.end, i.ongoing) for i in r.intervals()] == [("w1", T0 + 8, False), ("w2", T0 + 7, False)]
 
 
+def test_record_drains_only_what_changed_since_the_last_report():
+    r = Record()
+    r.add(Interval("w1", T0, T0 + 5, 95, 99, ongoing=True))
+    r.add(Interval("w1", T0, T0 + 6, 95, 99, ongoing=True))
+    assert r.drain() == [["w1", T0, T0 + 6, 95, 99, True]]  # the latest state only
+    assert r.drain() == []  # nothing new: the master is not sent the same interval again
+    r.add(Interval("w1", T0, T0 + 7, 96, 99))
+    assert r.drain() == [["w1", T0, T0 + 7, 96, 99, False]]
+    assert r.drain() == [] and len(r.intervals()) == 1
+
+
 def test_record_merges_wire_entries_and_drops_malformed_ones():
     r = Record()
     r.merge([Interval("w1", T0, T0 + 6, 95, 99).wire(), ["w2", T0, T0 - 1, 95, 99, False], ["short"], None])

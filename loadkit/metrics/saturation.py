@@ -147,17 +147,29 @@ def find_intervals(worker: str, samples: Iterable[tuple[float, float, float]], t
 
 class Record:
     """The intervals known to this process, keyed by ``(worker, start)``: a worker's own, or on the
-    master every worker's. A final interval replaces the ongoing one it grew from."""
+    master every worker's. A final interval replaces the ongoing one it grew from.
+
+    ``outbox`` holds what changed since the last worker report (delta semantics, like the counters):
+    a report carries the latest state of an ongoing interval and, once, its final form, so a test
+    started later does not get the previous test's intervals again.
+    """
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, float], Interval] = {}
+        self.outbox: dict[tuple[str, float], Interval] = {}
 
     def add(self, interval: Interval) -> None:
         key = (interval.worker, round(interval.start, 3))
         known = self._by_key.get(key)
         if known is not None and not known.ongoing and interval.ongoing:
             return  # a late ongoing copy of an interval already closed
-        self._by_key[key] = interval
+        self._by_key[key] = self.outbox[key] = interval
+
+    def drain(self) -> list[list[Any]]:
+        """What changed since the last call, for the worker report."""
+        payload = [i.wire() for i in self.outbox.values()]
+        self.outbox.clear()
+        return payload
 
     def intervals(self) -> list[Interval]:
         return sorted(self._by_key.values(), key=lambda i: (i.start, i.worker))
@@ -167,6 +179,7 @@ class Record:
 
     def clear(self) -> None:
         self._by_key.clear()
+        self.outbox.clear()
 
     def merge(self, payload: Iterable[Any], source: str = "?") -> None:
         for entry in payload or ():
@@ -276,8 +289,7 @@ def _on_test_stop(environment: Any, **_kw: Any) -> None:
 
 
 def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-    # the whole (small) record every time: an ongoing interval grows, and a lost message loses nothing
-    data[MESSAGE_KEY] = [i.wire() for i in RECORD.intervals()]
+    data[MESSAGE_KEY] = RECORD.drain()
 
 
 def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:

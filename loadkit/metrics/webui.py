@@ -309,7 +309,9 @@ def install(environment: Any) -> bool:
         try:
             body = json.loads(response.get_data())
             snap = LIVE.snapshot()
-            body["extended_stats"] = [{"key": TAB, "data": snap["rows"]}, {"key": EVENTS_TAB, "data": snap["events"]}]
+            others = [e for e in body.get("extended_stats") or () if e.get("key") not in (TAB, EVENTS_TAB)]
+            body["extended_stats"] = [*others, {"key": TAB, "data": snap["rows"]},
+                                      {"key": EVENTS_TAB, "data": snap["events"]}]
             response.set_data(json.dumps(body))
         except Exception:  # noqa: BLE001 - never break Locust's own stats endpoint
             logger.exception("loadkit web UI: could not add the loadkit tabs' figures")
