@@ -38,7 +38,7 @@ def merge(payload: Any) -> None:
             continue  # bad input from the network: skipped, never a crash of the master's loop
 
 
-def _on_request(request_type: str = "", name: str = "", exception: Any = None, **_kw: Any) -> None:
+def _count_failure(request_type: str = "", name: str = "", exception: Any = None, **_kw: Any) -> None:
     if exception is not None:
         key = (str(request_type), str(name), type(exception).__name__)
         FAILURES[key] = FAILURES.get(key, 0) + 1
@@ -66,6 +66,6 @@ def install(events: Any) -> bool:
     """Register the listeners on ``events`` (the run's ``environment.events``); idempotent.
     Called by :func:`loadkit.plugin.install`."""
     return add_listeners_once(events, "_loadkit_failures_installed", {
-        "request": _on_request, "report_to_master": _on_report_to_master, "worker_report": _on_worker_report,
+        "request": _count_failure, "report_to_master": _on_report_to_master, "worker_report": _on_worker_report,
         "test_start": _on_test_start, "reset_stats": _on_reset_stats,
     }) is not None
