@@ -169,7 +169,7 @@ class Live:
             "counters": counters.rows(),
             "saturation": [{**i.row(), "ongoing": i.ongoing} for i in saturation.RECORD.intervals()],
             "saturation_rule": f"≥ {saturation.THRESHOLD_PERCENT:g} % of one CPU core for ≥ {saturation.MIN_SECONDS:g} s",
-            "charts": self.charts(),
+            "charts": self.charts(), "chart_seconds": CHART_SECONDS,
         }
         self._cache = (now, data)
         return data
