@@ -111,10 +111,11 @@ class Live:
         self._cache: tuple[float, dict[str, Any]] | None = None
 
     # ---------------------------------------------------------------- run state
-    def restart(self) -> None:
-        """A new test, or Reset Stats: figures and charts start from zero."""
+    def restart(self, keep_stopped: bool = False) -> None:
+        """A new test, or Reset Stats (``keep_stopped``: a reset after the test stopped leaves it
+        stopped): figures and charts start from zero."""
         self.started_at = time.time()
-        self.stopped_at = None
+        self.stopped_at = self.started_at if keep_stopped and self.stopped_at is not None else None
         self.series.clear()
         self._previous.clear()
         self._cache = None
@@ -334,7 +335,7 @@ def install(environment: Any) -> bool:
     ])
     add_listeners_once(environment.events, "_loadkit_webui_installed", {
         "test_start": lambda **_kw: LIVE.restart(),
-        "reset_stats": lambda **_kw: LIVE.restart(),
+        "reset_stats": lambda **_kw: LIVE.restart(keep_stopped=True),
         "test_stop": lambda **_kw: LIVE.stopped(),
     })
     gevent.spawn(_chart_loop, environment)
