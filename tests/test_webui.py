@@ -303,8 +303,7 @@ def _run_distributed_and_check(spawn, tmp_path, driver):
     shown = _wait("the loadkit table", lambda: len(_read_table(driver)) > 3 and _read_table(driver), 20)
     if os.environ.get("LOADKIT_SCREENSHOTS"):
         driver.save_screenshot(os.path.join(os.environ["LOADKIT_SCREENSHOTS"], "loadkit-tab.png"))
-    heads = [th.text.strip() for th in driver.find_elements(By.CSS_SELECTOR, "table thead th")]
-    assert heads == [title for _key, title in webui.COLUMNS]
+    assert list(shown[0]) == [title for _key, title in webui.COLUMNS]
     events_tab = [e for e in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]")
                   if e.text.strip().lower() == "loadkit events"]
     events_tab[0].click()
@@ -314,7 +313,10 @@ def _run_distributed_and_check(spawn, tmp_path, driver):
     # the live page with the charts
     driver.get(base + "/loadkit/")
     _wait("the charts", lambda: driver.find_elements(By.CSS_SELECTOR, "#charts svg path.series"), 20)
-    charted = {svg.get_attribute("data-name") for svg in driver.find_elements(By.CSS_SELECTOR, "#charts svg")}
+    # (one script call: the page redraws its charts every 2 s, so element handles would go stale)
+    charted = set(driver.execute_script(
+        "return [...document.querySelectorAll('#charts svg')].filter(s => s.querySelector('path.series'))"
+        ".map(s => s.dataset.name)"))
     if os.environ.get("LOADKIT_SCREENSHOTS"):  # to look at the page by eye
         driver.save_screenshot(os.path.join(os.environ["LOADKIT_SCREENSHOTS"], "loadkit-page.png"))
     page_rows = _read_table(driver, "#figures")
