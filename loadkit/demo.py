@@ -209,7 +209,7 @@ def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
         lines += ["", *metric_lines]
     saturation_csv = Path(f"{prefix}_saturation.csv")
     if saturation_csv.is_file():  # (absent: a run from before loadkit recorded saturation)
-        lines += saturation_lines(_read_csv(saturation_csv))
+        lines += ["", *saturation_lines(_read_csv(saturation_csv))]
     if workers:
         lines.append(
             f"workers: {len(workers)} reported"
