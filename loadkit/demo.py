@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import re
 import signal
@@ -175,11 +176,21 @@ def shared_cpu_note(targets: list[str], workers: int, cores: int) -> str | None:
     if not targets or busy <= cores:
         return None
     servers = " and ".join(targets)
-    return (f"note: the {servers} reference server{'s' if len(targets) > 1 else ''} and {workers} "
+    return (f"the {servers} reference server{'s' if len(targets) > 1 else ''} and {workers} "
             f"worker{'s' if workers != 1 else ''} shared {cores} CPU core{'s' if cores != 1 else ''}, so the "
-            "tail latencies above (p99, max, chunk_gap_max) include time spent waiting for a CPU, not only "
+            "tail latencies (p99, max, chunk_gap_max) include time spent waiting for a CPU, not only "
             "the servers' own answer time; for server figures run the targets elsewhere "
             "(--ktb-url/--chldo-url) or use more cores")
+
+
+def write_run_json(prefix: Path, locustfile: Path, warnings: list[str]) -> None:
+    """``<prefix>_run.json`` for ``loadkit report``: the scenario that labels the run (every demo
+    prefix is ``locust``) and the warnings the report must show (docs/reports.md)."""
+    doc = {"scenario": locustfile.stem, "locustfile": str(locustfile), "warnings": warnings}
+    try:
+        Path(f"{prefix}_run.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    except OSError:
+        pass  # the report then names the run after its folder and lacks the warning; the console has it
 
 
 def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
@@ -303,6 +314,17 @@ class _Demo:
         return [sys.executable, "-m", "locust", "-f", str(self.locustfile), "--worker",
                 "--master-host", "127.0.0.1", "--master-port", str(port)]
 
+    def new_early_warnings(self) -> list[str]:
+        """The master's "failed every time so far" lines (loadkit.metrics.early_warning) not yet
+        said: why nothing works, at once, not only in the final table."""
+        said = self.__dict__.setdefault("_warned", set())
+        lines = [line[line.index("loadkit: ") + len("loadkit: "):]
+                 for line in (self.master.output() if self.master else "").splitlines()
+                 if "has failed every time so far" in line and "loadkit: " in line]
+        fresh = [line for line in lines if line not in said]
+        said.update(fresh)
+        return fresh
+
     def progress_line(self, elapsed: float) -> str:
         row = _last_history_row(Path(f"{self.prefix}_stats_history.csv"))
         users = int(_num(row.get("User Count"))) if row else 0
@@ -355,6 +377,8 @@ class _Demo:
                 raise DemoError(f"every local worker failed; see {self.logs}", 2)
             if now >= next_print:
                 self.say(self.progress_line(now - started))
+                for line in self.new_early_warnings():
+                    self.say(line)
                 next_print = now + interval
             time.sleep(0.2)
         code = self.master.returncode
@@ -418,7 +442,8 @@ class _Demo:
         print(text, flush=True)
         note = shared_cpu_note(self.embedded_targets, len(self.workers), os.cpu_count() or 1)
         if note:
-            self.say(note)
+            self.say(f"note: {note}")
+        write_run_json(self.prefix, self.locustfile, [note] if note else [])
         # 1: failed requests, Locust-reported errors, a lost worker or no request at all; 3: the run broke
         code = 3 if master_code not in (0, 1) else 1 if (master_code == 1 or failures or lost) else 0
         if total == 0:

@@ -47,14 +47,19 @@ def install(environment: Any, **_kw: Any) -> bool:
         _install_web_ui(environment)  # a web UI made after the first call (library mode)
         return False
     setattr(events, _FLAG, True)
-    from loadkit.metrics import counters, distributed, failures, hdr, saturation
+    from loadkit.metrics import counters, distributed, early_warning, failures, hdr, saturation
 
+    from loadkit import options
+
+    options.check_at_init(environment)  # bad values: one line each, exit 2, before any user starts
+    options.install_web_ui(environment)
     hdr.install(events)
     counters.install(events)
     failures.install(events)
     saturation.install(events)
     distributed.install(events)
     distributed.start(environment)
+    early_warning.install(environment)
     _print_metrics_in_console(environment)
     _install_web_ui(environment)
     return True

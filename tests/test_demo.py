@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html as html_lib
+import json
 import os
 import re
 import signal
@@ -64,6 +66,11 @@ def test_demo_runs_master_and_two_workers_against_both_targets(spawn, tmp_path):
     assert "percentiles: exact (HDR, loadkit)" in text and "none lost" in text
     # the embedded KTB server and 2 workers on this machine's cores: the tail-latency caveat
     assert ("shared" in text and "waiting for a CPU" in text) == (1 + 2 > (os.cpu_count() or 1)), text[-2000:]
+    # the report names the run by its scenario and shows that caveat too, as a warning (locust_run.json)
+    page = html_lib.unescape((out / "report.html").read_text(encoding="utf-8"))
+    assert json.loads((out / "locust_run.json").read_text())["scenario"] == "mixed"
+    assert "locust mixed" in page and "locust · locust" not in page
+    assert ("waiting for a CPU" in page[:page.index("<h2>Summary</h2>")]) == ("waiting for a CPU" in text)
     # everything it started is gone; the external target is untouched
     for port in _ports_in(text) - {chldo_port}:
         assert not _port_open(port), port

@@ -164,6 +164,8 @@ class KtbChatUser(SocketIOUser):
 
     abstract = True
     request_type = REQUEST_TYPE
+    host_schemes = ("http", "https")  # what --host must be (loadkit.options)
+    host_example = "http://127.0.0.1:5001"
     emoji = "👍"
 
     def __init__(self, environment: Any) -> None:

@@ -29,7 +29,7 @@ import os
 import time
 from typing import Any, Callable
 
-from locust import User, events
+from locust import User
 
 from loadkit.users.measure import Measure
 from loadkit.clients.socketio import (
@@ -174,7 +174,6 @@ def _tune_gc(**_kw: Any) -> None:
     gc.set_threshold(max(g0, 20000), max(g1, 20), max(g2, 20))
 
 
-events.spawning_complete.add_listener(_tune_gc)
 
 
 class SocketIOUser(User):
@@ -204,6 +203,10 @@ class SocketIOUser(User):
         super().__init__(environment)
         #: the one measurement path (request events and loadkit metrics), see loadkit.users.measure
         self.measure = Measure(environment, self.request_type)
+        events = environment.events
+        if not getattr(events, "_loadkit_gc_tuning", False):  # on this run's events, once
+            events._loadkit_gc_tuning = True
+            events.spawning_complete.add_listener(_tune_gc)
         self.sio = self.make_client()
 
     def socketio_auth(self) -> Any:
