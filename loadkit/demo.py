@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from loadkit.argtypes import non_negative_int, positive_int
-from loadkit.metrics.console import metrics_table
+from loadkit.metrics.console import metrics_table, saturation_lines
 
 _DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
 
@@ -222,6 +222,9 @@ def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
     metric_lines = metrics_table(_read_csv(Path(f"{prefix}_metrics.csv")))
     if metric_lines:
         lines += ["", *metric_lines]
+    saturation_csv = Path(f"{prefix}_saturation.csv")
+    if saturation_csv.is_file():  # (absent: a run from before loadkit recorded saturation)
+        lines += ["", *saturation_lines(_read_csv(saturation_csv))]
     if workers:
         lines.append(
             f"workers: {len(workers)} reported"
@@ -467,7 +470,7 @@ class _Demo:
                 code = code or 3
             else:
                 self.say(f"report: {html}")
-        self.say(f"CSVs: {self.prefix}_stats.csv, {self.prefix}_hdr.csv, {self.prefix}_metrics.csv, {self.prefix}_workers.csv; logs: {self.logs}")
+        self.say(f"CSVs: {self.prefix}_stats.csv, {self.prefix}_hdr.csv, {self.prefix}_metrics.csv, {self.prefix}_saturation.csv, {self.prefix}_workers.csv; logs: {self.logs}")
         return code
 
 

@@ -174,6 +174,21 @@ def test_summary_prefers_exact_percentiles_and_names_lost_workers(tmp_path):
     assert [w["client_id"] for w in lost] == ["w1"]
     assert "0.500" in text and "percentiles: exact" in text  # HDR p50, not Locust's rounded 1 ms
     assert "LOST 1: w1 (last seen 2026-01-01T00:00:00Z, 1 requests kept)" in text
+    assert "generator saturation" not in text  # no _saturation.csv: nothing claimed either way
+
+
+def test_summary_states_generator_saturation_from_its_csv(tmp_path):
+    from loadkit.demo import summary_text
+
+    prefix = tmp_path / "locust"
+    (tmp_path / "locust_stats.csv").write_text("Type,Name,Request Count,Failure Count,50%,99%,Max Response Time\n")
+    (tmp_path / "locust_saturation.csv").write_text("Worker,Start,End,Seconds,Mean CPU %,Peak CPU %\n")
+    assert "generator saturation: none" in summary_text(prefix)[0]
+    (tmp_path / "locust_saturation.csv").write_text(
+        "Worker,Start,End,Seconds,Mean CPU %,Peak CPU %\nhost_ab12,1700000000.000,1700000009.500,9.5,97.3,100.0\n")
+    text = summary_text(prefix)[0]
+    assert "generator saturation: 1 interval (9.5 s)" in text and "client-side queueing" in text
+    assert "host_ab12: 22:13:20–22:13:29 UTC (9.5 s), mean 97 %, peak 100 % CPU" in text
 
 
 def test_shared_cpu_note_only_when_servers_and_workers_outnumber_cores():

@@ -196,7 +196,8 @@ def assert_complete_mixed_run(out: Path, workers: int) -> None:
     """A finished distributed mixed run: every file, consistent counts, all workers' data, no dup logins."""
 
     prefix = out / "locust"
-    for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv", "_hdr.csv", "_workers.csv", "_workers.json"):
+    for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv", "_hdr.csv", "_workers.csv", "_workers.json",
+                   "_saturation.csv"):
         assert Path(f"{prefix}{suffix}").is_file(), suffix
     html = out / "report.html"
     assert html.is_file() and html.stat().st_size > 1000

@@ -55,6 +55,9 @@ _DEFS: tuple[tuple[str, str, str, str], ...] = (
     ("ktb", "read_receipt", LATENCY,
      "reader's time.time() at the markMessagesAsRead emit → another member reads the messagesRead "
      "that names the reader; only between processes on one host clock"),
+    # both protocols: a request still waiting when the run ended (its user was stopped)
+    ("chldo", "unfinished_age", LATENCY, "age of a request still waiting when the run ended: send → the stop"),
+    ("ktb", "unfinished_age", LATENCY, "age of a request still waiting when the run ended: send → the stop"),
     ("ktb", "leave_seen", LATENCY,
      "leaver's time.time() at the leaveRoom emit → a member who stays sees the leave; "
      "only between processes on one host clock"),

@@ -27,6 +27,7 @@ from locust import events
 from loadkit import plugin
 from loadkit.metrics import hdr
 from loadkit.metrics.catalog import LATENCY, metric as catalog_metric
+from loadkit.metrics.counters import counters
 
 PHASE_SUFFIX = "-phase"
 
@@ -44,7 +45,7 @@ events.init.add_listener(plugin.on_init)
 class Measure:
     """One user's (or client's) reporting handle for one protocol ``request_type``."""
 
-    __slots__ = ("fire", "request_type", "_record", "_phase_rows", "_kinds")
+    __slots__ = ("fire", "request_type", "_record", "_phase_rows", "_kinds", "_counters")
 
     def __init__(self, environment: Any, request_type: str) -> None:
         plugin.install(environment)  # library mode: no Locust ``init`` ran our listener
@@ -55,12 +56,20 @@ class Measure:
         options = getattr(environment, "parsed_options", None)
         self._phase_rows = getattr(options, "loadkit_phase_rows", "off") == "on"
         self._kinds: dict[str, str] = {}
+        self._counters = counters(request_type)
 
     def request(self, name: str, response_time: float, response_length: int = 0,
                 exception: BaseException | None = None, context: dict | None = None) -> None:
         """Report one request a user sent (completed, or failed with ``exception``)."""
         self.fire(request_type=self.request_type, name=name, response_time=response_time,
                   response_length=response_length, exception=exception, context=context or {})
+
+    def unfinished(self, name: str, age_ms: float) -> None:
+        """A request still waiting when its user was stopped (the end of the run): neither a
+        success nor a failure of the server — counted as ``unfinished:<name>`` with its age as the
+        metric ``unfinished_age``, never dropped (see :mod:`loadkit.metrics.unfinished`)."""
+        self._counters.bump(f"unfinished:{name}")
+        self._record(self.request_type, "unfinished_age", age_ms)
 
     def metric(self, name: str, value: float) -> None:
         """Record one loadkit metric sample, ``value`` in the catalog unit of ``name``."""

@@ -29,6 +29,7 @@ import os
 import time
 from typing import Any, Callable
 
+from gevent import GreenletExit
 from locust import User
 
 from loadkit.users.measure import Measure
@@ -63,6 +64,7 @@ class LocustSocketIOClient:
     ) -> None:
         self.raw = SocketIOClient(url, **client_kwargs)
         self._fire = request_event.fire
+        self._unfinished = getattr(request_event, "unfinished", None)  # a Measure records them
         self.request_type = request_type
         self.classify_error = classify_error or (lambda e: e)
         self.user = user
@@ -131,6 +133,10 @@ class LocustSocketIOClient:
             t_sent = getattr(exc, "t_sent", None) or t0
             self._report(name or event, t_sent, getattr(exc, "t_recv", None) or perf_counter(),
                          getattr(exc, "nbytes", 0), exc)
+            raise
+        except GreenletExit:  # the user is being stopped (end of the run) while this request waits
+            if self._unfinished is not None:
+                self._unfinished(name or event, (perf_counter() - t0) * 1000.0)
             raise
         self._fire(
             request_type=self.request_type,
