@@ -260,3 +260,37 @@ def test_worker_tracker_marks_missing_and_silent_workers_lost(tmp_path, caplog):
     tracker.write_json(tmp_path / "run_workers.json", now=t0 + 21)
     detail = json.loads((tmp_path / "run_workers.json").read_text())["workers"]
     assert detail[1]["ops"] == {"chldo ttft": 5, "ktb connect": 2}
+
+
+@pytest.mark.timeout(90)
+def test_stop_in_the_web_ui_writes_files_with_the_workers_last_reports(spawn, tmp_path):
+    """Locust's master fires test_stop when it tells the workers to stop; their last samples come
+    with their next report. The files written after a Stop must hold them (no wait for quitting)."""
+    import urllib.parse
+    import urllib.request
+
+    port, web = free_port(), free_port()
+    prefix = tmp_path / "ui"
+    spawn([*LOCUST, "-f", SYNTH, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+           "--web-host", "127.0.0.1", "--web-port", str(web), "--csv", str(prefix), "--synth-continuous"],
+          port=web, name="master")
+    for i in range(2):
+        spawn(worker_argv(SYNTH, port), name=f"worker{i}")
+    base = f"http://127.0.0.1:{web}"
+    deadline = time.monotonic() + 30
+    while json.loads(urllib.request.urlopen(f"{base}/stats/requests", timeout=5).read()).get("worker_count", 0) < 2:
+        assert time.monotonic() < deadline, "workers did not connect"
+        time.sleep(0.2)
+    form = urllib.parse.urlencode({"user_count": "2", "spawn_rate": "2", "host": ""}).encode()
+    urllib.request.urlopen(f"{base}/swarm", data=form, timeout=10).read()
+    time.sleep(5)
+    urllib.request.urlopen(urllib.request.Request(f"{base}/stop", method="POST"), timeout=10).read()
+    hdr_file = Path(f"{prefix}_hdr.csv")
+    deadline = time.monotonic() + 15
+    while not hdr_file.exists():
+        assert time.monotonic() < deadline, "no _hdr.csv after Stop"
+        time.sleep(0.1)
+    written = read_csv(hdr_file)[("", AGGREGATED_NAME)]["Count"]
+    time.sleep(4)  # any report still on its way has arrived by now
+    total = json.loads(urllib.request.urlopen(f"{base}/stats/requests", timeout=5).read())["stats"][-1]["num_requests"]
+    assert written == total > 0, (written, total)
