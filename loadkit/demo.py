@@ -460,7 +460,8 @@ class _Demo:
             self.say(f"note: {note}")
         write_run_json(self.prefix, self.locustfile, [note] if note else [])
         # 1: failed requests, Locust-reported errors, a lost worker or no request at all; 3: the run broke
-        code = 3 if master_code not in (0, 1) else 1 if (master_code == 1 or failures or lost) else 0
+        # the master's own verdicts (1 failures, 5 less load than asked: a lost worker) are 1 here too
+        code = 3 if master_code not in (0, 1, 5) else 1 if (master_code in (1, 5) or failures or lost) else 0
         if total == 0:
             self.say("no request was made")
             code = max(code, 1)

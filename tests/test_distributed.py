@@ -105,7 +105,7 @@ def test_four_workers_and_one_process_give_the_same_percentiles(spawn, tmp_path)
     assert all(sum(w["ops"].values()) == int(w["requests"]) == n for w in detail)  # one user each
 
 
-def run_and_kill_one_worker(spawn, prefix: Path, run_time: str = "14s", *extra: str):
+def run_and_kill_one_worker(spawn, prefix: Path, run_time: str = "14s", *extra: str, expect_code: int = 5):
     """Master + 2 synthetic continuous workers; SIGKILL worker 1 once both have reported; master finishes.
 
     Returns ``(master, workers, victim)`` after the master and the surviving worker have exited.
@@ -128,7 +128,8 @@ def run_and_kill_one_worker(spawn, prefix: Path, run_time: str = "14s", *extra: 
     victim = workers[1]
     victim.signal(signal.SIGKILL)
     victim.wait(10)
-    assert master.wait(90) == 0, master.output()[-3000:]
+    # the run ended with 1 of 2 users (no --enable-rebalancing): loadkit's documented exit code 5
+    assert master.wait(90) == expect_code, master.output()[-3000:]
     workers[0].wait(30)
     return master, workers, victim
 
@@ -150,6 +151,18 @@ def test_master_finishes_and_reports_a_worker_killed_mid_run(spawn, tmp_path):
     # the survivor needed 1.5 s to stop (Locust's master alone waits 0.5 s): its last report still counts
     assert hdr[("synth", "on_stop")]["Count"] == 1
     assert "went missing" in master.output()
+    assert "the run ended with less load than asked: 1 of 2 users; lost worker(s)" in master.output()
+
+
+@pytest.mark.timeout(120)
+def test_with_rebalancing_the_survivor_takes_the_lost_workers_users_and_the_run_passes(spawn, tmp_path):
+    """Locust's --enable-rebalancing moves a lost worker's users to the others: the load asked for
+    is back, the loss is still said, and the run exits 0."""
+    master, workers, victim = run_and_kill_one_worker(spawn, tmp_path / "rebalanced", "16s", "--enable-rebalancing",
+                                                      expect_code=0)
+    out = master.output()
+    assert "went missing" in out and "the others carried the full load (2 users) to the end" in out, out[-3000:]
+    assert "less load than asked" not in out
 
 
 @pytest.mark.timeout(60)
