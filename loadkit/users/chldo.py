@@ -166,6 +166,8 @@ class ChldoUser(User):
         self.room_uid = f"lk{tag}r{n}"
         if self.api_key is None:
             self.api_key = get("chldo_api_key", "demo-key")
+        if isinstance(self.api_key, str):
+            self.measure.secrets.append(self.api_key)
         if self.return_voice is None:
             self.return_voice = parse_return_voice(get("chldo_return_voice", ""))
         if self.prompts is None:

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from gevent import GreenletExit
 from locust import User
 
+from loadkit.redact import redact_exception
 from loadkit.users.measure import Measure
 from loadkit.clients.socketio import (
     Answer,
@@ -65,6 +66,7 @@ class LocustSocketIOClient:
         self.raw = SocketIOClient(url, **client_kwargs)
         self._fire = request_event.fire
         self._unfinished = getattr(request_event, "unfinished", None)  # a Measure records them
+        self._measure = request_event
         self.request_type = request_type
         self.classify_error = classify_error or (lambda e: e)
         self.user = user
@@ -85,6 +87,8 @@ class LocustSocketIOClient:
 
     # measured operations -----------------------------------------------------------------------
     def _report(self, name: str, t0: float, t1: float, length: int, exc: BaseException | None) -> None:
+        if exc is not None:  # a failure's text shows no secret the server echoed (loadkit.redact)
+            redact_exception(exc, getattr(self._measure, "secrets", ()))
         self._fire(
             request_type=self.request_type,
             name=name,
