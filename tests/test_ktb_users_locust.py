@@ -33,6 +33,20 @@ OPERATIONS = [
 ]
 
 
+NODE_OPERATIONS = [
+    ("ktb", "connect"),
+    ("ktb", "joinRoom"),
+    ("ktb", "chatMessage"),
+    ("ktb", "fetchPreviousMessages"),
+    ("ktb", "messageReaction"),
+    ("ktb", "delivery"),
+    ("ktb", "read_receipt"),  # markMessagesAsRead: no sender signal on Node, timed at a witness
+    ("ktb", "leave_seen"),  # leaveRoom: likewise
+    ("POST", "/api/auth/register"),  # Node's register logs in: no login call
+    ("POST", "/api/rooms"),
+]
+
+
 def start_server(spawn, *extra: str, single: bool = False) -> tuple[str, str]:
     sio = free_port()
     rest = sio if single else free_port()
@@ -56,9 +70,9 @@ def run_locust(spawn, tmp_path: Path, host: str, *args: str, users: int = 10, se
     return {"rc": rc, "out": out, "stats": stats, "failures": failures, "prefix": prefix}
 
 
-def assert_clean(res: dict) -> None:
+def assert_clean(res: dict, operations: list = OPERATIONS) -> None:
     stats = res["stats"]
-    for key in OPERATIONS:
+    for key in operations:
         assert key in stats, f"{key} missing from stats: {sorted(stats)}\n{res['out'][-2000:]}"
         assert int(stats[key]["Request Count"]) > 0, key
     assert not res["failures"], res["failures"]
@@ -71,6 +85,7 @@ def test_split_port_all_operations_clean(spawn, tmp_path):
     rest, sio = start_server(spawn)
     res = run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "5")
     assert_clean(res)
+    assert "KTB server variant java (REST and Socket.IO on two URLs)" in res["out"], res["out"][-2000:]
 
 
 @pytest.mark.timeout(90)
@@ -80,6 +95,57 @@ def test_single_port_all_operations_clean(spawn, tmp_path):
     # the shipped scenario itself; no --ktb-socket-url: Socket.IO on the REST URL
     res = run_locust(spawn, tmp_path, rest, "--ktb-room-size", "3", locustfile=SHIPPED_LOCUSTFILE)
     assert_clean(res)
+    assert "KTB server variant java (GET /api/health 200)" in res["out"], res["out"][-2000:]
+
+
+def _counters(res: dict) -> dict:
+    return {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{res['prefix']}_counters.csv"))}
+
+
+@pytest.mark.timeout(120)
+def test_node_variant_default_options_all_operations_clean(spawn, tmp_path):
+    """The shipped scenario with default options (only --host, rooms of 10) against the Node
+    variant: auto picks node, zero failures, a row or a counted emit for every operation."""
+    rest, _ = start_server(spawn, "--variant", "node", single=True)
+    res = run_locust(spawn, tmp_path, rest, users=12, seconds=15, locustfile=SHIPPED_LOCUSTFILE)
+    assert_clean(res, NODE_OPERATIONS)
+    assert "KTB server variant node (one URL, GET /health 200, GET /api/health 404)" in res["out"]
+    stats = res["stats"]
+    assert ("ktb", "markMessagesAsRead") not in stats and ("ktb", "leaveRoom") not in stats  # no invented RTT
+    assert ("POST", "/api/auth/login") not in stats
+    counts = _counters(res)
+    assert counts.get(("ktb", "emitted:markMessagesAsRead"), 0) > 0 and counts.get(("ktb", "emitted:leaveRoom"), 0) > 0
+    # every leave had a witness in rooms of 10: seen by a member who stays, re-join never raced
+    assert counts.get(("ktb", "join_raced"), 0) == 0, counts
+    assert not any(k[1].startswith("unknown_event") for k in counts), counts
+
+
+def _medians(spawn, tmp_path, server_args: tuple, client_args: tuple, delay: str) -> dict:
+    """Exact medians (and counts) per ktb operation of one short run."""
+    rest, sio = start_server(spawn, *server_args, "--delay-ms", delay, single="node" in server_args)
+    dump = tmp_path / f"raw{delay}{len(list(tmp_path.glob('raw*')))}.json"
+    extra = () if "node" in server_args else ("--ktb-socket-url", sio)
+    run_locust(spawn, tmp_path, rest, *extra, *client_args, "--ktb-room-size", "2", "--ktb-delivery", "off",
+               "--ktb-weights", "chatMessage=2,fetchPreviousMessages=0,markMessagesAsRead=2,messageReaction=0,rejoin=1",
+               users=4, seconds=8, env={"LK_RAW_DUMP": str(dump)})
+    raw = json.loads(dump.read_text())
+    return {name: (statistics.median(v), len(v)) for name, v in raw.items()}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("variant", ["java", "node"])
+def test_ground_truth_delay_moves_chat_join_and_read_receipt(spawn, tmp_path, variant):
+    """--delay-ms 50 moves chatMessage, joinRoom and read_receipt medians by 50 ms (±1 ms)."""
+    server = ("--variant", variant)
+    # waits longer than the delay: the reference server handles one socket's events in order, so
+    # an event sent within 50 ms after a fire-and-forget markMessagesAsRead (Node) would wait for it
+    client = ("--ktb-wait-min", "0.06", "--ktb-wait-max", "0.08")
+    m0 = _medians(spawn, tmp_path, server, client, "0")
+    m50 = _medians(spawn, tmp_path, server, client, "50")
+    for name in ("chatMessage", "joinRoom", "read_receipt"):
+        assert m0[name][1] >= 5 and m50[name][1] >= 5, (name, m0, m50)
+        excess = m50[name][0] - (m0[name][0] + 50.0)
+        assert abs(excess) <= 1.0, {"operation": name, "no_delay": m0, "delay_50": m50, "excess_ms": excess}
 
 
 def _failures(res: dict, name: str) -> list[str]:
@@ -115,6 +181,26 @@ def test_forced_error_paths_are_classified(spawn, tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_node_forced_errors_are_classified(spawn, tmp_path):
+    """Node: a stale session (the other device logged in), the duplicate-login eviction and the
+    load error each appear as their classified failure; nothing else fails."""
+    rest, _ = start_server(spawn, "--variant", "node", "--duplicate-login-delay", "1", single=True)
+    res = run_locust(spawn, tmp_path, rest, "--ktb-room-size", "2",
+                     "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
+                     users=5, seconds=10, classes=("KtbChat", "DupUser", "Outsider"))
+    assert "KTB server variant node" in res["out"]
+    chat, session = _failures(res, "chatMessage"), _failures(res, "session")
+    fetch = _failures(res, "fetchPreviousMessages")
+    stale = "SessionExpired('MESSAGE_ERROR: 세션이 만료되었습니다. 다시 로그인해주세요.')"
+    assert stale in chat or any(e.startswith("SessionExpired(") for e in session), res["failures"]
+    assert any(e.startswith("SessionExpired(") and "duplicate_login" in e for e in session), res["failures"]
+    assert "LoadError('LOAD_ERROR: 채팅방 접근 권한이 없습니다.')" in fetch, res["failures"]
+    room_access_lost = "MessageError('MESSAGE_ERROR: 채팅방 접근 권한이 없습니다.')"  # the evicted socket's room
+    assert all(e.split("(")[0] == "SessionExpired" or e == room_access_lost for e in chat), chat
+    assert "Traceback" not in res["out"], res["out"][-3000:]
+
+
+@pytest.mark.timeout(120)
 def test_ground_truth_server_delay_shows_in_chat_median(spawn, tmp_path):
     """With --delay-ms 50 the chatMessage median is the no-delay median + 50 ms (±1 ms)."""
     medians = {}
@@ -124,7 +210,7 @@ def test_ground_truth_server_delay_shows_in_chat_median(spawn, tmp_path):
         run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "1", "--ktb-delivery", "off",
                    "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
                    users=5, seconds=5, env={"LK_RAW_DUMP": str(dump)})
-        raw = json.loads(dump.read_text())
+        raw = json.loads(dump.read_text())["chatMessage"]
         assert len(raw) > 20, len(raw)
         medians[delay] = statistics.median(raw)
     excess = medians["50"] - (medians["0"] + 50.0)

@@ -6,7 +6,8 @@ mongoose + Redis, one port) can observe, fact by fact from
 
 * REST and Socket.IO on one port; ``GET /health`` (``/api/health`` is a 404 JSON); JSON 401 bodies;
   ``x-auth-token`` + ``x-session-id`` (Bearer ignored); register logs in; 64-hex session ids (§1, §2);
-* no Socket.IO acks ever; handlers run concurrently per socket (events interleave) (§4);
+* no Socket.IO acks ever (§4); ``leaveRoom`` runs concurrently with the socket's later events
+  (see below);
 * ``messagesRead`` to the other members only (§4.5); ``leaveRoom`` answers nothing to the leaver and
   is asynchronous: a ``joinRoom`` sent right after it overtakes it (§4.2); one room per user (§4.1);
 * ISO timestamps, ``_id`` in senders and participants (§5); ``{type:"LOAD_ERROR"}`` load errors,
@@ -16,6 +17,13 @@ mongoose + Redis, one port) can observe, fact by fact from
   gets ``duplicate_login``, then ``session_ended`` and a server disconnect (§3.3); a clean client
   disconnect leaves the user a participant, any other drops it from the room (§6.1);
 * Engine.IO ``pingTimeout`` 20000 and ``maxPayload`` 1000000 (§1).
+
+Handlers of one socket run in order, except ``leaveRoom``, which awaits simulated database round
+trips (``--db-latency-ms``) while the socket's next events run. The real server interleaves every
+handler (echo order can differ from send order); here only the interleaving a client can trip over
+(the leave/join race) is reproduced: concurrent handlers spinning out ``--delay-ms`` starve each other
+by milliseconds, which would spoil that ground truth. A consequence: with ``--delay-ms``, an event
+sent within the delay after a ``markMessagesAsRead`` waits for it (on the real server it would not).
 
 Not reproduced (server-internal or crash bugs, documented in docs/ktb-server.md): Redis/Mongo,
 ktb-2nd's crashes, AI features, file uploads, and the process exit on a ``null`` payload (the
@@ -488,6 +496,9 @@ class NodeChatSockets:
         }
         for event, fn in handlers.items():
             sio.on(event, self._guard(event, fn))
+        # leaveRoom runs beside the socket's next events, as Node's async handlers do: it awaits the
+        # database between its steps, and a joinRoom sent right after it overtakes it (§4.2)
+        sio.on("leaveRoom", self._concurrent(self._guard("leaveRoom", self.on_leave_room)))
 
     def _guard(self, event: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def handler(sid: str, *args: Any) -> Any:
@@ -502,6 +513,13 @@ class NodeChatSockets:
                 return None
 
         return handler
+
+    @staticmethod
+    def _concurrent(handler: Callable[..., Any]) -> Callable[..., Any]:
+        def spawn(sid: str, *args: Any) -> None:
+            gevent.spawn(handler, sid, *args)
+
+        return spawn
 
     def _db(self) -> None:
         """One MongoDB round trip: the handler yields, and other events of the same socket run."""
@@ -782,12 +800,11 @@ class NodeChatSockets:
 
 
 def make_node_socket_server() -> NodeSocketServer:
-    """socket.io 4.8 defaults (§1): pingInterval 25 s, pingTimeout 20 s, maxPayload 1e6;
-    handlers interleave (``async_handlers``), as Node's async handlers do."""
+    """socket.io 4.8 defaults (§1): pingInterval 25 s, pingTimeout 20 s, maxPayload 1e6."""
     from .sockets import KtbPacket, _OneLineErrors, _tolerant_websocket_class
 
     sio = NodeSocketServer(
-        async_mode="gevent", serializer=KtbPacket, json=jsonfast, async_handlers=True,
+        async_mode="gevent", serializer=KtbPacket, json=jsonfast, async_handlers=False,
         cors_allowed_origins="*", ping_interval=25, ping_timeout=20, max_http_buffer_size=1_000_000,
         logger=False, engineio_logger=False, transports=["polling", "websocket"],
     )
