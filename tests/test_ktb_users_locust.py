@@ -120,64 +120,42 @@ def test_node_variant_default_options_all_operations_clean(spawn, tmp_path):
     assert not any(k[1].startswith("unknown_event") for k in counts), counts
 
 
-def _medians(spawn, tmp_path, server_args: tuple, client_args: tuple, delay: str) -> dict:
-    """Exact medians (and counts) per ktb operation of one short run."""
-    rest, sio = start_server(spawn, *server_args, "--delay-ms", delay, single="node" in server_args)
-    dump = tmp_path / f"raw{delay}{len(list(tmp_path.glob('raw*')))}.json"
-    extra = () if "node" in server_args else ("--ktb-socket-url", sio)
-    run_locust(spawn, tmp_path, rest, *extra, *client_args, "--ktb-room-size", "2", "--ktb-delivery", "off",
-               "--ktb-weights", "chatMessage=2,fetchPreviousMessages=0,markMessagesAsRead=2,messageReaction=0,rejoin=1",
-               users=4, seconds=8, env={"LK_RAW_DUMP": str(dump)})
+def _medians(spawn, tmp_path, variant: str, delay: str, room_size: str, weights: str) -> dict:
+    """Exact medians (and counts) per ktb operation of one short run of two users."""
+    rest, sio = start_server(spawn, "--variant", variant, "--delay-ms", delay, single=variant == "node")
+    dump = tmp_path / f"raw{len(list(tmp_path.glob('raw*')))}.json"
+    extra = () if variant == "node" else ("--ktb-socket-url", sio)
+    # waits longer than the delay between tasks: the reference server handles one socket's events
+    # in order, so an event sent within 50 ms after a fire-and-forget markMessagesAsRead (Node)
+    # would wait for it
+    run_locust(spawn, tmp_path, rest, *extra, "--ktb-wait-min", "0.06", "--ktb-wait-max", "0.08",
+               "--ktb-room-size", room_size, "--ktb-delivery", "off", "--ktb-weights", weights,
+               users=2, seconds=6, env={"LK_RAW_DUMP": str(dump)})
     raw = json.loads(dump.read_text())
     return {name: (statistics.median(v), len(v)) for name, v in raw.items()}
 
 
-@pytest.mark.timeout(180)
+_NONE = "chatMessage=0,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0"
+
+
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("variant", ["java", "node"])
 def test_ground_truth_delay_moves_chat_join_and_read_receipt(spawn, tmp_path, variant):
-    """--delay-ms 50 moves chatMessage, joinRoom and read_receipt medians by 50 ms (±1 ms)."""
-    server = ("--variant", variant)
-    # waits longer than the delay: the reference server handles one socket's events in order, so
-    # an event sent within 50 ms after a fire-and-forget markMessagesAsRead (Node) would wait for it
-    client = ("--ktb-wait-min", "0.06", "--ktb-wait-max", "0.08")
-    m0 = _medians(spawn, tmp_path, server, client, "0")
-    m50 = _medians(spawn, tmp_path, server, client, "50")
-    for name in ("chatMessage", "joinRoom", "read_receipt"):
-        assert m0[name][1] >= 5 and m50[name][1] >= 5, (name, m0, m50)
-        excess = m50[name][0] - (m0[name][0] + 50.0)
-        assert abs(excess) <= 1.0, {"operation": name, "no_delay": m0, "delay_50": m50, "excess_ms": excess}
+    """--delay-ms 50 moves chatMessage, joinRoom and read_receipt medians by 50 ms (±1 ms).
 
-
-def _failures(res: dict, name: str) -> list[str]:
-    return [f["Error"] for f in res["failures"] if f["Name"] == name]
-
-
-@pytest.mark.timeout(120)
-def test_forced_error_paths_are_classified(spawn, tmp_path):
-    words = tmp_path / "banned.txt"
-    words.write_text("zq9x\nqqqq\n")
-    rest, sio = start_server(spawn, "--rate-limit", "8", "--banned-words", str(words), "--duplicate-login-delay", "1")
-    res = run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "2",
-                     "--ktb-banned-word", "zq9x", "--ktb-banned-every", "3", "--ktb-max-retry-after", "1",
-                     "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
-                     users=6, seconds=6, classes=("KtbChat", "DupUser"))
-    chat = _failures(res, "chatMessage")
-    assert any(e.startswith("RateLimited(") and "RATE_LIMIT_EXCEEDED" in e for e in chat), chat
-    assert any(e.startswith("MessageRejected(") and "MESSAGE_REJECTED" in e for e in chat), chat
-    # the two DupUser users keep logging each other out: the old socket receives duplicate_login,
-    # reported as a `session` failure of kind SessionExpired (and the user logs in again)
-    session = _failures(res, "session")
-    assert any(e.startswith("SessionExpired(") and "duplicate_login" in e for e in session), res["failures"]
-    assert int(res["stats"][("POST", "/api/auth/login")]["Request Count"]) > 6  # re-logins happened
-    counts = {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{res['prefix']}_counters.csv"))}
-    assert counts.get(("ktb", "duplicate_login"), 0) >= 1 and counts.get(("ktb", "rate_limited_pauses"), 0) >= 1, counts
-    # nothing is misfiled: every chatMessage failure is one of the three forced kinds, or the one
-    # documented side effect of the duplicate-login storm: the late disconnect of a DupUser's old
-    # socket removes that *user* from its rooms (facts §4.5), so its new socket may be refused
-    room_access_lost = "MessageError('MESSAGE_ERROR: 채팅방 접근 권한이 없습니다.')"
-    assert all(e.split("(")[0] in {"RateLimited", "MessageRejected", "SessionExpired"} or e == room_access_lost
-               for e in chat), chat
-    assert "Traceback" not in res["out"], res["out"][-3000:]
+    chatMessage and joinRoom in rooms of one, read_receipt in a room of two that only marks read:
+    the reference server's own work for another user's event, running while a delayed handler
+    spins out its last millisecond, would otherwise add to that handler's time (a property of
+    the server under load, not of the client's measurement)."""
+    chat_join = _NONE.replace("chatMessage=0", "chatMessage=1").replace("rejoin=0", "rejoin=1")
+    reads = _NONE.replace("markMessagesAsRead=0", "markMessagesAsRead=1")
+    for names, room_size, weights in ((("chatMessage", "joinRoom"), "1", chat_join), (("read_receipt",), "2", reads)):
+        m0 = _medians(spawn, tmp_path, variant, "0", room_size, weights)
+        m50 = _medians(spawn, tmp_path, variant, "50", room_size, weights)
+        for name in names:
+            assert m0[name][1] >= 5 and m50[name][1] >= 5, (name, m0, m50)
+            excess = m50[name][0] - (m0[name][0] + 50.0)
+            assert abs(excess) <= 1.0, {"operation": name, "no_delay": m0, "delay_50": m50, "excess_ms": excess}
 
 
 @pytest.mark.timeout(120)

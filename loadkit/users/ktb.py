@@ -115,7 +115,7 @@ def parse_weights(text: str) -> dict[str, int]:
 #: counts of things that are not round trips (unknown events, session losses by signal, re-joins,
 #: skipped deliveries ...): merged over workers, logged at the end, written to <prefix>_counters.csv
 COUNTERS = counters(REQUEST_TYPE)
-_ROOMS: dict[int, AsyncResult] = {}
+_ROOMS: dict[tuple, AsyncResult] = {}
 _USER_SEQ = itertools.count()
 _RUN_ID = secrets.token_hex(3)
 _HOST = ktb.host_token()
@@ -446,9 +446,10 @@ class KtbChatUser(SocketIOUser):
         if self.fixed_room:
             return self.fixed_room
         group = self.user_no // self.room_size
-        slot = _ROOMS.get(group)
+        key = (self.host, self.room_size, group)  # per target: one process may load several servers
+        slot = _ROOMS.get(key)
         if slot is None or (slot.ready() and not slot.successful()):
-            slot = _ROOMS[group] = AsyncResult()
+            slot = _ROOMS[key] = AsyncResult()
             try:
                 slot.set(self._create_room(group))
             except Exception as exc:  # noqa: BLE001 - waiting members must see it too
