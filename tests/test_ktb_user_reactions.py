@@ -266,10 +266,14 @@ def test_node_fire_and_forget_operations_are_counted_and_timed_at_a_witness(spaw
     url = start_node(spawn)
     env = make_env(url, "--ktb-room-size", "2", "--ktb-delivery", "off")
     before = dict(COUNTERS)
-    a, b = ReactingUser(env), ReactingUser(env)
+    a = ReactingUser(env)
+    if a.user_no % 2:  # rooms group --ktb-room-size consecutive users of the process: start a pair
+        a = ReactingUser(env)
+    b = ReactingUser(env)
     try:
         a.on_start()
         b.on_start()
+        assert a.room_id == b.room_id
         assert a.rules.name == "node" and a.sio.raw.connect_timeout >= 15
         a.send_chat()
         a.mark_read()  # nothing answers a; b sees the receipt
