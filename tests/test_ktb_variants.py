@@ -55,6 +55,7 @@ def test_join_reply_forms():
 
 def test_short_join_counts_on_java_but_not_on_node():
     assert kv.join_counts(JAVA, kv.SHORT, known_member=False)
+    assert kv.join_counts(JAVA, kv.NOT_LISTED, known_member=False)  # Java: any answer for the room
     assert not kv.join_counts(NODE, kv.SHORT, known_member=False)
     assert kv.join_counts(NODE, kv.SHORT, known_member=True)
     assert not kv.join_counts(NODE, kv.NOT_LISTED, known_member=True)

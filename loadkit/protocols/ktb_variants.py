@@ -29,9 +29,10 @@ class VariantRules:
     acks: bool
     #: ``messagesRead`` reaches the sender too (Java: the whole room; Node: the others only)
     read_receipt_to_sender: bool
-    #: a short ``joinRoomSuccess {roomId}`` means the socket is in the room (Java re-adds it;
-    #: Node does not, and sends it when a re-join overtook a leave)
-    short_join_is_member: bool
+    #: any ``joinRoomSuccess`` for the room means the socket is in it (Java: the join runs in
+    #: order after any leave and the short form re-adds the socket; Node: only the full form
+    #: listing the user does, a short one is sent when a re-join overtook a leave)
+    any_join_reply_counts: bool
     #: minimum seconds between one ``previousMessagesLoaded`` and the next fetch of the room
     #: (Node drops fetches within 300 ms of the previous reply without any answer)
     fetch_gap_s: float
@@ -45,9 +46,9 @@ class VariantRules:
 
 
 RULES: dict[str, VariantRules] = {
-    JAVA: VariantRules(JAVA, acks=True, read_receipt_to_sender=True, short_join_is_member=True, fetch_gap_s=0.0,
+    JAVA: VariantRules(JAVA, acks=True, read_receipt_to_sender=True, any_join_reply_counts=True, fetch_gap_s=0.0,
                        min_connect_timeout_s=0.0, register_logs_in=False, leave_in_order=True),
-    NODE: VariantRules(NODE, acks=False, read_receipt_to_sender=False, short_join_is_member=False,
+    NODE: VariantRules(NODE, acks=False, read_receipt_to_sender=False, any_join_reply_counts=False,
                        fetch_gap_s=0.35, min_connect_timeout_s=15.0, register_logs_in=True, leave_in_order=False),
 }
 
@@ -115,13 +116,11 @@ def join_reply(payload: Any, user_id: str | None) -> str:
 
 
 def join_counts(rules: VariantRules, reply: str, known_member: bool) -> bool:
-    """Does this reply complete ``joinRoom``? Full and listing us: yes. Short: only where it means
-    membership (Java), or (Node) when the client really was in the room (no leave pending)."""
-    if reply == FULL:
+    """Does this reply complete ``joinRoom``? Java: any answer for the room. Node: the full form
+    listing us; a short one only when the client really was in the room (no leave pending)."""
+    if rules.any_join_reply_counts or reply == FULL:
         return True
-    if reply == SHORT:
-        return rules.short_join_is_member or known_member
-    return False
+    return reply == SHORT and known_member
 
 
 # ------------------------------------------------------------------------------- witnesses
