@@ -158,6 +158,38 @@ def test_ground_truth_delay_moves_chat_join_and_read_receipt(spawn, tmp_path, va
             assert abs(excess) <= 1.0, {"operation": name, "no_delay": m0, "delay_50": m50, "excess_ms": excess}
 
 
+def _failures(res: dict, name: str) -> list[str]:
+    return [f["Error"] for f in res["failures"] if f["Name"] == name]
+
+
+@pytest.mark.timeout(120)
+def test_forced_error_paths_are_classified(spawn, tmp_path):
+    words = tmp_path / "banned.txt"
+    words.write_text("zq9x\nqqqq\n")
+    rest, sio = start_server(spawn, "--rate-limit", "8", "--banned-words", str(words), "--duplicate-login-delay", "1")
+    res = run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "2",
+                     "--ktb-banned-word", "zq9x", "--ktb-banned-every", "3", "--ktb-max-retry-after", "1",
+                     "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
+                     users=6, seconds=6, classes=("KtbChat", "DupUser"))
+    chat = _failures(res, "chatMessage")
+    assert any(e.startswith("RateLimited(") and "RATE_LIMIT_EXCEEDED" in e for e in chat), chat
+    assert any(e.startswith("MessageRejected(") and "MESSAGE_REJECTED" in e for e in chat), chat
+    # the two DupUser users keep logging each other out: the old socket receives duplicate_login,
+    # reported as a `session` failure of kind SessionExpired (and the user logs in again)
+    session = _failures(res, "session")
+    assert any(e.startswith("SessionExpired(") and "duplicate_login" in e for e in session), res["failures"]
+    assert int(res["stats"][("POST", "/api/auth/login")]["Request Count"]) > 6  # re-logins happened
+    counts = {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{res['prefix']}_counters.csv"))}
+    assert counts.get(("ktb", "duplicate_login"), 0) >= 1 and counts.get(("ktb", "rate_limited_pauses"), 0) >= 1, counts
+    # nothing is misfiled: every chatMessage failure is one of the three forced kinds, or the one
+    # documented side effect of the duplicate-login storm: the late disconnect of a DupUser's old
+    # socket removes that *user* from its rooms (facts §4.5), so its new socket may be refused
+    room_access_lost = "MessageError('MESSAGE_ERROR: 채팅방 접근 권한이 없습니다.')"
+    assert all(e.split("(")[0] in {"RateLimited", "MessageRejected", "SessionExpired"} or e == room_access_lost
+               for e in chat), chat
+    assert "Traceback" not in res["out"], res["out"][-3000:]
+
+
 @pytest.mark.timeout(120)
 def test_node_forced_errors_are_classified(spawn, tmp_path):
     """Node: a stale session (the other device logged in), the duplicate-login eviction and the
