@@ -120,17 +120,15 @@ def test_node_variant_default_options_all_operations_clean(spawn, tmp_path):
     assert not any(k[1].startswith("unknown_event") for k in counts), counts
 
 
-def _medians(spawn, tmp_path, variant: str, delay: str, room_size: str, weights: str) -> dict:
-    """Exact medians (and counts) per ktb operation of one short run of two users."""
+def _medians(spawn, tmp_path, variant: str, delay: str, room_size: str, weights: str, users: int,
+             wait: tuple[str, str]) -> dict:
+    """Exact medians (and counts) per ktb operation of one short run."""
     rest, sio = start_server(spawn, "--variant", variant, "--delay-ms", delay, single=variant == "node")
     dump = tmp_path / f"raw{len(list(tmp_path.glob('raw*')))}.json"
     extra = () if variant == "node" else ("--ktb-socket-url", sio)
-    # waits longer than the delay between tasks: the reference server handles one socket's events
-    # in order, so an event sent within 50 ms after a fire-and-forget markMessagesAsRead (Node)
-    # would wait for it
-    run_locust(spawn, tmp_path, rest, *extra, "--ktb-wait-min", "0.06", "--ktb-wait-max", "0.08",
+    run_locust(spawn, tmp_path, rest, *extra, "--ktb-wait-min", wait[0], "--ktb-wait-max", wait[1],
                "--ktb-room-size", room_size, "--ktb-delivery", "off", "--ktb-weights", weights,
-               users=2, seconds=6, env={"LK_RAW_DUMP": str(dump)})
+               users=users, seconds=6, env={"LK_RAW_DUMP": str(dump)})
     raw = json.loads(dump.read_text())
     return {name: (statistics.median(v), len(v)) for name, v in raw.items()}
 
@@ -143,15 +141,19 @@ _NONE = "chatMessage=0,fetchPreviousMessages=0,markMessagesAsRead=0,messageReact
 def test_ground_truth_delay_moves_chat_join_and_read_receipt(spawn, tmp_path, variant):
     """--delay-ms 50 moves chatMessage, joinRoom and read_receipt medians by 50 ms (±1 ms).
 
-    chatMessage and joinRoom in rooms of one, read_receipt in a room of two that only marks read:
-    the reference server's own work for another user's event, running while a delayed handler
-    spins out its last millisecond, would otherwise add to that handler's time (a property of
-    the server under load, not of the client's measurement)."""
-    chat_join = _NONE.replace("chatMessage=0", "chatMessage=1").replace("rejoin=0", "rejoin=1")
+    chatMessage and joinRoom in rooms of one, read_receipt in rooms of two that only mark read:
+    the reference server's own work for another member's event, running while a delayed handler
+    spins out its last millisecond, would otherwise add to that handler's time (a property of the
+    server, not of the client's measurement). The read run waits longer than the delay between
+    tasks: the reference server handles one socket's events in order, so an event sent within
+    50 ms after a fire-and-forget markMessagesAsRead (Node) would wait for it."""
+    chat_join = _NONE.replace("chatMessage=0", "chatMessage=2").replace("rejoin=0", "rejoin=1")
     reads = _NONE.replace("markMessagesAsRead=0", "markMessagesAsRead=1")
-    for names, room_size, weights in ((("chatMessage", "joinRoom"), "1", chat_join), (("read_receipt",), "2", reads)):
-        m0 = _medians(spawn, tmp_path, variant, "0", room_size, weights)
-        m50 = _medians(spawn, tmp_path, variant, "50", room_size, weights)
+    runs = ((("chatMessage", "joinRoom"), "1", chat_join, 5, ("0.01", "0.05")),
+            (("read_receipt",), "2", reads, 6, ("0.06", "0.08")))
+    for names, room_size, weights, users, wait in runs:
+        m0 = _medians(spawn, tmp_path, variant, "0", room_size, weights, users, wait)
+        m50 = _medians(spawn, tmp_path, variant, "50", room_size, weights, users, wait)
         for name in names:
             assert m0[name][1] >= 5 and m50[name][1] >= 5, (name, m0, m50)
             excess = m50[name][0] - (m0[name][0] + 50.0)
