@@ -199,3 +199,26 @@ def test_shared_cpu_note_only_when_servers_and_workers_outnumber_cores():
     assert "waiting for a CPU" in note
     assert shared_cpu_note(["KTB"], 1, 2) is None  # fits
     assert shared_cpu_note([], 8, 2) is None  # external targets: nothing of ours competes with them
+
+
+@pytest.mark.timeout(150)
+def test_demo_against_a_node_deployment_given_by_one_url(spawn, tmp_path):
+    """``--ktb-url`` alone (REST and Socket.IO on one port, the Node shape): the users pick the
+    Node rules themselves and the run is clean."""
+    import csv
+
+    port = free_port()
+    spawn(loadkit_argv("serve", "ktb", "--variant", "node", "--host", "127.0.0.1", "--port", str(port)), port=port,
+          name="external-node")
+    out = tmp_path / "out"
+    demo = spawn(loadkit_argv("demo", "--run-time", "8s", "--workers", "1", "--users", "6", "--spawn-rate", "6",
+                              "--out", str(out), "--ktb-url", f"http://127.0.0.1:{port}"), name="demo")
+    code = demo.wait(130)
+    text = demo.output()
+    assert code == 0, text[-4000:]
+    stats = {(r["Type"], r["Name"]): r for r in csv.DictReader(open(out / "locust_stats.csv"))}
+    assert int(stats[("", "Aggregated")]["Failure Count"]) == 0, (out / "locust_failures.csv").read_text()
+    assert int(stats[("ktb", "chatMessage")]["Request Count"]) > 0
+    assert ("POST", "/api/auth/login") not in stats  # Node's register logs in
+    logs = "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.log"))
+    assert "KTB server variant node" in logs, text[-3000:]
