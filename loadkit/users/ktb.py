@@ -37,7 +37,7 @@ from gevent.event import AsyncResult, Event
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
 
-from loadkit.metrics.hdr import is_worker
+from loadkit.options import choice, number, parsed_by, rule, url
 from loadkit.metrics.counters import counters
 from loadkit.clients.socketio import Disconnect, ErrorAnswer, SocketIOError
 from loadkit.protocols import ktb
@@ -105,7 +105,12 @@ def parse_weights(text: str) -> dict[str, int]:
         key, _, val = part.partition("=")
         if key not in weights:
             raise ValueError(f"--ktb-weights: unknown task {key!r} (known: {', '.join(weights)})")
-        weights[key] = int(val)
+        try:
+            weights[key] = int(val)
+        except ValueError:
+            raise ValueError(f"--ktb-weights: {key}={val!r} is not a whole number") from None
+        if weights[key] < 0:
+            raise ValueError(f"--ktb-weights: {key}={val} must be >= 0")
     if not any(weights.values()):
         raise ValueError("--ktb-weights: every weight is 0")
     return weights
@@ -178,43 +183,23 @@ def decide_variant(host: str, socket_url: str | None, forced: str, timeout: floa
     return variants.detect_variant(two_urls=False, health=health, api_health=api_health, powered_by=powered)
 
 
-def option_problem(po: Any) -> str | None:
-    """What is wrong with the --ktb-* values, in one line (None: nothing)."""
-    if po is None or not hasattr(po, "ktb_weights"):
-        return None
-    try:
-        parse_weights(po.ktb_weights or "")
-        if po.ktb_room_size < 1:
-            raise ValueError("--ktb-room-size must be >= 1")
-        if po.ktb_timeout <= 0:
-            raise ValueError("--ktb-timeout must be > 0")
-        if (getattr(po, "ktb_rest_timeout", 0) or 0) < 0:
-            raise ValueError("--ktb-rest-timeout must be >= 0")
-        if po.ktb_wait_min < 0 or po.ktb_wait_max < 0:
-            raise ValueError("--ktb-wait-min/--ktb-wait-max must be >= 0")
-    except (ValueError, TypeError) as exc:
-        return f"loadkit: {exc}"
-    return None
+def _checks() -> None:
+    """The ``--ktb-*`` checks, shared by the command line and the web UI (loadkit.options)."""
+    rule("--ktb-socket-url", url("http", "https", "ws", "wss", example="http://127.0.0.1:5002", empty_ok=True))
+    rule("--ktb-room-size", number(1, 100000, integer=True))
+    rule("--ktb-timeout", number(0, 3600, above=True))
+    rule("--ktb-rest-timeout", number(0, 3600))
+    rule("--ktb-wait-min", number(0, 86400))
+    rule("--ktb-wait-max", number(0, 86400))
+    rule("--ktb-weights", parsed_by(parse_weights))
+    rule("--ktb-banned-every", number(0, integer=True))
+    rule("--ktb-max-retry-after", number(0, 86400))
+    rule("--ktb-server", choice("auto", "java", "node"))
+    for flag in ("--ktb-delivery", "--ktb-heartbeat", "--ktb-leave-ack"):
+        rule(flag, choice("on", "off"))
 
 
-@events.init.add_listener
-def _validate_options(environment: Any, **_kw: Any) -> None:
-    """Bad --ktb-* values on the command line stop the run with one clear line instead of failing
-    every user."""
-    problem = option_problem(getattr(environment, "parsed_options", None))
-    if problem:
-        raise SystemExit(problem)
-
-
-@events.test_start.add_listener
-def _validate_web_ui_options(environment: Any, **_kw: Any) -> None:
-    """Values typed into the web UI arrive after ``init``: a bad one stops that run at once with the
-    same one line (the web UI stays up for a corrected run) instead of every user failing to start."""
-    runner = getattr(environment, "runner", None)
-    problem = option_problem(getattr(environment, "parsed_options", None))
-    if problem and runner is not None and not is_worker(environment):
-        log.error("%s; the run is stopped", problem)
-        gevent.spawn(runner.stop)
+_checks()
 
 
 class KtbChatUser(SocketIOUser):
