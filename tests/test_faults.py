@@ -75,3 +75,30 @@ def test_chldo_users_come_back_after_the_server_restarts(spawn, tmp_path):
     errors = {r["Name"]: r["Error"] for r in csv.DictReader(open(f"{prefix}_failures.csv"))}
     assert set(errors) <= {"connect", "sendmsg"}, errors
     assert "Traceback" not in locust.output()
+
+
+@pytest.mark.timeout(150)
+def test_ktb_users_come_back_after_an_in_memory_server_restarts(spawn, tmp_path):
+    """The in-memory KTB server is killed 6 s into the run and started again (empty) 4 s later:
+    the users log in again, re-create the rooms the new server does not know, and chat again."""
+    import sqlite3
+
+    port = free_port()
+    first = spawn(loadkit_argv("serve", "ktb", "--port", str(port), "--single-port"), port=port, name="ktb-1")
+    prefix = tmp_path / "run"
+    locust = spawn([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "ktb_chat.py"), "--headless",
+                    "-u", "4", "-r", "4", "-t", "30s", "--host", f"http://127.0.0.1:{port}", "--csv", str(prefix),
+                    "--only-summary", "--ktb-room-size", "2", "--ktb-wait-min", "0.1", "--ktb-wait-max", "0.3",
+                    "--ktb-timeout", "3"], name="locust")
+    time.sleep(6)
+    first.stop()
+    time.sleep(4)
+    db = tmp_path / "after.db"  # the restarted server keeps what it sees in a file, for this test to read
+    spawn(loadkit_argv("serve", "ktb", "--port", str(port), "--single-port", "--db", str(db)), port=port, name="ktb-2")
+    assert locust.wait(90) == 1, locust.output()[-3000:]  # the outage's failures
+    counters = {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{prefix}_counters.csv"))}
+    assert counters.get(("ktb", "rooms_recreated"), 0) >= 1, counters
+    rooms, messages = sqlite3.connect(db).execute(
+        "SELECT (SELECT COUNT(*) FROM rooms), (SELECT COUNT(*) FROM messages WHERE content LIKE 'lk %')").fetchone()
+    assert rooms >= 2 and messages >= 20, (rooms, messages)  # both groups back, chatting for many seconds
+    assert "Traceback" not in locust.output()

@@ -38,6 +38,7 @@ from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
 
 from loadkit.options import choice, number, parsed_by, rule, url
+from loadkit.protocols.ktb_vocab import E_ROOM_NOT_FOUND
 from loadkit.metrics.counters import counters
 from loadkit.clients.socketio import Disconnect, ErrorAnswer, SocketIOError
 from loadkit.protocols import ktb
@@ -445,7 +446,7 @@ class KtbChatUser(SocketIOUser):
         if self.fixed_room:
             return self.fixed_room
         group = self.user_no // self.room_size
-        key = (self.host, self.room_size, group)  # per target: one process may load several servers
+        key = self._room_key()
         slot = _ROOMS.get(key)
         if slot is None or (slot.ready() and not slot.successful()):
             slot = _ROOMS[key] = AsyncResult()
@@ -455,6 +456,18 @@ class KtbChatUser(SocketIOUser):
                 slot.set_exception(exc)
                 raise
         return slot.get(timeout=self.timeout * 3)
+
+    def _room_key(self) -> tuple:
+        # per target: one process may load several servers
+        return (self.host, self.room_size, self.user_no // self.room_size)
+
+    def _forget_room(self, room_id: str | None) -> None:
+        """The server no longer knows our group's room (it restarted with an in-memory store, or
+        the room was deleted): the next ``room_for_me`` of the group creates it again."""
+        slot = _ROOMS.get(self._room_key())
+        if slot is not None and slot.ready() and slot.successful() and slot.get() == room_id:
+            del _ROOMS[self._room_key()]
+            COUNTERS.bump("rooms_recreated")
 
     def _create_room(self, group: int) -> str:
         name = f"lk {self.run_id} {_PID} room {group}"
@@ -485,6 +498,11 @@ class KtbChatUser(SocketIOUser):
         try:
             self.sio.connect()
             self.join()
+        except ktb.JoinRoomError as exc:
+            self.need_session = True
+            if not self.fixed_room and E_ROOM_NOT_FOUND in str(exc):
+                self._forget_room(self.room_id)
+            raise
         except BaseException:
             self.need_session = True
             raise
@@ -492,9 +510,10 @@ class KtbChatUser(SocketIOUser):
     def ensure_session(self) -> bool:
         if not self.need_session:
             return True
-        COUNTERS.bump("sessions")
+        COUNTERS.bump("session_attempts")
         try:
             self.establish()
+            COUNTERS.bump("sessions")  # sessions established (logged in, connected, joined)
             return True
         except (SocketIOError, ktb.KtbError) as exc:
             log.debug("user %s: session setup failed: %s", self.user_no, exc)
