@@ -19,7 +19,7 @@ def test_verdict_fails_only_an_operation_that_never_completed():
     lines, fail = verdict({("chldo", "sendmsg"): 3}, {("chldo", "sendmsg"): 40}, {"chldo": 812.0})
     assert not fail and lines == [
         "loadkit: unfinished at the end of the run (neither answered nor failed; counted, not dropped): "
-        "chldo sendmsg 3; oldest chldo 0.8 s"]
+        "chldo sendmsg 3; oldest chldo 812.0 ms"]
     lines, fail = verdict({("ktb", "joinRoom"): 4}, {("ktb", "connect"): 4}, {"ktb": 5000.0})
     assert fail and "ktb joinRoom: no request completed, 4 still waiting" in lines[1]
     assert verdict({}, {}, {}) == ([], False)

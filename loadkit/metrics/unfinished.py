@@ -30,7 +30,8 @@ def verdict(unfinished: dict[tuple[str, str], int], completed: dict[tuple[str, s
     if not unfinished:
         return [], False
     parts = ", ".join(f"{t} {n} {c}" for (t, n), c in sorted(unfinished.items()))
-    ages = ", ".join(f"{t} {age / 1000.0:.1f} s" for t, age in sorted(oldest_ms.items()))
+    ages = ", ".join(f"{t} {age / 1000.0:.1f} s" if age >= 1000.0 else f"{t} {age:.1f} ms"
+                     for t, age in sorted(oldest_ms.items()))
     lines = [f"loadkit: unfinished at the end of the run (neither answered nor failed; counted, not dropped): "
              f"{parts}" + (f"; oldest {ages}" if ages else "")]
     fail = False
