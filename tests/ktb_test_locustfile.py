@@ -7,6 +7,7 @@
 - If ``LK_RAW_DUMP`` is set, every successful ``ktb`` response time (exact float ms, not Locust's
   rounded percentiles) is written there as JSON ``{name: [ms, ...]}`` when the test stops; with
   ``--loadkit-phase-rows on`` the latency metrics (``read_receipt``, ...) too.
+- If ``LK_EVENT_LOG`` is set, every request event is appended there as ``[type, name, time, ok]``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ class Outsider(KtbChatUser):
 def _collect(request_type, name, response_time, exception, **_kw):
     if request_type in ("ktb", "ktb-phase") and exception is None:
         _RAW.setdefault(name, []).append(response_time)
+
+
+_LOG = os.environ.get("LK_EVENT_LOG")
+
+
+@events.request.add_listener
+def _log(request_type, name, exception, **_kw):
+    if _LOG:  # name and wall-clock time of every request event, one JSON line each
+        import time
+
+        with open(_LOG, "a") as f:
+            f.write(json.dumps([request_type, name, time.time(), exception is None]) + "\n")
 
 
 @events.quitting.add_listener

@@ -274,3 +274,24 @@ def test_distributed_workers_get_options_and_distinct_accounts(spawn, tmp_path):
     # the workers' client-side counters reach the master and its _counters.csv: one session each
     counts = {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{prefix}_counters.csv"))}
     assert counts.get(("ktb", "sessions")) == 8, counts
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("auth_first", ["on", "off"])
+def test_logins_are_done_before_the_measured_operations_start(spawn, tmp_path, auth_first):
+    """Node's register/login cost ~0.5 s of bcrypt each on its one event loop: with
+    --ktb-auth-first on (the default) no user runs a task until every user of the process has logged
+    in and joined, so those logins never overlap a measured operation; off shows the overlap."""
+    rest, _ = start_server(spawn, "--variant", "node", "--auth-cost-ms", "150", single=True)
+    log = tmp_path / f"events-{auth_first}.jsonl"
+    res = run_locust(spawn, tmp_path, rest, "--ktb-auth-first", auth_first, "--ktb-room-size", "2",
+                     users=8, seconds=8, env={"LK_EVENT_LOG": str(log)})
+    assert not res["failures"], res["failures"]
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    auth = [t for typ, name, t, ok in events if name.startswith("/api/auth/")]
+    tasks = [t for typ, name, t, ok in events if name in ("chatMessage", "fetchPreviousMessages", "messageReaction")]
+    assert len(auth) == 8 and tasks, (len(auth), len(tasks))
+    if auth_first == "on":
+        assert min(tasks) >= max(auth), (min(tasks), max(auth))
+    else:
+        assert min(tasks) < max(auth)  # the first users chat while the last ones still log in

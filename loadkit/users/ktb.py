@@ -88,6 +88,10 @@ def _add_options(parser: Any) -> None:
     parser.add_argument("--ktb-heartbeat", default="on", choices=["on", "off"],
                         help="declare a connection lost when the server sends no Engine.IO ping for pingInterval + "
                              "2 x pingTimeout (off: for a server that announces pings but never sends them)")
+    parser.add_argument("--ktb-auth-first", default="on", choices=["on", "off"],
+                        help="on: no user starts its tasks until every user of this process has logged in and "
+                             "joined (logins, bcrypt-slow on Node, do not overlap the measured operations); "
+                             "default on")
     parser.add_argument("--ktb-leave-ack", default="on", choices=["on", "off"],
                         help="time leaveRoom by its Socket.IO ack (on; the Java server acks every registered "
                              "event) or send it untimed (off: for a server that never acks it)")
@@ -130,6 +134,8 @@ _VARIANTS: dict[tuple, AsyncResult] = {}
 _PENDING_READS: dict[tuple, float] = {}
 _PENDING_LEAVES: dict[tuple, tuple[float, Event]] = {}
 _PENDING_MAX = 5000
+#: users of this process still logging in / joining in on_start (--ktb-auth-first)
+_STARTING: set[int] = set()
 #: users of this process currently joined, per room: is there a witness for a leave?
 _JOINED: dict[str, set[int]] = {}
 LEAVE_WITNESS_WAIT_S = 2.0  # then ask REST whether the leave is complete
@@ -145,7 +151,7 @@ def _new_process_identity() -> None:
     _RUN_ID = secrets.token_hex(3)
     _PID = os.getpid()
     _USER_SEQ = itertools.count()
-    for table in (_ROOMS, _VARIANTS, _PENDING_READS, _PENDING_LEAVES, _JOINED):
+    for table in (_ROOMS, _VARIANTS, _PENDING_READS, _PENDING_LEAVES, _JOINED, _STARTING):
         table.clear()
 
 
@@ -196,7 +202,7 @@ def _checks() -> None:
     rule("--ktb-banned-every", number(0, integer=True))
     rule("--ktb-max-retry-after", number(0, 86400))
     rule("--ktb-server", choice("auto", "java", "node"))
-    for flag in ("--ktb-delivery", "--ktb-heartbeat", "--ktb-leave-ack"):
+    for flag in ("--ktb-delivery", "--ktb-heartbeat", "--ktb-leave-ack", "--ktb-auth-first"):
         rule(flag, choice("on", "off"))
 
 
@@ -231,6 +237,7 @@ class KtbChatUser(SocketIOUser):
         self.banned_every = int(_opt(env, "ktb_banned_every", 0) or 0)
         self.max_retry_after = float(_opt(env, "ktb_max_retry_after", 60.0))
         self.leave_ack = _opt(env, "ktb_leave_ack", "on") == "on"
+        self.auth_first = _opt(env, "ktb_auth_first", "on") == "on"
         self.heartbeat_check = _opt(env, "ktb_heartbeat", "on") == "on"
         self.verify_tls = not bool(_opt(env, "ktb_insecure", False))
         self.socket_url = _opt(env, "ktb_socket_url", "") or None
@@ -523,7 +530,28 @@ class KtbChatUser(SocketIOUser):
         return False
 
     def on_start(self) -> None:
-        self.ensure_session()
+        _STARTING.add(self.user_no)
+        try:
+            self.ensure_session()
+        finally:
+            _STARTING.discard(self.user_no)
+        if self.auth_first:
+            self._wait_for_the_others()
+
+    def _wait_for_the_others(self) -> None:
+        """Hold this user's tasks until the spawn is complete and every user of this process has
+        logged in and joined (bounded): the REST logins — ~0.5 s of bcrypt each on the Node
+        server, serialised on its event loop — would otherwise overlap and inflate every measured
+        operation of the users already running. Locust's ``--reset-stats`` would drop the login
+        rows too; this keeps them, reported as their own rows."""
+        runner = getattr(self.environment, "runner", None)
+        deadline = time.monotonic() + max(30.0, self.timeout * 3)
+        while time.monotonic() < deadline:
+            spawning = getattr(runner, "spawning_greenlet", None)
+            if not _STARTING and (spawning is None or spawning.dead):
+                return
+            gevent.sleep(0.05)
+        COUNTERS.bump("auth_first_wait_timeouts")
 
     def on_stop(self) -> None:
         self._left_room()
