@@ -10,7 +10,9 @@ What it installs (each module's own ``install`` says more):
 - :mod:`loadkit.metrics.hdr` — exact request histograms and loadkit metric histograms, merged
   across workers, ``<prefix>_hdr.csv`` and ``<prefix>_metrics.csv``;
 - :mod:`loadkit.metrics.counters` — counts of what is not a request, ``<prefix>_counters.csv``;
-- :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers.
+- :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers;
+- :mod:`loadkit.metrics.slo_gate` — ``--slo`` judged on the merged figures, ``<prefix>_slo.csv``,
+  the exit code of a failed SLO.
 
 The Locust *patches* (not listeners) are applied at import, because a worker connects to its
 master before ``init``: :func:`patch_locust`.
@@ -30,6 +32,7 @@ def patch_locust() -> None:
 
     final_csv.install()
     distributed.patch_locust()
+from loadkit.metrics import slo_gate as _slo_gate  # noqa: E402,F401 - registers --slo before Locust parses
 
 
 def install(environment: Any, **_kw: Any) -> bool:
@@ -42,13 +45,15 @@ def install(environment: Any, **_kw: Any) -> bool:
     if getattr(events, _FLAG, False):
         return False
     setattr(events, _FLAG, True)
-    from loadkit.metrics import counters, distributed, hdr
+    from loadkit.metrics import counters, distributed, hdr, slo_gate
 
     hdr.install(events)
     counters.install(events)
     distributed.install(events)
     distributed.start(environment)
     _print_metrics_in_console(environment)
+    slo_gate.install(events)  # after the metrics block: its verdict lines are printed last
+    slo_gate.start(environment)
     return True
 
 
@@ -88,3 +93,4 @@ def on_init(environment: Any, **_kw: Any) -> None:
 
 
 patch_locust()
+from loadkit.metrics import slo_gate as _slo_gate  # noqa: E402,F401 - registers --slo before Locust parses

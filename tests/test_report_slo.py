@@ -1,0 +1,55 @@
+"""``loadkit report`` shows each Locust run's ``<prefix>_slo.csv`` at the top of the page."""
+
+from __future__ import annotations
+
+import html as html_lib
+import shutil
+
+from report_helpers import FIXTURES, run_report_inproc
+
+PLAIN = FIXTURES / "locust" / "chldo_full"  # a recorded local run without an SLO file
+HEADER = "SLO,Type,Name,Stat,Op,Target,Measured,Unit,Result,Detail\n"
+
+
+def _copy_run(tmp_path, name="run"):
+    for src in PLAIN.parent.glob(PLAIN.name + "_*"):
+        shutil.copy(src, tmp_path / (name + src.name[len(PLAIN.name):]))
+    return tmp_path / name
+
+
+def test_slo_section_is_at_the_top_with_each_verdict(tmp_path):
+    prefix = _copy_run(tmp_path)
+    (tmp_path / "run_slo.csv").write_text(
+        HEADER + "ttft:p95<500ms,,ttft,p95,<,500,312.4,ms,PASS,\n"
+        "sendmsg:fail_rate<1%,,sendmsg,fail_rate,<,1,2.5,%,FAIL,\n"
+        "nope:p50<1ms,,nope,p50,<,1,,ms,FAIL,no samples\n")
+    out = tmp_path / "out"
+    res = run_report_inproc("--locust", f"L={prefix}", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    page = html_lib.unescape((out / "report.html").read_text(encoding="utf-8"))
+    assert page.index("Service level objectives") < page.index("<h2>Summary</h2>")
+    section = page[page.index("Service level objectives"):page.index("<h2>Summary</h2>")]
+    assert "locust L: " in section and "2 of 3 failed" in section
+    assert '<td class="l">PASS</td><td class="l">ttft:p95<500ms</td><td>312.4</td><td class="l"><</td><td>500</td>' in section
+    assert '<td class="l bad">FAIL</td><td class="l">sendmsg:fail_rate<1%</td><td>2.5</td>' in section
+    assert '<td class="l bad">FAIL</td><td class="l">nope:p50<1ms</td><td>–</td>' in section and "no samples" in section
+
+
+def test_no_slo_file_no_section(tmp_path):
+    prefix = _copy_run(tmp_path)
+    out = tmp_path / "out"
+    res = run_report_inproc("--locust", str(prefix), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "Service level objectives" not in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_broken_slo_file_is_an_input_error_naming_it(tmp_path):
+    prefix = _copy_run(tmp_path)
+    bad = tmp_path / "run_slo.csv"
+    for text, says in ((HEADER + "ttft:p95<500ms,,ttft,p95,<,500,312.4,ms,MAYBE,\n", "line 2"),
+                       ("SLO,Result\nx,PASS\n", "are not SLO"),
+                       ("", "empty file")):
+        bad.write_text(text)
+        res = run_report_inproc("--locust", str(prefix), "--out", str(tmp_path / "out"))
+        assert res.returncode == 2, (text, res.stdout, res.stderr)
+        assert str(bad) in res.stderr and says in res.stderr, (text, res.stderr)
