@@ -53,3 +53,22 @@ def test_a_broken_slo_file_is_an_input_error_naming_it(tmp_path):
         res = run_report_inproc("--locust", str(prefix), "--out", str(tmp_path / "out"))
         assert res.returncode == 2, (text, res.stdout, res.stderr)
         assert str(bad) in res.stderr and says in res.stderr, (text, res.stderr)
+
+
+GOODPUT_HEADER = "Type,Name,Targets,Requests,Good,Goodput %,Good/s,Requests/s\n"
+
+
+def test_goodput_section_and_a_broken_goodput_file(tmp_path):
+    prefix = _copy_run(tmp_path)
+    gp = tmp_path / "run_goodput.csv"
+    gp.write_text(GOODPUT_HEADER + 'chldo,sendmsg,"ttft<500ms, sendmsg<5s",200,190,95.00,9.500,10.000\n')
+    out = tmp_path / "out"
+    res = run_report_inproc("--locust", f"L={prefix}", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    page = html_lib.unescape((out / "report.html").read_text(encoding="utf-8"))
+    section = page[page.index('<h2 id="goodput">'):page.index("<h2>Summary</h2>")]
+    assert ('<td class="l">sendmsg</td><td class="l">ttft<500ms, sendmsg<5s</td><td>200</td><td>190</td>'
+            '<td>95.00</td><td>9.500</td><td>10.000</td>') in section
+    gp.write_text(GOODPUT_HEADER + "chldo,sendmsg,x,many,1,1,1,1\n")
+    res = run_report_inproc("--locust", str(prefix), "--out", str(tmp_path / "out2"))
+    assert res.returncode == 2 and str(gp) in res.stderr and "line 2" in res.stderr, res.stderr

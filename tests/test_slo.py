@@ -37,7 +37,7 @@ def test_parse_the_issue_examples():
     ("ttft:p95<500min", "expected"),
     ("ttft:p0<5ms", "percentile"),
     ("ttft:p101<5ms", "percentile"),
-    ("ttft:p95<5%", "fail_rate and rps"),
+    ("ttft:p95<5%", "fail_rate, goodput and rps"),
     ("sendmsg:fail_rate<5ms", "fail_rate takes"),
     ("sendmsg:fail_rate<2", "at most 100"),
     ("sendmsg:rps>5ms", "rps takes"),
@@ -144,3 +144,14 @@ def test_abort_after_durations():
     for bad in ("soon", "0", "-3s"):
         with pytest.raises(ValueError):
             abort_after_seconds(bad)
+
+
+def test_goodput_slo_is_the_share_of_good_requests():
+    figures = Figures(goodput={("chldo", "sendmsg"): (19, 20)})
+    r = evaluate(parse("sendmsg:goodput>=95%"), figures)
+    assert r.passed and r.measured == 0.95 and r.line() == "PASS sendmsg goodput 95.0% >= 95%"
+    assert not evaluate(parse("sendmsg:goodput>0.96"), figures).passed
+    missing = evaluate(parse("connect:goodput>=0.9"), figures)
+    assert not missing.passed and "--goodput" in missing.detail
+    with pytest.raises(SloError):
+        parse("sendmsg:goodput>95ms")

@@ -33,13 +33,13 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def run_distributed(spawn, tmp_path: Path, url: str, slo: str, name: str):
+def run_distributed(spawn, tmp_path: Path, url: str, slo: str, name: str, goodput: str):
     port = free_port()
     prefix = tmp_path / name
     master = spawn([*LOCUST, "-f", CHLDO, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
                     str(port), "--headless", "--expect-workers", "2", "--expect-workers-max-wait", "30",
                     "-u", "4", "-r", "4", "-t", "7s", "--host", url, "--csv", str(prefix), "--only-summary",
-                    "--chldo-think-time", "0.2", "--slo", slo], name=f"{name}-master")
+                    "--chldo-think-time", "0.2", "--slo", slo, "--goodput", goodput], name=f"{name}-master")
     workers = [spawn([*LOCUST, "-f", CHLDO, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
                      name=f"{name}-worker{i}") for i in range(2)]
     master.wait(60)
@@ -48,8 +48,17 @@ def run_distributed(spawn, tmp_path: Path, url: str, slo: str, name: str):
     return master, prefix
 
 
+def check_goodput(prefix: Path, good_share: float) -> None:
+    """The master's goodput counts are the workers' sum: every sendmsg Locust counted was judged."""
+    (row,) = rows(Path(f"{prefix}_goodput.csv"))
+    sendmsg = next(r for r in rows(Path(f"{prefix}_stats.csv")) if r["Name"] == "sendmsg")
+    assert (row["Type"], row["Name"]) == ("chldo", "sendmsg")
+    assert int(row["Requests"]) == int(sendmsg["Request Count"]) > 20
+    assert int(row["Good"]) == round(good_share * int(row["Requests"]))
+
+
 def check_merged(prefix: Path, expected: str) -> dict[str, str]:
-    (slo_row,) = rows(Path(f"{prefix}_slo.csv"))
+    slo_row = rows(Path(f"{prefix}_slo.csv"))[0]
     assert (slo_row["Name"], slo_row["Stat"], slo_row["Result"]) == ("ttft", "p95", expected)
     ttft = next(r for r in rows(Path(f"{prefix}_metrics.csv")) if r["Name"] == "ttft")
     assert float(slo_row["Measured"]) == pytest.approx(float(ttft["95%"]), abs=0.051)  # merged figure, 0.1 ms shown
@@ -61,19 +70,24 @@ def check_merged(prefix: Path, expected: str) -> dict[str, str]:
 
 @pytest.mark.timeout(150)
 def test_distributed_slo_passes_and_fails_on_merged_figures(spawn, tmp_path, chldo_url):
-    master, prefix = run_distributed(spawn, tmp_path, chldo_url, "ttft:p95<500ms", "pass")
+    master, prefix = run_distributed(spawn, tmp_path, chldo_url, "ttft:p95<500ms;sendmsg:goodput>=99%", "pass",
+                                     "sendmsg: ttft<500ms, sendmsg<5s")
     out = master.output()
     assert master.returncode == 0, out[-3000:]
     row = check_merged(prefix, "PASS")
     assert f"PASS ttft p95 {row['Measured']} ms < 500 ms" in out
+    assert "PASS sendmsg goodput 100.0% >= 99%" in out
     assert "merged over the workers" in out
+    check_goodput(prefix, 1.0)
 
-    master, prefix = run_distributed(spawn, tmp_path, chldo_url, "ttft:p95<200ms", "fail")
+    master, prefix = run_distributed(spawn, tmp_path, chldo_url, "ttft:p95<200ms", "fail", "sendmsg: ttft<200ms")
     out = master.output()
     assert master.returncode == EXIT_SLO_FAILED == 4, out[-3000:]
     row = check_merged(prefix, "FAIL")
     assert f"FAIL ttft p95 {row['Measured']} ms < 200 ms" in out
     assert "SLO verdict: 1 of 1 failed (exit code 4)" in out
+    check_goodput(prefix, 0.0)
+    assert "chldo sendmsg: 0.00 % good" in out
 
 
 @pytest.mark.timeout(60)
@@ -82,6 +96,7 @@ def test_distributed_slo_passes_and_fails_on_merged_figures(spawn, tmp_path, chl
     (["--slo", "ttft:p95<500ms;sendmsg:fail_rate<5ms"], "fail_rate takes % or a fraction"),
     (["--slo", "ttft:p95<500ms", "--slo-abort-after", "soon"], "--slo-abort-after 'soon'"),
     (["--slo-abort-after", "10s"], "needs at least one --slo"),
+    (["--goodput", "sendmsg: ttft>5ms"], "--goodput 'sendmsg: ttft>5ms'"),
 ])
 def test_bad_slo_options_are_one_line_and_exit_2_before_any_user(spawn, tmp_path, extra, words):
     prefix = tmp_path / "bad"

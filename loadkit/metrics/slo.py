@@ -8,10 +8,10 @@ rounded percentiles or on one worker's share.
 Grammar (one expression; several are separated by ``;``)::
 
     [TYPE:]NAME:STAT OP NUMBER[UNIT]
-    STAT = pNN[.N] | median | mean | min | max | fail_rate | rps
+    STAT = pNN[.N] | median | mean | min | max | fail_rate | rps | goodput
     OP   = <  <=  >  >=
     UNIT = ms | s           (percentiles, median, mean, min, max of a latency)
-         | %                (fail_rate; a bare fail_rate is a fraction, 0.01 = 1 %)
+         | %                (fail_rate, goodput; a bare number is a fraction, 0.01 = 1 %)
          | /s               (rps; optional)
 
 ``NAME`` is a request name (``sendmsg``, ``chatMessage``, ``/api/auth/login``, ``Aggregated`` =
@@ -26,7 +26,8 @@ Which figures (the same on a single process and on a Locust master, after mergin
 * percentiles, median, mean, min, max: the request's or metric's exact HDR histogram (failed
   requests included, as in Locust's own columns; percentiles within 0.1 %);
 * ``fail_rate``: failures / requests of Locust's merged request statistics;
-* ``rps``: Locust's merged "Requests/s" of the row (requests / (last request − start)).
+* ``rps``: Locust's merged "Requests/s" of the row (requests / (last request − start));
+* ``goodput``: good / requests of the operation's ``--goodput`` targets (:mod:`loadkit.metrics.goodput`).
 
 An SLO with no samples fails ("no samples"): a gate that measured nothing must not pass.
 
@@ -49,10 +50,10 @@ PASS, FAIL = "PASS", "FAIL"
 CSV_SUFFIX = "_slo.csv"
 CSV_COLUMNS = ("SLO", "Type", "Name", "Stat", "Op", "Target", "Measured", "Unit", "Result", "Detail")
 GRAMMAR = ("[TYPE:]NAME:STAT OP NUMBER[UNIT], e.g. ttft:p95<500ms; STAT: pNN[.N], median, mean, min, max, "
-           "fail_rate, rps; OP: < <= > >=; UNIT: ms, s, % or /s")
+           "fail_rate, rps, goodput; OP: < <= > >=; UNIT: ms, s, % or /s")
 
 _EXPR = re.compile(
-    r"^\s*(?P<subject>[^<>=]+?)\s*:\s*(?P<stat>p\d+(?:\.\d+)?|median|mean|min|max|fail_rate|rps)\s*"
+    r"^\s*(?P<subject>[^<>=]+?)\s*:\s*(?P<stat>p\d+(?:\.\d+)?|median|mean|min|max|fail_rate|rps|goodput)\s*"
     r"(?P<op><=|>=|<|>)\s*(?P<num>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|%|/s)?\s*$"
 )
 _TIME_STATS = ("median", "mean", "min", "max")
@@ -113,19 +114,19 @@ def parse(text: str) -> Slo:
         percentile = float(stat[1:])
         if not 0 < percentile <= 100:
             raise SloError(f"--slo {text!r}: a percentile must be p0 < pNN <= p100")
-    if stat == "fail_rate":
+    if stat in ("fail_rate", "goodput"):
         if unit not in ("", "%"):
-            raise SloError(f"--slo {text!r}: fail_rate takes % or a fraction (0.01 = 1 %), not {unit!r}")
+            raise SloError(f"--slo {text!r}: {stat} takes % or a fraction (0.01 = 1 %), not {unit!r}")
         target = number / 100.0 if unit == "%" else number
         if target > 1:
-            raise SloError(f"--slo {text!r}: fail_rate is at most 100 % (a bare number is a fraction)")
+            raise SloError(f"--slo {text!r}: {stat} is at most 100 % (a bare number is a fraction)")
     elif stat == "rps":
         if unit not in ("", "/s"):
             raise SloError(f"--slo {text!r}: rps takes no unit or /s, not {unit!r}")
         target, unit = number, "/s"
     else:
         if unit in ("%", "/s"):
-            raise SloError(f"--slo {text!r}: {unit!r} is for fail_rate and rps; {stat} takes ms, s or no unit")
+            raise SloError(f"--slo {text!r}: {unit!r} is for fail_rate, goodput and rps; {stat} takes ms, s or no unit")
         if unit:
             m_ = lookup(type_, name) if type_ else None
             if m_ is not None and m_.kind != LATENCY:
@@ -154,11 +155,13 @@ def parse_all(value: Any) -> list[Slo]:
 @dataclass
 class Figures:
     """What an SLO is judged on: histograms of requests and of loadkit metrics by ``(type, name)``,
-    and ``counts[(type, name)] = (requests, failures, requests per second)`` of each request."""
+    ``counts[(type, name)] = (requests, failures, requests per second)`` of each request, and
+    ``goodput[(type, name)] = (good, judged)`` of each ``--goodput`` operation."""
 
     requests: Mapping[tuple[str, str], OpHistogram] = field(default_factory=dict)
     metrics: Mapping[tuple[str, str], OpHistogram] = field(default_factory=dict)
     counts: Mapping[tuple[str, str], tuple[int, int, float]] = field(default_factory=dict)
+    goodput: Mapping[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,15 @@ def _matches(keys: Iterable[tuple[str, str]], slo: Slo) -> list[tuple[str, str]]
 
 def evaluate(slo: Slo, figures: Figures) -> Result:
     """Judge one SLO; no samples, an ambiguous name or a statistic a metric does not have fail."""
+    if slo.stat == "goodput":
+        found_g = _matches(figures.goodput.keys(), slo)
+        if len(found_g) > 1:
+            return Result(slo, False, None, "ambiguous, write " + " or ".join(f"{t}:{n}" for t, n in found_g))
+        good, total = figures.goodput.get(found_g[0], (0, 0)) if found_g else (0, 0)
+        if not total:
+            return Result(slo, False, None, "no samples (give its targets with --goodput)")
+        value = good / total
+        return Result(slo, slo.holds(value), value)
     counting = slo.stat in ("fail_rate", "rps")
     if slo.name == AGGREGATED_NAME and slo.type is None:
         if counting:

@@ -1,4 +1,5 @@
-"""``--slo`` / ``--slo-abort-after`` in a Locust run: judge the SLOs, write ``_slo.csv``, set the exit code.
+"""``--slo`` / ``--slo-abort-after`` / ``--goodput`` in a Locust run: judge the SLOs, count goodput,
+write ``_slo.csv`` and ``_goodput.csv``, set the exit code.
 
 Why here: the master (or the single local process) holds the exact, worker-merged figures
 (:data:`loadkit.metrics.hdr.STORE`, :data:`loadkit.metrics.hdr.METRICS`, Locust's merged request
@@ -15,6 +16,13 @@ stats), so it alone judges the SLOs (grammar and figures: :mod:`loadkit.metrics.
   exit code becomes :data:`EXIT_SLO_FAILED` when any SLO failed (unless another part of the run
   already set one: Locust's own reasons and loadkit's 3 keep theirs), and one line per SLO is
   printed after Locust's final table: ``PASS ttft p95 312.4 ms < 500 ms``.
+
+Goodput (:mod:`loadkit.metrics.goodput`): every process counts good/total requests of the
+``--goodput`` operations (a worker takes the master's option at ``test_start``). An operation whose
+targets are all on its own time is judged by a ``request`` listener, added only when ``--goodput``
+is given (no cost otherwise); one with phase targets (``sendmsg: ttft<500ms``) by the user that
+knows the turn's figures together (``Measure.goodput``, see :class:`loadkit.users.chldo.ChldoUser`).
+Workers ship their counts in Locust's report; the master sums them and writes ``_goodput.csv``.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any
 
 from locust import events
 
-from loadkit.metrics import hdr, slo
+from loadkit.metrics import goodput, hdr, slo
 from loadkit.metrics.histograms import write_csv_atomic
 
 logger = logging.getLogger("loadkit.slo")
@@ -35,6 +43,9 @@ logger = logging.getLogger("loadkit.slo")
 #: unhandled error, -1 = bad setup; loadkit: 3 = a worker lost its master)
 EXIT_SLO_FAILED = 4
 LIVE_INTERVAL = 2.0
+
+#: this process's goodput counts (``Measure.goodput`` is this object while ``--goodput`` is given)
+GOODPUT = goodput.GoodputCounts()
 
 _state: dict[str, Any] = {"slos": [], "results": [], "failing_since": {}, "aborted": None, "final": None}
 
@@ -45,11 +56,15 @@ def _add_options(parser: Any) -> None:
     parser.add_argument(
         "--slo", action="append", default=None, metavar="EXPR",
         help="service level objective, e.g. 'ttft:p95<500ms' (repeatable, or several separated by ';'): "
-             "[TYPE:]NAME:STAT OP NUMBER[UNIT], STAT pNN|median|mean|min|max|fail_rate|rps, UNIT ms|s|%%|/s; "
+             "[TYPE:]NAME:STAT OP NUMBER[UNIT], STAT pNN|median|mean|min|max|fail_rate|rps|goodput, UNIT ms|s|%%|/s (STAT goodput: share of --goodput's good requests); "
              f"judged on the exact merged figures at the end; any failing SLO makes the exit code {EXIT_SLO_FAILED}")
     parser.add_argument(
         "--slo-abort-after", default="", metavar="DURATION",
         help="stop the run once an SLO has failed continuously this long, e.g. 30s or 2m (default: never)")
+    parser.add_argument(
+        "--goodput", action="append", default=None, metavar="SPEC",
+        help="count requests that met every target, e.g. 'sendmsg: ttft<500ms, sendmsg<5s' (repeatable, or "
+             "several operations separated by ';'); written to <prefix>_goodput.csv")
 
 
 def abort_after_seconds(text: str | None) -> float | None:
@@ -75,6 +90,7 @@ def options_problem(options: Any) -> str | None:
     try:
         slos = slo.parse_all(getattr(options, "slo", None))
         abort = abort_after_seconds(getattr(options, "slo_abort_after", ""))
+        goodput.parse(getattr(options, "goodput", None))
     except ValueError as exc:
         return f"loadkit: {exc}"
     if abort is not None and not slos:
@@ -93,7 +109,8 @@ def figures(environment: Any) -> slo.Figures:
     stats = getattr(runner, "stats", None) or getattr(environment, "stats", None)
     for (name, method), entry in (getattr(stats, "entries", None) or {}).items():
         counts[(str(method), str(name))] = (entry.num_requests, entry.num_failures, entry.total_rps)
-    return slo.Figures(requests=dict(hdr.STORE.ops), metrics=dict(hdr.METRICS.ops), counts=counts)
+    return slo.Figures(requests=dict(hdr.STORE.ops), metrics=dict(hdr.METRICS.ops), counts=counts,
+                       goodput={k: (good, total) for k, (good, total) in GOODPUT.counts.items()})
 
 
 def judge(environment: Any) -> list[slo.Result]:
@@ -173,7 +190,54 @@ def _live_loop(environment: Any) -> None:
 # ------------------------------------------------------------------------------------ Locust wiring
 
 
+def _configure_goodput(environment: Any) -> None:
+    """Take this run's ``--goodput`` (a worker: the master's, which arrived with the spawn message)."""
+    try:
+        specs = goodput.parse(getattr(getattr(environment, "parsed_options", None), "goodput", None))
+    except ValueError:
+        specs = {}  # reported by the master (or at init) as a bad option
+    GOODPUT.configure(specs)
+    GOODPUT.clear()
+    listening = getattr(environment.events, "_loadkit_goodput_listening", False)
+    wanted = any(s.own_only for s in specs.values())
+    if wanted and not listening:
+        environment.events.request.add_listener(GOODPUT.on_request)
+    elif listening and not wanted:
+        environment.events.request.remove_listener(GOODPUT.on_request)
+    environment.events._loadkit_goodput_listening = wanted
+
+
+def goodput_recorder() -> goodput.GoodputCounts | None:
+    """What ``Measure.goodput`` holds: the counts when ``--goodput`` is given, else None."""
+    return GOODPUT if GOODPUT.specs else None
+
+
+def _run_seconds(environment: Any) -> float | None:
+    stats = getattr(getattr(environment, "runner", None), "stats", None) or getattr(environment, "stats", None)
+    start, last = getattr(stats, "start_time", None), getattr(stats, "last_request_timestamp", None)
+    return (last - start) if start and last and last > start else None
+
+
+def goodput_rows(environment: Any) -> list[dict[str, str]]:
+    """Rows of ``_goodput.csv`` so far (merged over the workers on a master)."""
+    return GOODPUT.rows(_run_seconds(environment))
+
+
+def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    if GOODPUT.specs:
+        data[goodput.MESSAGE_KEY] = GOODPUT.drain()
+
+
+def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    GOODPUT.merge(data.get(goodput.MESSAGE_KEY) or ())
+
+
+def _on_reset_stats(**_kw: Any) -> None:
+    GOODPUT.clear()
+
+
 def _on_test_start(environment: Any, **_kw: Any) -> None:
+    _configure_goodput(environment)
     if hdr.is_worker(environment):
         return
     problem = options_problem(getattr(environment, "parsed_options", None))
@@ -190,14 +254,33 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
                   abort_after=abort_after_seconds(getattr(environment.parsed_options, "slo_abort_after", "")))
 
 
+def write_goodput_csv(environment: Any) -> str | None:
+    prefix = hdr.csv_prefix(environment)
+    if not prefix or not GOODPUT.specs:
+        return None
+    path = f"{prefix}{goodput.CSV_SUFFIX}"
+    try:
+        write_csv_atomic(path, goodput.CSV_COLUMNS, goodput_rows(environment))
+    except OSError as exc:
+        logger.error("loadkit: could not write %s: %s", path, exc)
+        return None
+    return path
+
+
 def _on_test_stop(environment: Any, **_kw: Any) -> None:
-    if hdr.is_worker(environment) or not _state["slos"]:
+    if hdr.is_worker(environment):
         return
-    write_csv(environment, judge(environment))
+    write_goodput_csv(environment)
+    if _state["slos"]:
+        write_csv(environment, judge(environment))
 
 
 def _on_quitting(environment: Any, **_kw: Any) -> None:
-    if hdr.is_worker(environment) or not _state["slos"]:
+    if hdr.is_worker(environment):
+        return
+    write_goodput_csv(environment)
+    _state["goodput"] = goodput_rows(environment) if GOODPUT.specs else []
+    if not _state["slos"]:
         return
     results = judge(environment)
     _state["final"] = results
@@ -208,9 +291,14 @@ def _on_quitting(environment: Any, **_kw: Any) -> None:
 
 
 def _on_quit(**_kw: Any) -> None:
-    """After Locust's final table: one line per SLO, then the verdict."""
+    """After Locust's final table: goodput, then one line per SLO and the verdict."""
+    if _state.get("quiet"):
+        return
+    if _state.get("goodput"):
+        lines = ["loadkit goodput (requests that succeeded and met every target)", *goodput.console_lines(_state["goodput"])]
+        print("\n".join(lines) + "\n", flush=True)
     results = _state["final"]
-    if not results or _state.get("quiet"):
+    if not results:
         return
     failed = sum(not r.passed for r in results)
     lines = ["loadkit SLOs (exact figures" + (", merged over the workers)" if _state.get("master") else ")")]
@@ -225,6 +313,7 @@ def install(events_: Any) -> bool:
     """Register the listeners (called once by :func:`loadkit.plugin.install`)."""
     return hdr.add_listeners_once(events_, "_loadkit_slo_installed", {
         "test_start": _on_test_start, "test_stop": _on_test_stop, "quitting": _on_quitting, "quit": _on_quit,
+        "report_to_master": _on_report_to_master, "worker_report": _on_worker_report, "reset_stats": _on_reset_stats,
     }) is not None
 
 

@@ -1,9 +1,10 @@
-"""The report's "Service level objectives" section, from each Locust run's ``<prefix>_slo.csv``.
+"""The report's "Service level objectives" and "Goodput" sections, from each Locust run's
+``<prefix>_slo.csv`` and ``<prefix>_goodput.csv``.
 
 Why a module of its own: the section is read and rendered here, apart from the rest of the report,
 and put at the top of the HTML as one ready block (``gates_html``), so the report's other readers
 and its template change by one line. The CSV is written by :mod:`loadkit.metrics.slo_gate` with
-the columns of :data:`loadkit.metrics.slo.CSV_COLUMNS`.
+the columns of :data:`loadkit.metrics.slo.CSV_COLUMNS` (goodput: :data:`loadkit.metrics.goodput.CSV_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import html
 import os
 from typing import Any
 
+from loadkit.metrics import goodput
 from loadkit.metrics.slo import CSV_COLUMNS, CSV_SUFFIX
 
 from .errors import ReportInputError
@@ -27,17 +29,32 @@ def run_prefix(run: Any) -> str | None:
     return str(run.sources[0])[: -len(STATS_SUFFIX)]
 
 
-def read_slo_csv(path: str) -> list[dict[str, str]]:
-    """Rows of a ``_slo.csv``; :class:`ReportInputError` naming the file when it is not loadkit's."""
+def _read(path: str, columns: tuple[str, ...]) -> list[dict[str, str]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+            if tuple(reader.fieldnames or ()) != columns:
                 raise ReportInputError(path, f"columns {reader.fieldnames or 'none (empty file)'} are not "
-                                             f"{', '.join(CSV_COLUMNS)}")
-            rows = list(reader)
+                                             f"{', '.join(columns)}")
+            return list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ReportInputError(path, f"cannot read: {exc}") from None
+
+
+def read_goodput_csv(path: str) -> list[dict[str, str]]:
+    """Rows of a ``_goodput.csv``, numbers checked; :class:`ReportInputError` naming the file."""
+    rows = _read(path, goodput.CSV_COLUMNS)
+    for n, row in enumerate(rows, start=2):
+        try:
+            int(row["Requests"]), int(row["Good"]), float(row["Goodput %"])
+        except (TypeError, ValueError):
+            raise ReportInputError(path, f"line {n}: not a row of loadkit's goodput file") from None
+    return rows
+
+
+def read_slo_csv(path: str) -> list[dict[str, str]]:
+    """Rows of a ``_slo.csv``; :class:`ReportInputError` naming the file when it is not loadkit's."""
+    rows = _read(path, CSV_COLUMNS)
     for n, row in enumerate(rows, start=2):
         if row["Result"] not in ("PASS", "FAIL") or None in row.values():
             raise ReportInputError(path, f"line {n}: not a row of loadkit's SLO file")
@@ -56,6 +73,31 @@ def slo_groups(runs: list[Any]) -> list[dict[str, Any]]:
         groups.append({"label": f"{run.tool} {run.label}", "path": path, "rows": rows,
                        "failed": sum(r["Result"] != "PASS" for r in rows)})
     return groups
+
+
+def goodput_section(runs: list[Any]) -> str:
+    """The HTML of the goodput section ('' when no run counted goodput)."""
+    groups = []
+    for run in runs:
+        prefix = run_prefix(run)
+        if prefix is not None and os.path.exists(prefix + goodput.CSV_SUFFIX):
+            groups.append((f"{run.tool} {run.label}", read_goodput_csv(prefix + goodput.CSV_SUFFIX)))
+    if not groups:
+        return ""
+    out = ['<h2 id="goodput">Goodput</h2>',
+           '<p class="caption">Requests that succeeded <b>and</b> met every <code>--goodput</code> target of '
+           'their operation at once (e.g. a chldo turn\'s ttft and its total time), counted on every worker and '
+           'summed. good/s = good requests / run time (the time base of Locust\'s Requests/s).</p>']
+    for label, rows in groups:
+        out.append(f"<h3>{html.escape(label)}</h3>")
+        out.append('<table><tr><th class="l">type</th><th class="l">operation</th><th class="l">targets</th>'
+                   '<th>requests</th><th>good</th><th>goodput %</th><th>good/s</th><th>requests/s</th></tr>')
+        for r in rows:
+            out.append("<tr>" + _cell(r["Type"], "l") + _cell(r["Name"], "l") + _cell(r["Targets"], "l")
+                       + _cell(r["Requests"]) + _cell(r["Good"]) + _cell(r["Goodput %"]) + _cell(r["Good/s"] or "–")
+                       + _cell(r["Requests/s"] or "–") + "</tr>")
+        out.append("</table>")
+    return "\n".join(out)
 
 
 def _cell(text: str, cls: str = "") -> str:

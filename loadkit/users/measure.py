@@ -25,7 +25,7 @@ from typing import Any
 from locust import events
 
 from loadkit import plugin
-from loadkit.metrics import hdr
+from loadkit.metrics import hdr, slo_gate
 from loadkit.metrics.catalog import LATENCY, metric as catalog_metric
 
 PHASE_SUFFIX = "-phase"
@@ -44,7 +44,7 @@ events.init.add_listener(plugin.on_init)
 class Measure:
     """One user's (or client's) reporting handle for one protocol ``request_type``."""
 
-    __slots__ = ("fire", "request_type", "_record", "_phase_rows", "_kinds")
+    __slots__ = ("fire", "request_type", "_record", "_phase_rows", "_kinds", "goodput")
 
     def __init__(self, environment: Any, request_type: str) -> None:
         plugin.install(environment)  # library mode: no Locust ``init`` ran our listener
@@ -55,6 +55,9 @@ class Measure:
         options = getattr(environment, "parsed_options", None)
         self._phase_rows = getattr(options, "loadkit_phase_rows", "off") == "on"
         self._kinds: dict[str, str] = {}
+        #: ``--goodput`` counts, or None without the option: a user that knows a request's phases
+        #: together (a chldo turn) calls ``goodput.judge_phases(...)`` only when this is not None
+        self.goodput = slo_gate.goodput_recorder()
 
     def request(self, name: str, response_time: float, response_length: int = 0,
                 exception: BaseException | None = None, context: dict | None = None) -> None:
