@@ -11,8 +11,10 @@ What it installs (each module's own ``install`` says more):
   across workers, ``<prefix>_hdr.csv`` and ``<prefix>_metrics.csv``;
 - :mod:`loadkit.metrics.counters` — counts of what is not a request, ``<prefix>_counters.csv``;
 - :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers;
+- :mod:`loadkit.users.pacing` — ``--arrival-rate``/``--arrival-stages`` (open model): users take
+  iterations from a schedule, schedule lag and dropped iterations recorded;
 - :mod:`loadkit.metrics.slo_gate` — ``--slo`` judged on the merged figures, ``<prefix>_slo.csv``,
-  the exit code of a failed SLO.
+  the exit code of a failed SLO; ``--goodput``.
 
 The Locust *patches* (not listeners) are applied at import, because a worker connects to its
 master before ``init``: :func:`patch_locust`.
@@ -33,6 +35,7 @@ def patch_locust() -> None:
     final_csv.install()
     distributed.patch_locust()
 from loadkit.metrics import slo_gate as _slo_gate  # noqa: E402,F401 - registers --slo before Locust parses
+from loadkit.users import pacing as _pacing  # noqa: E402,F401 - registers --arrival-* before Locust parses
 
 
 def install(environment: Any, **_kw: Any) -> bool:
@@ -46,12 +49,15 @@ def install(environment: Any, **_kw: Any) -> bool:
         return False
     setattr(events, _FLAG, True)
     from loadkit.metrics import counters, distributed, hdr, slo_gate
+    from loadkit.users import pacing
 
     hdr.install(events)
     counters.install(events)
     distributed.install(events)
     distributed.start(environment)
     _print_metrics_in_console(environment)
+    pacing.install(events)
+    pacing.start(environment)
     slo_gate.install(events)  # after the metrics block: its verdict lines are printed last
     slo_gate.start(environment)
     return True
@@ -94,3 +100,4 @@ def on_init(environment: Any, **_kw: Any) -> None:
 
 patch_locust()
 from loadkit.metrics import slo_gate as _slo_gate  # noqa: E402,F401 - registers --slo before Locust parses
+from loadkit.users import pacing as _pacing  # noqa: E402,F401 - registers --arrival-* before Locust parses
