@@ -197,3 +197,25 @@ def arrival_times(segments: list[Segment], pattern: str = "constant", shape: flo
             a += rng.expovariate(1.0) * share
         else:
             a += rng.gammavariate(shape, 1.0 / shape) * share
+
+
+# ------------------------------------------------------------------------------------ capacity sweep
+
+
+def sweep_rates(baseline: float, throughput: float, n: int) -> list[float]:
+    """The constant rates of a sweep (GuideLLM's sweep): ``n`` rates evenly spaced above the
+    synchronous ``baseline`` up to the saturated ``throughput`` (both measured), the last one
+    equal to ``throughput``."""
+    if n < 1:
+        raise ValueError("a sweep needs at least one constant rate")
+    lo, hi = max(0.0, baseline), max(0.0, throughput)
+    if hi <= lo:  # no headroom measured: probe around the baseline
+        hi = lo * 1.5 if lo > 0 else 1.0
+    return [lo + (hi - lo) * i / n for i in range(1, n + 1)]
+
+
+def capacity(stages: list[dict]) -> float | None:
+    """The highest offered constant rate among ``stages`` (dicts with ``kind``, ``offered`` and
+    ``passed``) at which every SLO held; None when none did."""
+    ok = [s["offered"] for s in stages if s.get("kind") == "constant" and s.get("passed")]
+    return max(ok) if ok else None

@@ -13,6 +13,7 @@ What it installs (each module's own ``install`` says more):
 - :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers;
 - :mod:`loadkit.users.pacing` — ``--arrival-rate``/``--arrival-stages`` (open model): users take
   iterations from a schedule, schedule lag and dropped iterations recorded;
+- :mod:`loadkit.users.sweep` — ``--sweep``: stage after stage, the highest rate where every SLO held;
 - :mod:`loadkit.metrics.slo_gate` — ``--slo`` judged on the merged figures, ``<prefix>_slo.csv``,
   the exit code of a failed SLO; ``--goodput``.
 
@@ -36,6 +37,7 @@ def patch_locust() -> None:
     distributed.patch_locust()
 from loadkit.metrics import slo_gate as _slo_gate  # noqa: E402,F401 - registers --slo before Locust parses
 from loadkit.users import pacing as _pacing  # noqa: E402,F401 - registers --arrival-* before Locust parses
+from loadkit.users import sweep as _sweep  # noqa: E402,F401 - registers --sweep before Locust parses
 
 
 def install(environment: Any, **_kw: Any) -> bool:
@@ -49,7 +51,7 @@ def install(environment: Any, **_kw: Any) -> bool:
         return False
     setattr(events, _FLAG, True)
     from loadkit.metrics import counters, distributed, hdr, slo_gate
-    from loadkit.users import pacing
+    from loadkit.users import pacing, sweep
 
     hdr.install(events)
     counters.install(events)
@@ -58,6 +60,8 @@ def install(environment: Any, **_kw: Any) -> bool:
     _print_metrics_in_console(environment)
     pacing.install(events)
     pacing.start(environment)
+    sweep.install(events)
+    sweep.start(environment)
     slo_gate.install(events)  # after the metrics block: its verdict lines are printed last
     slo_gate.start(environment)
     return True
@@ -101,3 +105,4 @@ def on_init(environment: Any, **_kw: Any) -> None:
 patch_locust()
 from loadkit.metrics import slo_gate as _slo_gate  # noqa: E402,F401 - registers --slo before Locust parses
 from loadkit.users import pacing as _pacing  # noqa: E402,F401 - registers --arrival-* before Locust parses
+from loadkit.users import sweep as _sweep  # noqa: E402,F401 - registers --sweep before Locust parses

@@ -98,6 +98,16 @@ def options_problem(options: Any) -> str | None:
     return None
 
 
+def slos() -> list[slo.Slo]:
+    """The SLOs of the current run (parsed at ``test_start``)."""
+    return list(_state["slos"])
+
+
+def _sweeping(environment: Any) -> bool:
+    """``--sweep`` judges the SLOs per stage itself (:mod:`loadkit.users.sweep`)."""
+    return bool(getattr(getattr(environment, "parsed_options", None), "sweep", False))
+
+
 def _environment_slos(environment: Any) -> list[slo.Slo]:
     return slo.parse_all(getattr(getattr(environment, "parsed_options", None), "slo", None))
 
@@ -169,7 +179,7 @@ def _live_loop(environment: Any) -> None:
     runner = environment.runner
     while True:
         gevent.sleep(LIVE_INTERVAL)
-        if _state["final"] or runner.state not in ("spawning", "running"):
+        if _state["final"] or runner.state not in ("spawning", "running") or _sweeping(environment):
             continue
         try:
             over = _track(judge(environment), time.monotonic())
@@ -271,7 +281,7 @@ def _on_test_stop(environment: Any, **_kw: Any) -> None:
     if hdr.is_worker(environment):
         return
     write_goodput_csv(environment)
-    if _state["slos"]:
+    if _state["slos"] and not _sweeping(environment):
         write_csv(environment, judge(environment))
 
 
@@ -280,7 +290,7 @@ def _on_quitting(environment: Any, **_kw: Any) -> None:
         return
     write_goodput_csv(environment)
     _state["goodput"] = goodput_rows(environment) if GOODPUT.specs else []
-    if not _state["slos"]:
+    if not _state["slos"] or _sweeping(environment):
         return
     results = judge(environment)
     _state["final"] = results

@@ -123,6 +123,11 @@ class Pacer:
         self._times: Any = iter(())
         self._next: float | None = None
         self.share, self.slot = 1, 0
+        self.closed: Any = None
+        self.first_asked: float | None = None
+        self.asking = 0
+        self.generation = 0  # +1 whenever the schedule changes: start times of an older one are void
+        self.inflight = 0  # iterations running now
         self.t0: float | None = None
         #: [wall clock at t = 0, wall clock at the stop] of this process's schedule
         self.wall: list[float | None] = [None, None]
@@ -143,7 +148,35 @@ class Pacer:
         self.first_asked: float | None = None
         self.asking = 0
         self.wall = [None, None]
+        self.closed: Any = None  # closed mode (the sweep's baseline/throughput): see begin_closed
         self.active = True
+        self._changed()
+
+    def hold(self) -> None:
+        """Start no iteration until the next ``begin``/``begin_closed`` (a sweep between stages)."""
+        self.settings, self.closed, self.t0 = None, None, None
+        self._times, self._next = iter(()), None
+        self.active = True
+        self._changed()
+
+    def _changed(self) -> None:
+        self.generation += 1
+        _CHANGE[0].set()  # users sleeping towards a start time of the old schedule wake now
+        from gevent.event import Event
+
+        _CHANGE[0] = Event()
+
+    def begin_closed(self, limit: int | None) -> None:
+        """Closed mode (a sweep's synchronous and throughput stages): users start iterations back to
+        back, at most ``limit`` at a time (None: every user), no schedule and no lag."""
+        from gevent.lock import BoundedSemaphore
+
+        self.settings = None
+        self.t0 = time.perf_counter()
+        self._times, self._next = iter(()), None
+        self.closed = BoundedSemaphore(limit) if limit else True
+        self.active = True
+        self._changed()
 
     def _start(self, now: float) -> None:
         settings = self.settings
@@ -183,49 +216,100 @@ class Pacer:
         """End of the run: start times already due but never taken are dropped."""
         if not self.active:
             return
+        if self.closed is not None:
+            self.active, self.closed = False, None
+            self._changed()
+            return
         while self._next is not None and self._next <= now:
             self._drop()
         self.active = False
         self.stopped_at = now
+        self._changed()
         if self.wall[0] is not None:
             self.wall[1] = time.time() - (time.perf_counter() - now)
 
 
 PACER = Pacer()
 _START_EVENT: Any = None  # gevent Event set when PACER starts (made in _on_test_start)
+
+
+def _new_event() -> Any:
+    from gevent.event import Event
+
+    return Event()
+
+
+_CHANGE: list[Any] = [_new_event()]  # set (and replaced) whenever PACER's schedule changes
 _ITERATION: dict[Any, float] = {}  # greenlet -> intended start of the iteration it runs
+_HOLDING: dict[Any, Any] = {}  # greenlet -> the closed-mode semaphore it holds during its iteration
+
+
+def _release(greenlet: Any) -> None:
+    sem = _HOLDING.pop(greenlet, None)
+    if sem is not None:
+        sem.release()
 _SEEN: set[tuple[str, str]] = set()
 _state: dict[str, Any] = {"sweeper": None, "patched": False, "listening": False, "settings": None,
                           "window": None, "master": False}
 
 
 def _wait_for_slot(user: Any) -> float | None:
-    """Sleep (as ``waiting``) until this user's next intended start; record the lag."""
+    """Sleep (as ``waiting``) until this user's next intended start; record the lag.
+
+    A start time belongs to one schedule (``PACER.generation``): when the schedule changes while a
+    user sleeps towards one (a sweep's next stage), the user wakes at once and takes a new one.
+    """
     import gevent
     from locust.exception import StopUser
     from locust.user.users import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
     user._state = LOCUST_STATE_WAITING
-    if PACER.t0 is None:  # the first iteration of this user: wait for the schedule to start
-        PACER.asking += 1
-        if PACER.first_asked is None:
-            PACER.first_asked = time.perf_counter()
-        try:
-            _START_EVENT.wait()
-        finally:
-            PACER.asking -= 1
-    t = PACER.take(time.perf_counter())
-    if t is None:  # the rate stays at 0: nothing more to start
-        gevent.sleep(1.0)
-    else:
+    me = gevent.getcurrent()
+    while True:
+        if user._state == LOCUST_STATE_STOPPING or not PACER.active:
+            raise StopUser()  # the run is stopping: a start time reached meanwhile is not run
+        gen = PACER.generation
+        closed = PACER.closed
+        if closed is not None:  # closed mode: back to back, at most N at a time
+            if closed is not True:
+                if not closed.acquire(timeout=0.05):
+                    continue
+                if PACER.generation != gen:
+                    closed.release()
+                    continue
+                _HOLDING[me] = closed
+            gevent.sleep(0)  # back to back, yet never starving the other greenlets
+            if user._state == LOCUST_STATE_STOPPING or not PACER.active or PACER.generation != gen:
+                _release(me)
+                continue
+            user._state = LOCUST_STATE_RUNNING
+            PACER.started += 1
+            COUNTERS.bump("iterations")
+            return time.perf_counter()
+        if PACER.t0 is None:  # wait for the schedule to start (all users ready, or the sweep's go)
+            PACER.asking += 1
+            if PACER.first_asked is None:
+                PACER.first_asked = time.perf_counter()
+            try:
+                if _START_EVENT is not None:
+                    _START_EVENT.wait()
+            finally:
+                PACER.asking -= 1
+            if PACER.t0 is None and PACER.generation == gen and PACER.closed is None and PACER.active:
+                PACER._start(time.perf_counter()) if PACER.settings is not None else gevent.sleep(0.05)
+            continue
+        t = PACER.take(time.perf_counter())
+        if t is None:  # the rate stays at 0: nothing more to start
+            _CHANGE[0].wait(1.0)
+            continue
         delay = t - time.perf_counter()
         if delay > 0:
-            gevent.sleep(delay)
+            _CHANGE[0].wait(delay)
+        if PACER.generation == gen:
+            break
     if user._state == LOCUST_STATE_STOPPING or not PACER.active:
-        raise StopUser()  # the run is stopping: a start time reached while users are being stopped is not run
+        raise StopUser()
     user._state = LOCUST_STATE_RUNNING
-    if t is None:
-        return None
     lag_ms = (time.perf_counter() - t) * 1000.0
     hdr.METRICS.record(TYPE, LAG, lag_ms if lag_ms > 0 else 0.0)
     PACER.started += 1
@@ -254,10 +338,14 @@ def _patch_taskset() -> None:
             return None
         me = gevent.getcurrent()
         _ITERATION[me] = intended
+        PACER.inflight += 1
         try:
             return original_execute(self)
         finally:
+            PACER.inflight -= 1
             _ITERATION.pop(me, None)
+            if me in _HOLDING:
+                _release(me)
 
     def wait(self: Any) -> None:
         if PACER.active and self.user._taskset_instance is self:
@@ -269,6 +357,37 @@ def _patch_taskset() -> None:
     TaskSet.execute_next_task = execute_next_task  # type: ignore[method-assign]
     TaskSet.wait = wait  # type: ignore[method-assign]
     _state["patched"] = True
+
+
+def ensure_installed(environment: Any) -> None:
+    """The Locust patches, the ``_from_intended`` listener and the start event (idempotent); for a
+    caller that drives :data:`PACER` itself (the sweep)."""
+    global _START_EVENT
+    _patch_taskset()
+    if not _state["listening"]:
+        environment.events.request.add_listener(_on_request)
+        _state["listening"] = True
+    if _START_EVENT is None:
+        from gevent.event import Event
+
+        _START_EVENT = Event()
+
+
+def arm() -> None:
+    """A fresh, unset start event (users asking for a start time wait until :func:`release_waiting`);
+    whoever waited on the old one wakes and waits on the new one."""
+    global _START_EVENT
+    from gevent.event import Event
+
+    old, _START_EVENT = _START_EVENT, Event()
+    if old is not None:
+        old.set()
+
+
+def release_waiting() -> None:
+    """Let users waiting for the schedule's start take their start times (after ``PACER._start``)."""
+    if _START_EVENT is not None:
+        _START_EVENT.set()
 
 
 def _on_request(request_type: str = "", name: str = "", **_kw: Any) -> None:
