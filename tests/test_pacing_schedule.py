@@ -112,3 +112,19 @@ def test_pacing_settings_describe_and_refuse():
     assert options_problem(opts(arrival_rate="20/s")) is None
     assert options_problem(opts(arrival_rate="20/s", arrival_seed="x")) == "loadkit: --arrival-seed 'x': expected a whole number"
     assert "--arrival-max-lag" in options_problem(opts(arrival_rate="20/s", arrival_max_lag="soon"))
+
+
+def test_sweep_rates_and_capacity():
+    from loadkit.pacing import capacity, sweep_rates
+
+    assert sweep_rates(2.0, 11.0, 3) == pytest.approx([5.0, 8.0, 11.0])
+    assert sweep_rates(2.0, 2.0, 2) == pytest.approx([2.5, 3.0])  # no headroom measured: probe above
+    with pytest.raises(ValueError):
+        sweep_rates(1.0, 2.0, 0)
+    stages = [{"kind": "synchronous", "offered": 2.7, "passed": True},
+              {"kind": "throughput", "offered": 11.0, "passed": True},
+              {"kind": "constant", "offered": 5.0, "passed": True},
+              {"kind": "constant", "offered": 8.0, "passed": True},
+              {"kind": "constant", "offered": 11.0, "passed": False}]
+    assert capacity(stages) == 8.0  # only constant (open-model) stages count
+    assert capacity(stages[:2]) is None

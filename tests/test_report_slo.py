@@ -72,3 +72,29 @@ def test_goodput_section_and_a_broken_goodput_file(tmp_path):
     gp.write_text(GOODPUT_HEADER + "chldo,sendmsg,x,many,1,1,1,1\n")
     res = run_report_inproc("--locust", str(prefix), "--out", str(tmp_path / "out2"))
     assert res.returncode == 2 and str(gp) in res.stderr and "line 2" in res.stderr, res.stderr
+
+
+SWEEP = ("Stage,Kind,Offered/s,Achieved/s,Iterations,Dropped,Lag p99 ms,p50 ms,p95 ms,p99 ms,Goodput %,Passed,Detail,"
+         "ttft:p95<500ms\n"
+         "synchronous,synchronous,,2.748,11,0,,302.3,305.4,306.0,100.00,yes,,305.4\n"
+         "throughput,throughput,,10.999,44,0,,1824.8,1835.0,1835.2,0.00,no,FAIL ttft p95 1835.0 ms < 500 ms,1835.0\n"
+         "constant-1,constant,5.000,5.000,20,0,1.1,301.5,303.1,305.5,100.00,yes,,303.1\n"
+         "constant-2,constant,8.000,8.000,32,0,1.6,301.8,306.2,306.2,100.00,yes,,306.2\n"
+         "constant-3,constant,11.000,10.900,44,0,9.3,900.0,1200.0,1300.0,40.00,no,FAIL ttft p95 1200.0 ms < 500 ms,1200.0\n")
+
+
+def test_sweep_section_has_the_capacity_the_knee_chart_and_each_stage(tmp_path):
+    prefix = _copy_run(tmp_path)
+    (tmp_path / "run_sweep.csv").write_text(SWEEP)
+    out = tmp_path / "out"
+    res = run_report_inproc("--locust", f"L={prefix}", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    page = html_lib.unescape((out / "report.html").read_text(encoding="utf-8"))
+    section = page[page.index('<h2 id="sweep">'):page.index("<h2>Summary</h2>")]
+    assert "capacity 8.00/s: the highest constant arrival rate at which every SLO held" in section
+    assert 'alt="knee chart" src="data:image/png;base64,iVBOR' in section  # an embedded PNG
+    assert "<th>ttft:p95<500ms</th>" in section
+    assert '<td>constant-3</td><td>11.000</td><td>10.900</td>' in section and '<td class="l bad">no</td>' in section
+    (tmp_path / "run_sweep.csv").write_text("Stage,Kind\nx,constant\n")
+    res = run_report_inproc("--locust", str(prefix), "--out", str(tmp_path / "out2"))
+    assert res.returncode == 2 and "run_sweep.csv" in res.stderr and "no column" in res.stderr, res.stderr

@@ -1,5 +1,5 @@
-"""The report's "Service level objectives" and "Goodput" sections, from each Locust run's
-``<prefix>_slo.csv`` and ``<prefix>_goodput.csv``.
+"""The report's "Service level objectives", "Goodput" and "Capacity sweep" sections, from each
+Locust run's ``<prefix>_slo.csv``, ``<prefix>_goodput.csv`` and ``<prefix>_sweep.csv``.
 
 Why a module of its own: the section is read and rendered here, apart from the rest of the report,
 and put at the top of the HTML as one ready block (``gates_html``), so the report's other readers
@@ -96,6 +96,132 @@ def goodput_section(runs: list[Any]) -> str:
             out.append("<tr>" + _cell(r["Type"], "l") + _cell(r["Name"], "l") + _cell(r["Targets"], "l")
                        + _cell(r["Requests"]) + _cell(r["Good"]) + _cell(r["Goodput %"]) + _cell(r["Good/s"] or "–")
                        + _cell(r["Requests/s"] or "–") + "</tr>")
+        out.append("</table>")
+    return "\n".join(out)
+
+
+SWEEP_SUFFIX = "_sweep.csv"
+SWEEP_REQUIRED = ("Stage", "Kind", "Offered/s", "Achieved/s", "p50 ms", "p95 ms", "p99 ms", "Goodput %", "Passed")
+
+
+def read_sweep_csv(path: str) -> tuple[list[dict[str, str]], list[str]]:
+    """(rows, SLO columns) of a ``_sweep.csv``; :class:`ReportInputError` naming the file."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or ())
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReportInputError(path, f"cannot read: {exc}") from None
+    missing = [c for c in SWEEP_REQUIRED if c not in columns]
+    if missing:
+        raise ReportInputError(path, f"not loadkit's sweep file: no column {', '.join(missing)}")
+    for n, row in enumerate(rows, start=2):
+        try:
+            float(row["Achieved/s"])
+            if row["Kind"] == "constant":
+                float(row["Offered/s"])
+        except (TypeError, ValueError):
+            raise ReportInputError(path, f"line {n}: not a row of loadkit's sweep file") from None
+    from loadkit.users.sweep import CSV_COLUMNS as SWEEP_COLUMNS
+
+    return rows, [c for c in columns if c not in SWEEP_COLUMNS]
+
+
+def _f(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def knee_chart(rows: list[dict[str, str]], slo_columns: list[str]) -> str:
+    """The knee: latency percentiles and goodput against the rate, as a base64 PNG."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from loadkit.metrics import slo as slo_mod
+
+    def rate(r: dict[str, str]) -> float:
+        return _f(r["Offered/s"]) if r["Kind"] == "constant" else _f(r["Achieved/s"])
+
+    pts = sorted((r for r in rows if r["Kind"] != "throughput"), key=rate)  # the open-model curve
+    closed = [r for r in rows if r["Kind"] == "throughput"]  # saturated closed loop: a point apart
+    x = [rate(r) for r in pts]
+    fig, ax = plt.subplots(figsize=(9.5, 4.6))
+    for col, style in (("p50 ms", ":"), ("p95 ms", "-"), ("p99 ms", "--")):
+        ax.plot(x, [_f(r[col]) for r in pts], style, marker="o", label=col.replace(" ms", ""), color="#274a8c")
+    for col in slo_columns:
+        try:
+            s = slo_mod.parse(col)
+        except ValueError:
+            continue
+        if s.stat not in ("fail_rate", "rps", "goodput") and s.unit in ("ms", "s", ""):
+            ax.axhline(s.target, color="#b42318", linewidth=1, linestyle="-.", label=f"SLO {col}")
+    for r in closed:
+        ax.scatter([rate(r)], [_f(r["p95 ms"])], marker="x", s=60, color="#5b6474", zorder=5,
+                   label="throughput stage p95 (closed loop)")
+    for r in pts:
+        if r["Kind"] == "constant":
+            ax.scatter([rate(r)], [_f(r["p95 ms"])], s=70, facecolors="none",
+                       edgecolors="#067647" if r["Passed"] == "yes" else "#b42318", zorder=5)
+    passing = [rate(r) for r in pts if r["Kind"] == "constant" and r["Passed"] == "yes"]
+    if passing:
+        ax.axvline(max(passing), color="#067647", linewidth=1.2, label=f"capacity {max(passing):.2f}/s")
+    ax.set_xlabel("arrival rate (iterations/s; closed stages: achieved)")
+    ax.set_ylabel("latency of the first SLO's figure (ms)")
+    ax.set_yscale("log")
+    goodput = [_f(r["Goodput %"]) for r in pts]
+    if any(g == g for g in goodput):
+        ax2 = ax.twinx()
+        ax2.plot(x, goodput, color="#8a5cf6", marker="s", label="goodput %")
+        ax2.set_ylabel("goodput %")
+        ax2.set_ylim(0, 105)
+        ax2.legend(loc="center right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Capacity sweep: latency and goodput against arrival rate (circles: green = every SLO held)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def sweep_section(runs: list[Any]) -> str:
+    """The HTML of the capacity sweep section ('' when no run swept)."""
+    out: list[str] = []
+    for run in runs:
+        prefix = run_prefix(run)
+        if prefix is None or not os.path.exists(prefix + SWEEP_SUFFIX):
+            continue
+        rows, slo_columns = read_sweep_csv(prefix + SWEEP_SUFFIX)
+        if not rows:
+            continue
+        passing = [_f(r["Offered/s"]) for r in rows if r["Kind"] == "constant" and r["Passed"] == "yes"]
+        verdict = (f"capacity {max(passing):.2f}/s: the highest constant arrival rate at which every SLO held"
+                   if passing else "no constant arrival rate met every SLO")
+        if not out:
+            out += ['<h2 id="sweep">Capacity sweep</h2>',
+                    '<p class="caption">A synchronous baseline (one iteration at a time), a throughput stage (every '
+                    'user back to back), then constant arrival rates up to that throughput; each stage judged alone '
+                    'on its own figures. A constant stage passes when every SLO held and at least 95 % of its '
+                    'offered iterations started.</p>']
+        out.append(f"<h3>{html.escape(run.tool + ' ' + run.label)}: {html.escape(verdict)}</h3>")
+        out.append(f'<img alt="knee chart" src="data:image/png;base64,{knee_chart(rows, slo_columns)}">')
+        head = ["stage", "offered/s", "achieved/s", "iterations", "dropped", "lag p99 ms", "p50 ms", "p95 ms", "p99 ms",
+                "goodput %", *slo_columns, "passed"]
+        out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
+        for r in rows:
+            cells = [r["Stage"], r["Offered/s"] or "–", r["Achieved/s"], r.get("Iterations", ""), r.get("Dropped", ""),
+                     r.get("Lag p99 ms", "") or "–", r["p50 ms"], r["p95 ms"], r["p99 ms"], r["Goodput %"] or "–",
+                     *(r.get(c, "") for c in slo_columns)]
+            out.append("<tr>" + "".join(_cell(c) for c in cells)
+                       + _cell(r["Passed"], "l" if r["Passed"] == "yes" else "l bad") + "</tr>")
         out.append("</table>")
     return "\n".join(out)
 

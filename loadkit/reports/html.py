@@ -130,10 +130,10 @@ def _extra_info(info: dict) -> str:
 
 
 def _gates_html(runs: list[Run]) -> str:
-    """Sections of :mod:`.gates` (SLOs, goodput; own module, so this file changes by a line)."""
-    from .gates import goodput_section, slo_section
+    """Sections of :mod:`.gates` (SLOs, goodput, sweep; own module, so this file changes by a line)."""
+    from .gates import goodput_section, slo_section, sweep_section
 
-    return "\n".join(filter(None, (slo_section(runs), goodput_section(runs))))
+    return "\n".join(filter(None, (slo_section(runs), goodput_section(runs), sweep_section(runs))))
 
 
 def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, timeseries: pd.DataFrame,
