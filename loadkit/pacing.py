@@ -201,6 +201,11 @@ def arrival_times(segments: list[Segment], pattern: str = "constant", shape: flo
 
 # ------------------------------------------------------------------------------------ capacity sweep
 
+SWEEP_SUFFIX = "_sweep.csv"
+#: the fixed columns of ``<prefix>_sweep.csv`` (one column per SLO follows, its measured value)
+SWEEP_COLUMNS = ("Stage", "Kind", "Offered/s", "Achieved/s", "Iterations", "Dropped", "Lag p99 ms",
+                 "p50 ms", "p95 ms", "p99 ms", "Goodput %", "Passed", "Detail")
+
 
 def sweep_rates(baseline: float, throughput: float, n: int) -> list[float]:
     """The constant rates of a sweep (GuideLLM's sweep): ``n`` rates evenly spaced above the

@@ -155,3 +155,12 @@ def test_goodput_slo_is_the_share_of_good_requests():
     assert not missing.passed and "--goodput" in missing.detail
     with pytest.raises(SloError):
         parse("sendmsg:goodput>95ms")
+
+
+def test_aggregated_of_one_type():
+    figures = Figures(requests={("ktb", "chatMessage"): hist(10.0), ("POST", "/api/auth/login"): hist(90.0)},
+                      counts={("ktb", "chatMessage"): (100, 1, 10.0), ("POST", "/api/auth/login"): (10, 5, 1.0)})
+    assert evaluate(parse("ktb:Aggregated:max<=10ms"), figures).passed
+    assert not evaluate(parse("Aggregated:max<=10ms"), figures).passed
+    assert evaluate(parse("ktb:Aggregated:fail_rate"+"<=1%"), figures).measured == 0.01
+    assert evaluate(parse("Aggregated:fail_rate<=6%"), figures).measured == pytest.approx(6 / 110)

@@ -14,8 +14,8 @@ Grammar (one expression; several are separated by ``;``)::
          | %                (fail_rate, goodput; a bare number is a fraction, 0.01 = 1 %)
          | /s               (rps; optional)
 
-``NAME`` is a request name (``sendmsg``, ``chatMessage``, ``/api/auth/login``, ``Aggregated`` =
-all requests) or a loadkit metric name (``ttft``, ``delivery``, ``chunks``; see
+``NAME`` is a request name (``sendmsg``, ``chatMessage``, ``/api/auth/login``; ``Aggregated`` =
+all requests, ``ktb:Aggregated`` = all requests of one type) or a loadkit metric name (``ttft``, ``delivery``, ``chunks``; see
 :mod:`loadkit.metrics.catalog`). ``TYPE`` (``ktb``, ``chldo``, ``POST``, ...) is needed only when a
 name exists under several types, or when the name itself holds a ``:``. A number without a unit is
 in the figure's own unit: milliseconds for requests and latency metrics, the catalog unit for
@@ -237,19 +237,21 @@ def evaluate(slo: Slo, figures: Figures) -> Result:
         value = good / total
         return Result(slo, slo.holds(value), value)
     counting = slo.stat in ("fail_rate", "rps")
-    if slo.name == AGGREGATED_NAME and slo.type is None:
+    if slo.name == AGGREGATED_NAME:  # all requests (of TYPE, when given)
+        counts = [c for k, c in figures.counts.items() if slo.type is None or k[0] == slo.type]
         if counting:
-            n = sum(c[0] for c in figures.counts.values())
+            n = sum(c[0] for c in counts)
             if not n:
                 return Result(slo, False, None, "no samples")
             if slo.stat == "fail_rate":
-                value = sum(c[1] for c in figures.counts.values()) / n
+                value = sum(c[1] for c in counts) / n
             else:
-                value = sum(c[2] for c in figures.counts.values())
+                value = sum(c[2] for c in counts)
             return Result(slo, slo.holds(value), value)
         total = OpHistogram()
-        for op in figures.requests.values():
-            total.add(op)
+        for k, op in figures.requests.items():
+            if slo.type is None or k[0] == slo.type:
+                total.add(op)
         if not total.count:
             return Result(slo, False, None, "no samples")
         value = _stat_value(total, slo)

@@ -100,7 +100,7 @@ def goodput_section(runs: list[Any]) -> str:
     return "\n".join(out)
 
 
-SWEEP_SUFFIX = "_sweep.csv"
+from loadkit.pacing import SWEEP_SUFFIX  # noqa: E402 - pure
 SWEEP_REQUIRED = ("Stage", "Kind", "Offered/s", "Achieved/s", "p50 ms", "p95 ms", "p99 ms", "Goodput %", "Passed")
 
 
@@ -123,7 +123,7 @@ def read_sweep_csv(path: str) -> tuple[list[dict[str, str]], list[str]]:
                 float(row["Offered/s"])
         except (TypeError, ValueError):
             raise ReportInputError(path, f"line {n}: not a row of loadkit's sweep file") from None
-    from loadkit.users.sweep import CSV_COLUMNS as SWEEP_COLUMNS
+    from loadkit.pacing import SWEEP_COLUMNS
 
     return rows, [c for c in columns if c not in SWEEP_COLUMNS]
 

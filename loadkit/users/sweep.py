@@ -34,9 +34,8 @@ from loadkit.metrics.histograms import write_csv_atomic
 
 logger = logging.getLogger("loadkit.sweep")
 
-CSV_SUFFIX = "_sweep.csv"
-CSV_COLUMNS = ("Stage", "Kind", "Offered/s", "Achieved/s", "Iterations", "Dropped", "Lag p99 ms",
-               "p50 ms", "p95 ms", "p99 ms", "Goodput %", "Passed", "Detail")
+CSV_SUFFIX = pacing.SWEEP_SUFFIX
+CSV_COLUMNS = pacing.SWEEP_COLUMNS
 SETTLE = 1.0  # seconds a closed stage runs before its figures count (its users ramp up together)
 DRAIN_MAX = 60.0  # seconds at most to wait for the previous stage's iterations to finish
 MIN_SHARE = 0.95  # a constant stage must start this share of its offered iterations
