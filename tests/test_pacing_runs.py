@@ -83,7 +83,8 @@ def test_enough_users_hold_the_rate_with_little_lag(spawn, tmp_path, slow_ktb):
     achieved = float(line.split(" started (")[1].split("/s")[0])
     assert abs(achieved - rate) / rate < 0.02, line  # started iterations / the run's window
     sent = int(stats[("ktb", "chatMessage")]["Request Count"])
-    assert started - 5 <= sent <= started  # at most the iterations in flight at the stop are missing
+    # the iterations in flight at the stop never report: 40/s x 200 ms = about 8
+    assert started - rate * 0.3 <= sent <= started, (started, sent)
 
 
 @pytest.mark.timeout(150)
