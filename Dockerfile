@@ -16,9 +16,10 @@ ENV PYTHONUNBUFFERED=1 \
 COPY --from=build /wheels /wheels
 RUN pip install --no-index --find-links=/wheels loadkit && rm -rf /wheels
 WORKDIR /app
-# scenarios are run by path (locust -f locustfiles/...); reports/ is a mount point
+# scenarios are run by path (locust -f locustfiles/..., k6 run k6/...); reports/ is a mount point
 COPY locustfiles ./locustfiles
+COPY k6 ./k6
 RUN mkdir -p reports
-# 8089: Locust web UI; 5557: master <- workers
-EXPOSE 8089 5557
+# 8089: Locust web UI (and /metrics); 5557: master <- workers; 9646: headless --metrics-port
+EXPOSE 8089 5557 9646
 CMD ["loadkit", "--help"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import re
 import signal
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from loadkit.argtypes import non_negative_int, positive_int
-from loadkit.metrics.console import metrics_table
+from loadkit.metrics.console import metrics_table, saturation_lines
 
 _DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
 
@@ -70,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "0 = none, use --expect-workers)")
     g.add_argument("--expect-workers", type=positive_int, default=None, metavar="N",
                    help="workers the master waits for before starting (default: --workers)")
+    g.add_argument("--workers-window", type=float, default=0.0, metavar="S",
+                   help="start once no further worker has connected for S seconds, with however many "
+                        "connected (at least --expect-workers, default 1); for workers started elsewhere "
+                        "in a number the master is not told (docker-compose --scale, Kubernetes)")
     g.add_argument("--users", type=positive_int, default=20, metavar="N", help="concurrent users in total (default 20)")
     g.add_argument("--spawn-rate", type=float, default=10.0, metavar="R", help="users started per second (default 10)")
     g.add_argument("--out", default=None, metavar="DIR",
@@ -175,11 +180,21 @@ def shared_cpu_note(targets: list[str], workers: int, cores: int) -> str | None:
     if not targets or busy <= cores:
         return None
     servers = " and ".join(targets)
-    return (f"note: the {servers} reference server{'s' if len(targets) > 1 else ''} and {workers} "
+    return (f"the {servers} reference server{'s' if len(targets) > 1 else ''} and {workers} "
             f"worker{'s' if workers != 1 else ''} shared {cores} CPU core{'s' if cores != 1 else ''}, so the "
-            "tail latencies above (p99, max, chunk_gap_max) include time spent waiting for a CPU, not only "
+            "tail latencies (p99, max, chunk_gap_max) include time spent waiting for a CPU, not only "
             "the servers' own answer time; for server figures run the targets elsewhere "
             "(--ktb-url/--chldo-url) or use more cores")
+
+
+def write_run_json(prefix: Path, locustfile: Path, warnings: list[str]) -> None:
+    """``<prefix>_run.json`` for ``loadkit report``: the scenario that labels the run (every demo
+    prefix is ``locust``) and the warnings the report must show (docs/reports.md)."""
+    doc = {"scenario": locustfile.stem, "locustfile": str(locustfile), "warnings": warnings}
+    try:
+        Path(f"{prefix}_run.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    except OSError:
+        pass  # the report then names the run after its folder and lacks the warning; the console has it
 
 
 def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
@@ -207,6 +222,9 @@ def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
     metric_lines = metrics_table(_read_csv(Path(f"{prefix}_metrics.csv")))
     if metric_lines:
         lines += ["", *metric_lines]
+    saturation_csv = Path(f"{prefix}_saturation.csv")
+    if saturation_csv.is_file():  # (absent: a run from before loadkit recorded saturation)
+        lines += ["", *saturation_lines(_read_csv(saturation_csv))]
     if workers:
         lines.append(
             f"workers: {len(workers)} reported"
@@ -224,9 +242,12 @@ class _Demo:
         self.run_seconds: int = args.run_time
         cores = os.cpu_count() or 1
         self.workers_n: int = min(cores, args.users) if args.workers is None else args.workers
-        self.expect: int = args.expect_workers or self.workers_n
+        self.window: float = args.workers_window
+        if self.window < 0:
+            raise DemoError("--workers-window must be >= 0")
+        self.expect: int = args.expect_workers or self.workers_n or (1 if self.window else 0)
         if self.expect == 0:
-            raise DemoError("--workers 0 needs --expect-workers N (workers started elsewhere)")
+            raise DemoError("--workers 0 needs --expect-workers N or --workers-window S (workers started elsewhere)")
         if args.ktb_socket_url and not args.ktb_url:
             raise DemoError("--ktb-socket-url needs --ktb-url (the REST base URL of the same server)")
         if args.spawn_rate <= 0:
@@ -290,6 +311,8 @@ class _Demo:
             "--expect-workers-max-wait", f"{a.wait_workers:g}", "--csv", str(self.prefix), "--csv-full-history",  # per-operation curves in the report
             "--only-summary",
         ]
+        if self.window:
+            argv += ["--workers-window", f"{self.window:g}"]
         if self.locustfile.name == "mixed.py":
             argv += ["--mixed-ktb-url", ktb_url, "--mixed-chldo-url", chldo_url]
             if socket_url:
@@ -300,12 +323,26 @@ class _Demo:
         return [sys.executable, "-m", "locust", "-f", str(self.locustfile), "--worker",
                 "--master-host", "127.0.0.1", "--master-port", str(port)]
 
+    def new_early_warnings(self) -> list[str]:
+        """The master's "failed every time so far" lines (loadkit.metrics.early_warning) not yet
+        said: why nothing works, at once, not only in the final table."""
+        said = self.__dict__.setdefault("_warned", set())
+        lines = [line[line.index("loadkit: ") + len("loadkit: "):]
+                 for line in (self.master.output() if self.master else "").splitlines()
+                 if "has failed every time so far" in line and "loadkit: " in line]
+        fresh = [line for line in lines if line not in said]
+        said.update(fresh)
+        return fresh
+
     def progress_line(self, elapsed: float) -> str:
         row = _last_history_row(Path(f"{self.prefix}_stats_history.csv"))
         users = int(_num(row.get("User Count"))) if row else 0
         total = int(_num(row.get("Total Request Count"))) if row else 0
         if users == 0 and total == 0:
-            connected = min(self.expect, self.master.output().count("reported as ready") if self.master else 0)
+            connected = self.master.output().count("reported as ready") if self.master else 0
+            if self.window and "worker(s) connected (none new for" not in (self.master.output() if self.master else ""):
+                return f"{elapsed:5.0f}s  waiting for workers: {connected} connected (counting until none new for {self.window:g}s)"
+            connected = min(self.expect, connected)
             if connected < self.expect:
                 return f"{elapsed:5.0f}s  waiting for workers: {connected}/{self.expect} connected"
             return f"{elapsed:5.0f}s  {connected} worker(s) connected, starting users"
@@ -326,7 +363,9 @@ class _Demo:
         probe_host = "127.0.0.1" if bind in ("0.0.0.0", "*", "") else bind
         port = a.master_port or procs.free_port(probe_host)
         self.master = self._start("master", self.master_argv(port, ktb_url, socket_url, chldo_url), (probe_host, port))
-        self.say(f"Locust master on {bind}:{port}, {self.expect} worker(s) expected, {a.users} users, {self.run_seconds}s")
+        expected = (f"workers counted until none new for {self.window:g}s (at least {self.expect})" if self.window
+                    else f"{self.expect} worker(s) expected")
+        self.say(f"Locust master on {bind}:{port}, {expected}, {a.users} users, {self.run_seconds}s")
         worker_env = {"LOADKIT_MASTER_WAIT": "30", "LOADKIT_MASTER_TIMEOUT": "15"}
         for i in range(self.workers_n):
             self.workers.append(self._start(f"worker-{i}", self.worker_argv(port), None, worker_env))
@@ -352,6 +391,8 @@ class _Demo:
                 raise DemoError(f"every local worker failed; see {self.logs}", 2)
             if now >= next_print:
                 self.say(self.progress_line(now - started))
+                for line in self.new_early_warnings():
+                    self.say(line)
                 next_print = now + interval
             time.sleep(0.2)
         code = self.master.returncode
@@ -368,7 +409,8 @@ class _Demo:
     def build_report(self) -> Path | None:
         argv = self.procs.loadkit_argv(
             "report", "--locust", str(self.prefix), "--out", str(self.out), "--quiet",
-            "--title", f"loadkit demo: {self.expect} workers, {self.args.users} users, {self.run_seconds}s",
+            "--title", f"loadkit demo: {len(_read_csv(Path(f'{self.prefix}_workers.csv'))) or self.expect} workers, "
+                       f"{self.args.users} users, {self.run_seconds}s",
         )
         proc = self.procs.ManagedProcess(argv, log_path=self.logs / "report.log")
         self.started.append(proc)
@@ -415,9 +457,11 @@ class _Demo:
         print(text, flush=True)
         note = shared_cpu_note(self.embedded_targets, len(self.workers), os.cpu_count() or 1)
         if note:
-            self.say(note)
+            self.say(f"note: {note}")
+        write_run_json(self.prefix, self.locustfile, [note] if note else [])
         # 1: failed requests, Locust-reported errors, a lost worker or no request at all; 3: the run broke
-        code = 3 if master_code not in (0, 1) else 1 if (master_code == 1 or failures or lost) else 0
+        # the master's own verdicts (1 failures, 5 less load than asked: a lost worker) are 1 here too
+        code = 3 if master_code not in (0, 1, 5) else 1 if (master_code in (1, 5) or failures or lost) else 0
         if total == 0:
             self.say("no request was made")
             code = max(code, 1)
@@ -427,7 +471,7 @@ class _Demo:
                 code = code or 3
             else:
                 self.say(f"report: {html}")
-        self.say(f"CSVs: {self.prefix}_stats.csv, {self.prefix}_hdr.csv, {self.prefix}_metrics.csv, {self.prefix}_workers.csv; logs: {self.logs}")
+        self.say(f"CSVs: {self.prefix}_stats.csv, {self.prefix}_hdr.csv, {self.prefix}_metrics.csv, {self.prefix}_saturation.csv, {self.prefix}_workers.csv; logs: {self.logs}")
         return code
 
 

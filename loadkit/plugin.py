@@ -10,7 +10,12 @@ What it installs (each module's own ``install`` says more):
 - :mod:`loadkit.metrics.hdr` — exact request histograms and loadkit metric histograms, merged
   across workers, ``<prefix>_hdr.csv`` and ``<prefix>_metrics.csv``;
 - :mod:`loadkit.metrics.counters` — counts of what is not a request, ``<prefix>_counters.csv``;
-- :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers;
+- :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers, ``--workers-window``;
+- :mod:`loadkit.metrics.prometheus` — the live ``/metrics`` (web UI port, ``--metrics-port``);
+- :mod:`loadkit.metrics.failures` — failed requests by exception class, merged across workers;
+- :mod:`loadkit.metrics.saturation` — intervals in which a load generator's CPU was saturated,
+  ``<prefix>_saturation.csv``;
+- :mod:`loadkit.metrics.webui` — on a run with a web UI: the "loadkit" tabs and the live page.
 - :mod:`loadkit.users.pacing` — ``--arrival-rate``/``--arrival-stages`` (open model): users take
   iterations from a schedule, schedule lag and dropped iterations recorded;
 - :mod:`loadkit.users.sweep` — ``--sweep``: stage after stage, the highest rate where every SLO held;
@@ -35,9 +40,21 @@ def patch_locust() -> None:
 
     final_csv.install()
     distributed.patch_locust()
-from loadkit.metrics import slo_gate as _slo_gate  # noqa: E402,F401 - registers --slo before Locust parses
-from loadkit.users import pacing as _pacing  # noqa: E402,F401 - registers --arrival-* before Locust parses
-from loadkit.users import sweep as _sweep  # noqa: E402,F401 - registers --sweep before Locust parses
+    _add_options_once()
+
+
+def _add_options_once() -> None:
+    """loadkit's own command-line options, on Locust's global parser event (the parser is built
+    after the locustfile is imported, before ``init``)."""
+    from locust import events
+
+    if getattr(events, "_loadkit_options_added", False):
+        return
+    events._loadkit_options_added = True
+    from loadkit.metrics import distributed, prometheus
+
+    events.init_command_line_parser.add_listener(distributed.add_options)
+    events.init_command_line_parser.add_listener(prometheus.add_options)
 
 
 def install(environment: Any, **_kw: Any) -> bool:
@@ -48,15 +65,25 @@ def install(environment: Any, **_kw: Any) -> bool:
     """
     events = environment.events
     if getattr(events, _FLAG, False):
+        _install_web_ui(environment)  # a web UI made after the first call (library mode)
         return False
     setattr(events, _FLAG, True)
-    from loadkit.metrics import counters, distributed, hdr, slo_gate
+    from loadkit import options
+    from loadkit.metrics import counters, distributed, early_warning, failures, hdr, prometheus, saturation, unfinished
+    from loadkit.metrics import slo_gate
     from loadkit.users import pacing, sweep
 
+    options.check_at_init(environment)  # bad values: one line each, exit 2, before any user starts
+    options.install_web_ui(environment)
     hdr.install(events)
     counters.install(events)
+    failures.install(events)
+    saturation.install(events)
     distributed.install(events)
     distributed.start(environment)
+    early_warning.install(environment)
+    unfinished.install(environment)
+    prometheus.start(environment)
     _print_metrics_in_console(environment)
     pacing.install(events)
     pacing.start(environment)
@@ -64,7 +91,22 @@ def install(environment: Any, **_kw: Any) -> bool:
     sweep.start(environment)
     slo_gate.install(events)  # after the metrics block: its verdict lines are printed last
     slo_gate.start(environment)
+    _install_web_ui(environment)
     return True
+
+
+def _install_web_ui(environment: Any) -> None:
+    """The loadkit tabs of the web UI, when this run has one (the master, or a local run)."""
+    if getattr(environment, "web_ui", None) is None:
+        return
+    from loadkit.metrics import webui
+
+    try:
+        webui.install(environment)
+    except AssertionError as exc:  # Flask refuses new routes once the app has served a request
+        import logging
+
+        logging.getLogger("loadkit.webui").error("loadkit: the web UI is already serving; no loadkit tab: %s", exc)
 
 
 def _print_metrics_in_console(environment: Any) -> None:
@@ -87,6 +129,13 @@ def _print_metrics_in_console(environment: Any) -> None:
         if lines:
             print("\n".join(lines) + "\n", flush=True)
 
+    def show_at_end() -> None:
+        show()
+        from loadkit.metrics import saturation
+        from loadkit.metrics.console import saturation_lines
+
+        print("\n".join(saturation_lines(saturation.RECORD.rows())) + "\n", flush=True)
+
     def every_interval() -> None:
         while True:
             gevent.sleep(locust_stats.CONSOLE_STATS_INTERVAL_SEC)
@@ -94,7 +143,7 @@ def _print_metrics_in_console(environment: Any) -> None:
 
     if not getattr(options, "only_summary", False):
         gevent.spawn(every_interval)
-    environment.events.quit.add_listener(lambda **_kw: show())
+    environment.events.quit.add_listener(lambda **_kw: show_at_end())
 
 
 def on_init(environment: Any, **_kw: Any) -> None:

@@ -68,3 +68,23 @@ def raw_k6_failures(path: Path) -> dict[str, int]:
                 op = obj["data"]["tags"]["op"]
                 out[op] = out.get(op, 0) + int(obj["data"]["value"])
     return out
+
+
+#: the loadkit metrics among the k6 scripts' Trends and the old Locust rows (issue #13's contract),
+#: written out here so the tests do not take the report's own list on trust
+METRIC_NAMES = {"time_to_start", "ttft", "som_to_eom", "first_voice", "delivery", "chunks", "chars", "chunks_per_s",
+                "chunk_gap", "chunk_gap_max", "voice_ms"}
+
+
+def requests_and_metrics(out: Path) -> "pd.DataFrame":
+    """``summary.csv`` (requests) and ``metrics.csv`` (loadkit metrics) of a report as one table by
+    operation/metric name: count, p50, p90, p95, p99, max, tool, run, failures (requests only), and
+    ``table`` saying which file."""
+    import pandas as pd
+
+    cols = ["tool", "run", "operation", "count", "p50", "p90", "p95", "p99", "max"]
+    summary = pd.read_csv(out / "summary.csv")[[*cols, "failures"]].assign(table="summary")
+    path = out / "metrics.csv"
+    metrics = (pd.read_csv(path).rename(columns={"name": "operation"})[cols].assign(table="metrics")
+               if path.exists() else pd.DataFrame(columns=[*cols, "table"]))  # fmt: skip
+    return pd.concat([summary, metrics], ignore_index=True)

@@ -16,13 +16,14 @@ LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "chldo_str
     (["--chldo-think-time", "soon"], "--chldo-think-time: expected S or MIN-MAX"),
     (["--chldo-omit", "api_key,colour"], "--chldo-omit: unknown field(s) ['colour']"),
     (["--chldo-prompts", "|  |"], "--chldo-prompts: no prompt found"),
-    (["--chldo-turn-timeout", "0"], "--chldo-turn-timeout and --chldo-connect-timeout must be > 0"),
+    (["--chldo-turn-timeout", "0"], "--chldo-turn-timeout: must be > 0, got 0.0"),
+    (["--chldo-connect-timeout", "-1"], "--chldo-connect-timeout: must be > 0, got -1.0"),
 ])
 def test_bad_options_fail_once_with_a_clear_message(args, text, tmp_path):
     r = subprocess.run([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "1", "-t", "1s",
                         "--host", "ws://127.0.0.1:9", *args], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 2
-    assert f"chldo: error: {text}" in r.stderr and "Traceback" not in r.stderr
+    assert f"loadkit: error: {text}" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_helpers_in_a_subprocess(tmp_path):

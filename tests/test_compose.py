@@ -61,6 +61,7 @@ def as_process(command: list[str]) -> list[str]:
     for arg in map(str, command[1:]):
         if previous in HOST_FLAGS and (arg in SERVICE_HOSTS or arg == "0.0.0.0"):
             arg = "127.0.0.1"
+        arg = re.sub(r"(?<=-host=)0\.0\.0\.0$", "127.0.0.1", arg)  # --locust-arg=--metrics-host=0.0.0.0
         arg = re.sub(r"(?<=://)(ktb|chldo|master)(?=[:/]|$)", "127.0.0.1", arg)
         argv.append(arg)
         previous = arg
@@ -79,6 +80,12 @@ def test_compose_file_is_valid():
     profiles = subprocess.run([COMPOSE_BIN, "-f", str(COMPOSE), "config", "--profiles"], capture_output=True,
                               text=True, timeout=60)
     assert profiles.stdout.split() == ["headless"]
+    services = resolved_config(clean_env())["services"]  # as docker-compose itself resolves it
+    for name in ("ktb", "chldo"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+    for name in ("master", "worker", "headless"):
+        assert services[name]["depends_on"] == {"ktb": {"condition": "service_healthy"},
+                                                "chldo": {"condition": "service_healthy"}}, name
 
 
 def test_compose_structure():
@@ -93,6 +100,34 @@ def test_compose_structure():
     assert services["headless"]["profiles"] == ["headless"]
     assert any("reports" in str(v) for v in services["headless"]["volumes"])
     assert "master" in str(services["headless"]["networks"])  # workers reach it as "master"
+    # the targets say when they listen, and whoever loads them waits for that
+    for name in ("ktb", "chldo"):
+        check = services[name]["healthcheck"]
+        assert check["test"][:3] == ["CMD", "python", "-c"] and check["interval"] and check["retries"], name
+    for name in ("master", "worker", "headless"):
+        assert {t: c["condition"] for t, c in services[name]["depends_on"].items()} == \
+            {"ktb": "service_healthy", "chldo": "service_healthy"}, name
+    # the worker count is counted by the master, not configured twice (no WORKERS to keep equal to --scale)
+    assert "WORKERS" not in re.findall(r"\$\{(\w+)", COMPOSE.read_text())
+    assert "--workers-window" in services["headless"]["command"]
+    assert "--expect-workers" not in services["headless"]["command"]
+
+
+def healthcheck_argv(service: dict) -> list[str]:
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "python"
+    return [sys.executable, *test[2:]]
+
+
+def test_dockerignore_names_only_real_or_generated_paths():
+    """Every line of .dockerignore names something in the checkout or something .gitignore says is generated."""
+    generated = {line.strip().strip("/") for line in (ROOT / ".gitignore").read_text().splitlines()
+                 if line.strip() and not line.startswith(("#", "!"))}
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#") or "*" in entry:
+            continue
+        assert (ROOT / entry).exists() or entry in generated or f"{entry}/*" in generated, entry
 
 
 @pytest.mark.timeout(150)
@@ -100,9 +135,13 @@ def test_headless_profile_runs_as_processes(spawn, tmp_path):
     env = clean_env()
     ports = {name: str(free_port()) for name in
              ("KTB_REST_PORT", "KTB_SOCKET_PORT", "CHLDO_PORT", "LOCUST_MASTER_PORT", "LOCUST_WEB_PORT")}
-    env.update(ports, WORKERS="2", RUN_TIME="8s", USERS="6", SPAWN_RATE="6")
+    ports["METRICS_PORT"] = str(free_port())
+    env.update(ports, RUN_TIME="8s", USERS="6", SPAWN_RATE="6")  # no worker count: the master counts them
     services = resolved_config(env)["services"]
     (tmp_path / "locustfiles").symlink_to(ROOT / "locustfiles")  # the image's WORKDIR layout
+    probes = {name: healthcheck_argv(services[name]) for name in ("ktb", "chldo")}
+    for name, argv in probes.items():  # nothing listens yet: unhealthy
+        assert subprocess.run(argv, capture_output=True, timeout=30).returncode != 0, name
 
     def start(name: str, port: str | None = None, index: int = 0):
         svc = services[name]
@@ -112,16 +151,36 @@ def test_headless_profile_runs_as_processes(spawn, tmp_path):
     ktb = start("ktb", ports["KTB_REST_PORT"])
     wait_for_port("127.0.0.1", int(ports["KTB_SOCKET_PORT"]), proc=ktb.proc)
     start("chldo", ports["CHLDO_PORT"])
+    for name, argv in probes.items():  # listening: healthy, so compose would now start the others
+        probe = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        assert probe.returncode == 0, (name, probe.stderr)
     headless = start("headless")
     workers = [start("worker", index=i) for i in range(2)]  # they wait (bounded) for the master
+    deadline = time.monotonic() + 60  # live metrics while it runs, on the compose file's METRICS_PORT
+    while "loadkit_workers_connected 2.0" not in _metrics(ports["METRICS_PORT"]):
+        assert time.monotonic() < deadline and headless.returncode is None, headless.output()[-3000:]
+        time.sleep(0.5)
 
     assert headless.wait(120) == 0, headless.output()[-4000:]
+    assert "2 worker(s) connected (none new for 5s); starting with 2" in (tmp_path / "reports").joinpath(
+        next(p.name for p in (tmp_path / "reports").iterdir()), "logs", "master.log").read_text()
     out_dirs = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
     assert len(out_dirs) == 1, out_dirs
     assert_complete_mixed_run(out_dirs[0], workers=2)
     for w in workers:
         assert w.wait(30) == 0, w.output()[-2000:]
     assert "report:" in headless.output()
+    assert "workers: 2 reported; none lost" in headless.output()
+
+
+def _metrics(port: str) -> str:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return ""
 
 
 @pytest.mark.timeout(90)
@@ -162,6 +221,7 @@ def test_dockerfile_copies_what_the_services_run():
                if line.strip() and not line.startswith("#")}
     copies = re.findall(r"^COPY\s+(?!--from)(\S+)\s+\S+\s*$", dockerfile, re.M)
     assert "locustfiles" in copies and "." in copies
+    assert "k6" in copies  # the k6 scripts ship in the image (k6 run k6/ktb_chat.js)
     for src in copies:
         if src != ".":
             assert (ROOT / src).exists() and src not in ignored, src

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from report_helpers import K6_FIXTURES, raw_k6_failures, raw_k6_samples, run_report, run_report_inproc
+from report_helpers import METRIC_NAMES, K6_FIXTURES, raw_k6_failures, raw_k6_samples, requests_and_metrics, run_report, run_report_inproc
 
 JSON_GZ = K6_FIXTURES / "chldo.json.gz"
 
@@ -24,19 +24,26 @@ def json_report(tmp_path_factory):
 def test_counts_and_percentiles_match_raw_samples(json_report):
     out, _ = json_report
     summary = pd.read_csv(out / "summary.csv")
+    both = requests_and_metrics(out)
     raw = raw_k6_samples(JSON_GZ)
     fails = raw_k6_failures(JSON_GZ)
-    assert {"sendmsg", "ttft", "som_to_eom", "connect"} <= set(summary["operation"])
+    assert {"sendmsg", "connect"} <= set(summary["operation"])
+    assert {"ttft", "som_to_eom", "time_to_start"} <= set(both.loc[both["table"] == "metrics", "operation"])
+    assert not set(summary["operation"]) & METRIC_NAMES  # phases are loadkit metrics, not requests
     for op, values in raw.items():
-        row = summary[(summary["operation"] == op)].iloc[0]
+        row = both[(both["operation"] == op)].iloc[0]
         assert row["tool"] == "k6" and row["run"] == "k6run"
         assert row["count"] == values.size + fails.get(op, 0), op
-        assert row["failures"] == fails.get(op, 0), op
+        if op not in METRIC_NAMES:
+            assert summary.set_index("operation").at[op, "failures"] == fails.get(op, 0), op
         for col, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99)):
             assert row[col] == pytest.approx(np.percentile(values, q), abs=1e-3), (op, col)
         assert row["max"] == pytest.approx(values.max(), abs=1e-3)
+    # Aggregated counts requests only: the k6 Trends of requests plus their untimed failures
     agg = summary[summary["operation"] == "Aggregated"].iloc[0]
-    assert agg["count"] == sum(v.size for v in raw.values()) + sum(fails.values())
+    requests = {op: v for op, v in raw.items() if op not in METRIC_NAMES}
+    assert agg["count"] == sum(v.size for v in requests.values()) + sum(n for op, n in fails.items() if op not in METRIC_NAMES)
+    assert agg["p50"] == pytest.approx(np.percentile(np.concatenate(list(requests.values())), 50), abs=1e-3)
 
 
 def test_html_is_self_contained_and_shows_the_numbers(json_report):
@@ -73,7 +80,7 @@ def test_timeseries_counts_add_up(json_report):
 def test_csv_output_gives_the_same_numbers(tmp_path, csv_name):
     res = run_report_inproc("--k6-csv", str(K6_FIXTURES / csv_name), "--out", str(tmp_path), "--quiet")
     assert res.returncode == 0, res.stderr
-    summary = pd.read_csv(tmp_path / "summary.csv").set_index("operation")
+    summary = requests_and_metrics(tmp_path).set_index("operation")
     raw = raw_k6_samples(JSON_GZ)  # same run, other output
     for op, values in raw.items():
         # the CSV output rounds values to µs
@@ -85,7 +92,7 @@ def test_csv_output_gives_the_same_numbers(tmp_path, csv_name):
 def test_summaries_carry_k6_own_percentiles(tmp_path, name):
     res = run_report_inproc("--k6-summary", str(K6_FIXTURES / name), "--out", str(tmp_path), "--quiet")
     assert res.returncode == 0, res.stderr
-    summary = pd.read_csv(tmp_path / "summary.csv").set_index("operation")
+    summary = requests_and_metrics(tmp_path).set_index("operation")
     doc = json.loads((K6_FIXTURES / name).read_text())["metrics"]
     ttft = doc["ttft"].get("values", doc["ttft"])
     assert summary.at["ttft", "p95"] == pytest.approx(ttft["p(95)"], abs=1e-3)
@@ -105,14 +112,14 @@ def test_ktb_fixture_operations_match_raw_samples(tmp_path):
     path = K6_FIXTURES / "ktb.json.gz"
     res = run_report_inproc("--k6-json", str(path), "--out", str(tmp_path), "--quiet")
     assert res.returncode == 0, res.stderr
-    summary = pd.read_csv(tmp_path / "summary.csv").set_index("operation")
+    summary = requests_and_metrics(tmp_path).set_index("operation")
     raw = raw_k6_samples(path)
     for op in ("connect", "joinRoom", "chatMessage", "fetchPreviousMessages", "markMessagesAsRead", "messageReaction", "leaveRoom", "delivery"):
         assert op in raw, op
         assert summary.at[op, "count"] == raw[op].size + raw_k6_failures(path).get(op, 0)
         assert summary.at[op, "p95"] == pytest.approx(np.percentile(raw[op], 95), abs=1e-3)
     # REST calls are http_req_duration points named by their `name` tag, method as type
-    assert summary.at["/api/auth/login", "type"] == "POST"
+    assert pd.read_csv(tmp_path / "summary.csv").set_index("operation").at["/api/auth/login", "type"] == "POST"
 
 
 @pytest.mark.parametrize("flag,name", [("--k6-json", "chldo.json.gz"), ("--k6-csv", "chldo_rfc3339.csv.gz")])

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-# Patch before anything imports ssl (python-socketio's package imports requests -> ssl); a late
-# patch makes Locust's import recurse in ssl (gevent issue #1016) for every later test module.
-from gevent import monkey
+import json
+import subprocess
+import sys
 
-monkey.patch_all()
+import pytest
 
-import json  # noqa: E402
-
-import pytest  # noqa: E402
-
-from loadkit.protocols.socketio import (  # noqa: E402
+from loadkit.protocols.socketio import (
     Ack,
     ConnectError,
     Connected,
@@ -27,6 +23,29 @@ from loadkit.protocols.socketio import (  # noqa: E402
 )
 
 OPEN = '0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":60000}'
+
+
+def test_importing_the_core_imports_no_io_stack():
+    """A sans-I/O core: importing it loads no gevent, no python-socketio client/server stack, no
+    requests, no websocket-client (python -X importtime lists every module imported)."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import loadkit.protocols.socketio"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    modules = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "loadkit.protocols.socketio" in modules
+    heavy = {m for m in modules if m.split(".")[0] in ("gevent", "requests", "websocket", "socketio", "engineio")}
+    assert not heavy, sorted(heavy)
+
+
+def test_wire_constants_are_the_libraries_own_encodings():
+    from engineio import packet as eio
+    from socketio import packet as sio
+
+    from loadkit.protocols import socketio as core
+
+    assert core.EIO_PONG == eio.Packet(eio.PONG).encode()
+    assert core.EIO_CLOSE == eio.Packet(eio.CLOSE).encode()
+    assert core._EIO_SIO_EVENT == str(eio.MESSAGE) + str(sio.EVENT)
 
 
 def test_websocket_url_variants():

@@ -32,8 +32,9 @@ def loadkit_options(prefix: str) -> set[str]:
 
 def web_ui_options(spawn, locustfile: str) -> dict:
     port = free_port()
+    host = "ws://127.0.0.1:9" if "chldo" in locustfile else "http://127.0.0.1:9"  # what each scenario's --host is
     spawn([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / locustfile), "--web-host", "127.0.0.1",
-           "--web-port", str(port), "--host", "http://127.0.0.1:9"], port=port, name="webui")
+           "--web-port", str(port), "--host", host], port=port, name="webui")
     deadline = time.monotonic() + 20
     while True:
         try:

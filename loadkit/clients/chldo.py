@@ -76,6 +76,10 @@ class ChldoClient:
         self.lost_reason = None
         self._closing = False
         t0 = perf_counter()
+        # the whole handshake is bounded, not only each read: a server that drip-feeds its answer
+        # one byte a second would otherwise hold the user for ever
+        deadline = gevent.Timeout(self.connect_timeout)
+        deadline.start()
         try:
             ws = websocket.create_connection(
                 self.url,
@@ -86,6 +90,13 @@ class ChldoClient:
             )
         except (websocket.WebSocketException, OSError, ValueError) as exc:
             raise ChldoConnectError(f"connect {self.url}: {type(exc).__name__}: {exc}") from None
+        except gevent.Timeout as exc:
+            if exc is not deadline:
+                raise
+            raise ChldoConnectError(
+                f"connect {self.url}: handshake not complete within {self.connect_timeout:g}s") from None
+        finally:
+            deadline.close()
         elapsed = (perf_counter() - t0) * 1000.0
         ws.sock.settimeout(None)
         self._ws = ws

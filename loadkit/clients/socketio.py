@@ -450,10 +450,21 @@ class SocketIOClient:
             sslopt=self.sslopt,
         )
         deadline = time.monotonic() + self.connect_timeout
+        # the whole upgrade is bounded, not only each read: a server that drip-feeds its answer one
+        # byte a second would otherwise hold the user for ever (the Engine.IO/Socket.IO part below
+        # shares the same deadline)
+        upgrade = gevent.Timeout(self.connect_timeout)
+        upgrade.start()
         try:
             ws.connect(self.url, header=self.headers, timeout=self.connect_timeout, suppress_origin=True)
         except (OSError, websocket.WebSocketException, ValueError) as exc:
             raise ConnectionFailed(f"websocket {self.url}: {type(exc).__name__}: {exc}") from None
+        except gevent.Timeout as exc:
+            if exc is not upgrade:
+                raise
+            raise AnswerTimeout(f"websocket {self.url}: upgrade not complete within {self.connect_timeout:g}s") from None
+        finally:
+            upgrade.close()
         self.ws = ws
         self._decoder = FrameDecoder()
         try:

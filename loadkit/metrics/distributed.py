@@ -434,11 +434,95 @@ def wait_for_final_reports() -> None:
     runners.MasterRunner.quit = quit  # type: ignore[method-assign]
 
 
+# ------------------------------------------------------------------ workers counted, not configured
+
+
+def add_options(parser: Any, **_kw: Any) -> None:
+    """``--workers-window`` (registered by :func:`loadkit.plugin.patch_locust`)."""
+    group = parser.add_argument_group("loadkit workers")
+    group.add_argument("--workers-window", type=float, default=0.0, metavar="S",
+                       help="headless master: start once at least --expect-workers workers are ready and no "
+                            "further one has connected for S seconds, with however many there are (0 = off: "
+                            "wait for exactly --expect-workers)")
+
+
+def _count_workers_then_start(runner: Any, options: Any, minimum: int, window: float) -> None:
+    """Hold Locust's headless start loop until the workers stop arriving, then release it with the count.
+
+    Why: in docker-compose (``--scale worker=N``) or a Kubernetes Deployment the master cannot know
+    N; asking for it twice (scale and ``--expect-workers``) invites a mismatch that either hangs the
+    start or starts without some workers. Locust's loop re-reads ``options.expect_workers`` every
+    second, so it is set to the number that connected within the window.
+    """
+    import gevent
+
+    last_count, last_change = -1, time.monotonic()
+    while True:
+        count = len(runner.clients.ready)
+        now = time.monotonic()
+        if count != last_count:
+            last_count, last_change = count, now
+            options.expect_workers = max(minimum, count + 1)  # what Locust's loop waits for meanwhile
+            if count:
+                logger.info("loadkit: %d worker(s) ready; waiting %.0fs for more (--workers-window)", count, window)
+        elif count >= minimum and now - last_change >= window:
+            logger.info("loadkit: %d worker(s) connected (none new for %.0fs); starting with %d", count, window, count)
+            options.expect_workers = count
+            return
+        gevent.sleep(0.2)
+
+
+def _on_init_window(environment: Any, **_kw: Any) -> None:
+    options = getattr(environment, "parsed_options", None)
+    window = float(getattr(options, "workers_window", 0) or 0)
+    if window <= 0 or not _is_master(environment) or not getattr(options, "headless", False):
+        return
+    import gevent
+
+    minimum = max(1, int(options.expect_workers or 1))
+    options.expect_workers = minimum + 1  # Locust's start loop waits until the counter below releases it
+    gevent.spawn(_count_workers_then_start, environment.runner, options, minimum, window)
+
+
+LOST_LOAD_EXIT_CODE = 5  # the run ended with fewer users than asked (a worker was lost, none took over)
+_LOAD_AT_STOP: dict[str, int] = {}
+
+
+def _on_test_stopping(environment: Any, **_kw: Any) -> None:
+    """Remember, just before the users stop, how many ran and how many were asked for."""
+    runner = getattr(environment, "runner", None)
+    if _is_master(environment):
+        _LOAD_AT_STOP.update(running=int(runner.user_count), target=int(getattr(runner, "target_user_count", 0) or 0))
+
+
+def _on_quitting_master(environment: Any, **_kw: Any) -> None:
+    """A master whose run lost a worker says so; when the load at the end was below what was asked
+    (the lost worker's users were not moved to the others, as ``--enable-rebalancing`` would), the
+    run exits with :data:`LOST_LOAD_EXIT_CODE`."""
+    if not _is_master(environment):
+        return
+    lost = [w for w in TRACKER.workers.values() if w.lost(time.time())]
+    if not lost:
+        return
+    running, target = _LOAD_AT_STOP.get("running", 0), _LOAD_AT_STOP.get("target", 0)
+    names = ", ".join(f"{w.client_id} (index {w.index}, last seen {_iso(w.last_seen)}, {w.requests} requests kept)"
+                      for w in lost)
+    if target and running < target:
+        logger.error("loadkit: the run ended with less load than asked: %d of %d users; lost worker(s): %s",
+                     running, target, names)
+        if environment.process_exit_code in (None, 0):
+            environment.process_exit_code = LOST_LOAD_EXIT_CODE
+    else:
+        logger.warning("loadkit: lost worker(s) %s; the others carried the full load (%d users) to the end",
+                       names, running)
+
+
 def start(environment: Any) -> None:
     """What this module does once the run's runner exists (called by :func:`loadkit.plugin.install`
     at Locust's ``init``): remember the runner, and on a master watch the workers."""
     _on_init_remember(environment)
     _on_init(environment)
+    _on_init_window(environment)
 
 
 def patch_locust() -> None:
@@ -456,3 +540,5 @@ def install(events: Any) -> None:
     events.report_to_master.add_listener(_on_report_to_master)
     events.test_start.add_listener(_on_test_start)
     events.quitting.add_listener(_on_quitting_worker)
+    events.quitting.add_listener(_on_quitting_master)
+    events.test_stopping.add_listener(_on_test_stopping)

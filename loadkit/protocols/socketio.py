@@ -25,9 +25,32 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import importlib
+
 import orjson
-from engineio import packet as eio_packet
-from socketio import packet as sio_packet
+
+
+class _LazyModule:
+    """A module imported on first attribute use, then read like the module itself.
+
+    Why: ``from socketio import packet`` runs python-socketio's package ``__init__``, which imports
+    its whole client and server stack (threading, requests, websocket-client) — import-time work
+    a sans-I/O core must not do (it made "pure" tests monkey-patch gevent first). The packet
+    classes serve only the generic, rarer paths (handshake, binary, acks); the hot path below uses
+    the literal constants, so this import happens at a process's first connection, once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.__dict__["_name"] = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module = importlib.import_module(self.__dict__["_name"])
+        self.__dict__.update(vars(module))  # later lookups are plain attribute reads
+        return getattr(module, attr)
+
+
+eio_packet: Any = _LazyModule("engineio.packet")
+sio_packet: Any = _LazyModule("socketio.packet")
 
 __all__ = [
     "ProtocolError",
@@ -43,7 +66,9 @@ __all__ = [
     "websocket_url",
 ]
 
-EIO_PONG = eio_packet.Packet(eio_packet.PONG).encode()  # "3"
+# Engine.IO 4 packet types on the wire (tests/test_socketio_protocol.py checks them against
+# python-engineio's and python-socketio's own encodings)
+EIO_PONG = "3"
 # Hot-path codec. Measured on the 2-core dev VM (noisy, shared), one KTB chat message each way:
 #   socketio.packet.Packet decode ~10-29 us vs json.loads ~3-5 us;
 #   Packet encode (with its recursive bytes scan) ~7.5-14 us vs JSONEncoder.encode ~2.5-3.6 us.
@@ -76,8 +101,8 @@ def _decode_json(text: str) -> Any:
     return obj
 
 
-_EIO_SIO_EVENT = str(eio_packet.MESSAGE) + str(sio_packet.EVENT)  # "42"
-EIO_CLOSE = eio_packet.Packet(eio_packet.CLOSE).encode()  # "1"
+_EIO_SIO_EVENT = "42"  # Engine.IO MESSAGE (4) carrying a Socket.IO EVENT (2)
+EIO_CLOSE = "1"
 
 
 class ProtocolError(Exception):
@@ -184,6 +209,22 @@ def client_frame(opcode: int, payload: bytes, mask_key: bytes) -> bytes:
 
 def _nsp(ns: str | None) -> str:
     return ns or "/"
+
+
+#: what a server may announce for pingInterval/pingTimeout, in ms: a value outside is clamped into
+#: it (a ping every 0.1 ms or once a week would make the heartbeat check meaningless)
+ANNOUNCED_MS_RANGE = (100.0, 3_600_000.0)
+
+
+def announced_seconds(data: dict, key: str, default_ms: float) -> float:
+    """A server-announced duration of the Engine.IO OPEN, in seconds: a number of milliseconds,
+    clamped into :data:`ANNOUNCED_MS_RANGE`; anything else (a string, NaN, zero, negative) is the
+    server breaking the protocol."""
+    value = data.get(key, default_ms)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
+        raise ProtocolError(f"Engine.IO OPEN announced {key} {value!r}: not a positive number of ms")
+    lo, hi = ANNOUNCED_MS_RANGE
+    return min(max(float(value), lo), hi) / 1000.0
 
 
 @dataclass
@@ -339,8 +380,8 @@ class SocketIOProtocol:
             if not isinstance(data, dict) or "sid" not in data:
                 raise ProtocolError(f"bad Engine.IO OPEN payload {frame[:200]!r}")
             self.eio_sid = data["sid"]
-            self.ping_interval = float(data.get("pingInterval", 25000)) / 1000.0
-            self.ping_timeout = float(data.get("pingTimeout", 20000)) / 1000.0
+            self.ping_interval = announced_seconds(data, "pingInterval", 25000)
+            self.ping_timeout = announced_seconds(data, "pingTimeout", 20000)
             self.max_payload = data.get("maxPayload")
             self.opened = True
             return [EioOpen(self.eio_sid, self.ping_interval, self.ping_timeout, self.max_payload, data.get("upgrades", []))]

@@ -43,6 +43,7 @@ def collect_runs(args) -> list[Run]:
     from .k6_points import read_points
     from .k6_run import build_k6_run
     from .locust_csv import normalise_prefix, read_locust_run
+    from .locust_runinfo import default_label
 
     if not (args.locust or args.k6_json or args.k6_csv or args.k6_summary):
         raise ReportInputError(None, "no input: give at least one of --locust, --k6-json, --k6-csv, --k6-summary")
@@ -51,7 +52,11 @@ def collect_runs(args) -> list[Run]:
     for value in args.locust:
         label, prefix = split_label(value, lambda v: os.path.exists(normalise_prefix(v) + "_stats.csv"))
         prefix = normalise_prefix(prefix)
-        label = label or os.path.basename(prefix.rstrip("/")) or prefix
+        if label is None:
+            label = default_label(prefix)
+            folder = os.path.basename(os.path.dirname(os.path.abspath(prefix)))
+            if ("locust", label) in seen and folder and folder != label:  # two demo runs of one scenario
+                label = f"{label} ({folder})"
         if ("locust", label) in seen:
             raise ReportInputError(prefix, f"run label {label!r} is used twice: give each run its own LABEL=")
         seen.add(("locust", label))
@@ -107,7 +112,8 @@ def build_report(args) -> Result:
     failures = tables.failures_table(runs)
     workers = tables.workers_table(runs)
     counters = tables.counters_table(runs)
-    pngs = charts.render_all(runs, summary, timeseries, out_dir)
+    metrics = tables.metrics_table(runs)
+    pngs = charts.render_all(runs, summary, timeseries, out_dir, metrics)
     try:
         summary.to_csv(out_dir / "summary.csv", index=False, float_format="%.3f")
         epoch = pd.Timestamp(0, tz="UTC")
@@ -120,12 +126,14 @@ def build_report(args) -> Result:
             workers.assign(**flags).to_csv(out_dir / "workers.csv", index=False)
         if len(counters):
             counters.to_csv(out_dir / "counters.csv", index=False)
+        if len(metrics):
+            metrics.to_csv(out_dir / "metrics.csv", index=False, float_format="%.3f")
     except OSError as exc:
         raise ReportInputError(out_dir, f"cannot write: {exc.strerror or exc}") from None
-    text_summary = console.render(title, runs, summary)
+    text_summary = console.render(title, runs, summary, metrics)
     html_path = out_dir / "report.html"
     html.write(html_path, title=title, runs=runs, summary=summary, timeseries=timeseries, failures=failures, workers=workers, pngs=pngs,
-               counters=counters)
+               counters=counters, metrics=metrics)
     elapsed = time.perf_counter() - t_start
     text = text_summary + f"\nreport: {html_path}  ({elapsed:.1f} s; tables and charts in {out_dir}/)"
     return Result(out_dir=out_dir, html=html_path, summary=summary, timeseries=timeseries, console=text)

@@ -17,12 +17,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
-from .model import AGGREGATED, NOT_LATENCY, Run  # noqa: E402
+from .model import AGGREGATED, Run  # noqa: E402
 from .tables import operations_in_order  # noqa: E402
 
 RUN_COLORS = plt.get_cmap("tab10").colors
 OP_COLORS = plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2]
-MAX_OPS = 10
+MAX_OPS = 10  # curves per latency-over-time panel (the caption names the ones left out)
+MAX_CDF = 12  # panels of the distribution chart
 DPI = 100
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 12, "axes.titleweight": "bold", "figure.titlesize": 14,
@@ -34,12 +35,27 @@ def _run_key(tool: str, run: str) -> str:
 
 
 def _ms_formatter():
+    """Tick labels in the axis's own unit (ms on a "(ms)" axis: 2,000, never "2 s")."""
+
     def f(v, _pos):
-        if v >= 1000:
-            return f"{v / 1000:g} s"
+        if abs(v) >= 1000 or float(v).is_integer():
+            return f"{v:,.0f}"
         return f"{v:g}"
 
     return FuncFormatter(f)
+
+
+def _listed(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _coverage(what: str, shown: list[str], all_names: list[str], by: str = "by count") -> str:
+    """'all 7 operations', or 'the 10 busiest of 14 operations (by count); not drawn: a, b'."""
+    if len(shown) >= len(all_names):
+        return f"all {len(all_names)} {what}"
+    left = [n for n in all_names if n not in shown]
+    return f"top {len(shown)} of {len(all_names)} {what} ({by}); not drawn: {_listed(left)}"
 
 
 def _log_axis(axis, lo: float | None = None, hi: float | None = None) -> None:
@@ -65,29 +81,47 @@ def _save(fig, path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _shade_saturation(axes, runs: list[Run], shown: list[Run]) -> bool:
+    """Grey bands where a run's generator was saturated (its ``_saturation.csv``), on its time axis."""
+    any_band = False
+    for r in shown:
+        sat, start = r.saturation, r.info.get("start")
+        if sat is None or sat.empty or start is None:
+            continue
+        for row in sat.itertuples(index=False):
+            a, b = (row.start - start).total_seconds(), (row.end - start).total_seconds()
+            for ax in axes:
+                ax.axvspan(a, b, color="#d92d20", alpha=0.12, lw=0, label="generator CPU ≥ 90 %" if not any_band else None)
+            any_band = True
+    return any_band
+
+
 def overview(ts: pd.DataFrame, runs: list[Run], path: Path) -> str | None:
     agg = ts[ts["operation"] == AGGREGATED]
     if agg.empty:
         return None
     fig, axes = plt.subplots(3, 1, figsize=(13, 8.5), sharex=True)
     panels = [("rps", "throughput (requests/s)"), ("users", "users (Locust users / k6 VUs)"), ("errors", "failures/s")]
+    drawn = []
     for i, r in enumerate(runs):
         d = agg[(agg["tool"] == r.tool) & (agg["run"] == r.label)].sort_values("t")
         if d.empty:
             continue
+        drawn.append(r)
         for ax, (col, _) in zip(axes, panels):
             ax.plot(d["t"], d[col], color=RUN_COLORS[i % 10], lw=1.6, label=_run_key(r.tool, r.label))
+    _shade_saturation(axes, runs, drawn)
     for ax, (_, ylabel) in zip(axes, panels):
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
     if not (agg["errors"].fillna(0) > 0).any():
         axes[2].set_ylim(0, 1)
         axes[2].text(0.5, 0.5, "no failures", transform=axes[2].transAxes, ha="center", va="center", color="grey", fontsize=12)
-    axes[0].set_title("Throughput, users and failures over time (all operations)")
+    axes[0].set_title("Throughput, users and failures over time (requests only, all of them; loadkit metrics are not requests)")
     axes[-1].set_xlabel("time since the run's start (s)")
     axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="tool · run")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path), ""
 
 
 def latency_over_time(ts: pd.DataFrame, runs: list[Run], summary: pd.DataFrame, path: Path) -> str | None:
@@ -97,16 +131,26 @@ def latency_over_time(ts: pd.DataFrame, runs: list[Run], summary: pd.DataFrame, 
         return None
     fig, axes = plt.subplots(len(shown), 1, figsize=(13, 3.6 * len(shown) + 0.6), sharex=True, sharey=True, squeeze=False)
     all_vals = []
+    captions = []
     for ax, r in zip(axes[:, 0], shown):
         d = ts[(ts["tool"] == r.tool) & (ts["run"] == r.label)]
         # operations seen in at least 3 time steps (one-off calls like login make no curve)
         steps = d.dropna(subset=["p95"]).groupby("operation")["t"].nunique()
         present = set(steps[steps >= 3].index)
-        ops = [o for o in ops_all if o in present][:MAX_OPS]
-        if not ops and AGGREGATED in present and not set(d["operation"]) & set(NOT_LATENCY):
+        run_ops = [o for o in ops_all if o in set(summary.loc[(summary["tool"] == r.tool) & (summary["run"] == r.label), "operation"])]
+        curves = [o for o in run_ops if o in present]
+        ops = curves[:MAX_OPS]
+        short = [o for o in run_ops if o not in present]
+        if not ops and AGGREGATED in present:
             ops = [AGGREGATED]  # Locust without --csv-full-history has only this
+            captions.append(f"{_run_key(r.tool, r.label)}: all requests together (Aggregated), no per-operation history")
+        elif run_ops:
+            text = f"{_run_key(r.tool, r.label)}: " + (_coverage("operations with a curve", ops, curves) if curves else "no curve")
+            if short:
+                text += f"; fewer than 3 time points, no curve: {_listed(short)}"
+            captions.append(text)
         if not ops:
-            ax.text(0.5, 0.5, "too short for curves: no operation in 3 or more time steps", transform=ax.transAxes,
+            ax.text(0.5, 0.5, "no latency curve: no operation in 3 or more time steps", transform=ax.transAxes,
                     ha="center", va="center", color="grey", fontsize=11)  # fmt: skip
         window = d["pct_window"].iloc[0] if len(d) else ""
         by_op = {op: g for op, g in d.groupby("operation", sort=False)}
@@ -121,15 +165,19 @@ def latency_over_time(ts: pd.DataFrame, runs: list[Run], summary: pd.DataFrame, 
         if ops:
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8, ncol=1 if len(ops) <= 6 else 2)
     _maybe_log(axes[0, 0], np.concatenate(all_vals) if all_vals else [])
+    axes[0, 0].yaxis.set_major_formatter(_ms_formatter())
     axes[-1, 0].set_xlabel("time since the run's start (s)")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path), "Shown: " + "; ".join(captions) + "." if captions else ""
 
 
-def percentiles_by_operation(summary: pd.DataFrame, runs: list[Run], path: Path) -> str | None:
-    ops = operations_in_order(summary, limit=16)
+def percentiles_by_operation(summary: pd.DataFrame, runs: list[Run], path: Path, ops: list[str] | None = None,
+                             what: str = "operations", title: str = "Latency percentiles per operation (p50 / p95 / p99)") -> str | None:  # fmt: skip
+    """Whole-run p50/p95/p99 bars of every operation (``ops``: which, in order; all by default), ms axis."""
+    ops = operations_in_order(summary) if ops is None else ops
     if not ops:
         return None
+    runs = [r for r in runs if ((summary["tool"] == r.tool) & (summary["run"] == r.label)).any()]
     n = len(runs)
     ncols = min(n, 3)
     nrows = (n + ncols - 1) // ncols
@@ -150,6 +198,7 @@ def percentiles_by_operation(summary: pd.DataFrame, runs: list[Run], path: Path)
         ax.set_title(_run_key(r.tool, r.label))
         ax.set_xlabel("latency (ms)")
         ax.tick_params(axis="x", labelbottom=True)
+    axes[0, 0].xaxis.set_major_formatter(_ms_formatter())
     _maybe_log(axes[0, 0], vmax, axis="x")
     axes[0, 0].invert_yaxis()
     for k in range(n, nrows * ncols):
@@ -157,9 +206,9 @@ def percentiles_by_operation(summary: pd.DataFrame, runs: list[Run], path: Path)
     axes[0, 0].set_yticks(y, ops)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", ncol=3, frameon=False)
-    fig.suptitle("Latency percentiles per operation (p50 / p95 / p99)", x=0.02, ha="left")
+    fig.suptitle(title, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.97 if nrows > 1 else 0.94))
-    return _save(fig, path)
+    return _save(fig, path), f"Shown: all {len(ops)} {what}."
 
 
 _CDF_PCTS = np.concatenate([np.linspace(0, 90, 91), np.linspace(90.1, 99, 90), np.linspace(99.01, 100, 100)])
@@ -177,7 +226,7 @@ def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | No
     with_data = [(i, r) for i, r in enumerate(runs) if (r.samples is not None and len(r.samples)) or r.histograms]
     if not with_data:
         return None
-    ops = operations_in_order(summary, limit=9)
+    ops = operations_in_order(summary)
     series: dict[str, list] = {op: [] for op in ops}
     for i, r in with_data:
         if r.samples is not None and len(r.samples):
@@ -188,7 +237,8 @@ def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | No
             for op, (vals, counts) in r.histograms.items():
                 if op in series and counts.sum() > 0:
                     series[op].append((i, r, vals, counts))
-    ops = [op for op in ops if series[op]]
+    with_series = [op for op in ops if series[op]]
+    ops = with_series[:MAX_CDF]
     if not ops:
         return None
     ncols = min(3, len(ops))
@@ -227,11 +277,28 @@ def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | No
     fig.legend(list(handles.values()), list(handles.keys()), loc="upper right", frameon=False, title="tool · run")
     fig.suptitle("Latency distribution per operation (cumulative: share of samples at or below each latency)", x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 0.86, 0.97 if nrows > 1 else 0.94))
-    return _save(fig, path)
+    return _save(fig, path), "Shown: " + _coverage("operations with samples", ops, with_series) + "."
 
 
-def render_all(runs: list[Run], summary: pd.DataFrame, ts: pd.DataFrame, out_dir: Path) -> list[tuple[str, str, str]]:
-    """[(file name, title, base64 PNG)] for the charts that have data."""
+def metric_latencies(metrics: pd.DataFrame, runs: list[Run], path: Path):
+    """p50/p95/p99 of every latency metric in ms; count and rate metrics never go on a ms axis."""
+    lat = metrics[(metrics["kind"] == "latency") & (metrics["unit"] == "ms")]
+    if lat.empty:
+        return None
+    frame = lat.rename(columns={"name": "operation"})
+    names = list(frame.groupby("operation")["count"].sum().sort_values(ascending=False).index)
+    other = sorted(set(metrics["name"]) - set(names))
+    what = "latency metrics in ms" + (f"; not on a ms axis, in the table only: {_listed(other)}" if other else "")
+    return percentiles_by_operation(frame, runs, path, ops=names, what=what, title="loadkit latency metrics (p50 / p95 / p99, ms)")
+
+
+def render_all(runs: list[Run], summary: pd.DataFrame, ts: pd.DataFrame, out_dir: Path,
+               metrics: pd.DataFrame | None = None) -> list[tuple[str, str, str, str]]:
+    """[(file name, title, base64 PNG, what is shown)] for the charts that have data.
+
+    The last item says which operations a chart draws: all of them, or "top N of M" and the names
+    left out, so that no operation disappears from a chart without the caption saying so.
+    """
     made = []
     specs = [
         ("throughput_users_errors.png", "Throughput, users and failures over time", lambda p: overview(ts, runs, p)),
@@ -239,8 +306,10 @@ def render_all(runs: list[Run], summary: pd.DataFrame, ts: pd.DataFrame, out_dir
         ("percentiles_by_operation.png", "Latency percentiles per operation", lambda p: percentiles_by_operation(summary, runs, p)),
         ("latency_distribution.png", "Latency distribution", lambda p: distribution(runs, summary, p)),
     ]
+    if metrics is not None and len(metrics):
+        specs.append(("metric_latencies.png", "loadkit latency metrics", lambda p: metric_latencies(metrics, runs, p)))
     for name, title, fn in specs:
-        b64 = fn(out_dir / name)
-        if b64:
-            made.append((name, title, b64))
+        out = fn(out_dir / name)
+        if out:
+            made.append((name, title, *out))
     return made

@@ -11,7 +11,7 @@ import sys
 
 EPILOG = """\
 Every input may carry a label: LABEL=PATH (e.g. --locust baseline=runs/a --k6-json k6=run.json.gz).
-Unlabelled Locust runs are named after their prefix; k6 files with the same label form one run,
+Unlabelled Locust runs are named after their scenario (PREFIX_run.json) or prefix; k6 files with the same label form one run,
 and unlabelled k6 files are one run if there is at most one file of each kind, else one run each.
 
 examples:
@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("--locust", action="append", default=[], metavar="[LABEL=]PREFIX",
-                        help="a Locust --csv prefix (reads PREFIX_stats.csv, _stats_history.csv, _failures.csv, _exceptions.csv, _hdr.csv, _workers.json)")
+                        help="a Locust --csv prefix (reads PREFIX_stats.csv, _stats_history.csv, _failures.csv, _exceptions.csv, _hdr.csv, "
+                             "_metrics.csv, _workers.json, _counters.csv, _saturation.csv, _run.json)")
     parser.add_argument("--k6-json", action="append", default=[], metavar="[LABEL=]FILE",
                         help="k6 --out json output (NDJSON, .gz allowed)")
     parser.add_argument("--k6-csv", action="append", default=[], metavar="[LABEL=]FILE",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 
 from .model import Run
-from .tables import fmt_ms
+from .tables import fmt_ms, fmt_value
 
 
-def render(title: str, runs: list[Run], summary: pd.DataFrame) -> str:
+def render(title: str, runs: list[Run], summary: pd.DataFrame, metrics: pd.DataFrame | None = None) -> str:
     lines = [title, "=" * min(len(title), 100)]
     for r in runs:
         for warning in r.warnings:
@@ -30,4 +30,12 @@ def render(title: str, runs: list[Run], summary: pd.DataFrame) -> str:
             f"{row.tool:<7}{str(row.run)[:13]:<14}{str(row.operation)[:23]:<24}{cnt:>9}{fail:>7}{rps:>9}"
             f"{fmt_ms(row.p50):>9}{fmt_ms(row.p90):>9}{fmt_ms(row.p95):>9}{fmt_ms(row.p99):>9}{fmt_ms(row.max):>9}"
         )
+    if metrics is not None and len(metrics):
+        lines.append("")
+        head = f"{'tool':<7}{'run':<14}{'loadkit metric':<24}{'kind':<9}{'count':>9}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}{'max':>10}  unit"
+        lines += [head, "-" * len(head)]
+        for m in metrics.to_dict("records"):
+            cnt = "–" if pd.isna(m["count"]) else f"{int(m['count']):,}"
+            values = "".join(f"{fmt_value(m[c]):>10}" for c in ("p50", "p90", "p95", "p99", "max"))
+            lines.append(f"{m['tool']:<7}{str(m['run'])[:13]:<14}{str(m['name'])[:23]:<24}{m['kind']:<9}{cnt:>9}{values}  {m['unit']}")
     return "\n".join(lines)

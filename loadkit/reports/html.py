@@ -13,7 +13,7 @@ import pandas as pd
 
 from .errors import ReportInputError
 from .model import AGGREGATED, Run
-from .tables import fmt_ms
+from .tables import fmt_ms, fmt_value
 
 TEMPLATE = "report.html.j2"
 
@@ -53,7 +53,6 @@ def _summary_rows(summary: pd.DataFrame, runs: list[Run]) -> list[dict]:
             rows.append(
                 {
                     "operation": row["operation"],
-                    "unit": row.get("unit", "ms") if row.get("unit", "ms") != "ms" else "",
                     "type": row.get("type", "") if isinstance(row.get("type", ""), str) else "",
                     "count": _int(cnt),
                     "failures": _int(fail) + share,
@@ -83,6 +82,30 @@ def _summary_rows(summary: pd.DataFrame, runs: list[Run]) -> list[dict]:
                 "exceptions": r.exceptions.head(20).to_dict("records") if r.exceptions is not None else [],
             }
         )
+    return groups
+
+
+_KIND_TITLES = {"latency": "latencies", "count": "counts", "rate": "rates"}
+
+
+def _metric_groups(metrics: pd.DataFrame | None, runs: list[Run]) -> list[dict]:
+    """Per run with metrics: one table per kind (latency, count, rate), values in each row's unit."""
+    if metrics is None or metrics.empty:
+        return []
+    groups = []
+    for r in runs:
+        d = metrics[(metrics["tool"] == r.tool) & (metrics["run"] == r.label)]
+        if d.empty:
+            continue
+        kinds = []
+        for kind, k in d.groupby("kind", sort=False):
+            rows = [{"name": rec["name"], "type": rec["type"] if isinstance(rec["type"], str) else "", "unit": rec["unit"],
+                     "count": _int(rec["count"]), "source": rec["source"] if isinstance(rec["source"], str) else "",
+                     **{c.replace(".", "_"): fmt_value(rec[c]) for c in ("p50", "p90", "p95", "p99", "p99.9", "max")}}
+                    for rec in k.to_dict("records")]  # fmt: skip
+            units = sorted(set(k["unit"]))
+            kinds.append({"kind": kind, "title": _KIND_TITLES.get(kind, kind), "units": ", ".join(units), "rows": rows})
+        groups.append({"tool": r.tool, "label": r.label, "kinds": kinds})
     return groups
 
 
@@ -137,8 +160,8 @@ def _gates_html(runs: list[Run]) -> str:
 
 
 def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, timeseries: pd.DataFrame,
-          failures: pd.DataFrame, pngs: list[tuple[str, str, str]], workers: pd.DataFrame | None = None,
-          counters: pd.DataFrame | None = None) -> None:  # fmt: skip
+          failures: pd.DataFrame, pngs: list[tuple[str, str, str, str]], workers: pd.DataFrame | None = None,
+          counters: pd.DataFrame | None = None, metrics: pd.DataFrame | None = None) -> None:  # fmt: skip
     source = resources.files("loadkit.reports").joinpath(TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["safe_html"] = lambda s: jinja2.utils.markupsafe.Markup(s)
@@ -151,7 +174,9 @@ def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, tim
         title=title,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         groups=_summary_rows(summary, runs),
-        charts=[{"file": f, "title": t, "b64": b} for f, t, b in pngs],
+        charts=[{"file": f, "title": t, "b64": b, "shown": shown} for f, t, b, shown in pngs],
+        metric_groups=_metric_groups(metrics, runs),
+        has_saturation=any(r.saturation is not None and not r.saturation.empty for r in runs),
         failures=fail_rows,
         n_failures=len(failures),
         warnings=[{"run": f"{r.tool} {r.label}", "text": w} for r in runs for w in r.warnings],

@@ -6,13 +6,16 @@ samples of each operation, per time bucket for the time series: never an average
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
 from .errors import ReportInputError
 from .k6_points import K6Points
 from .k6_summary import read_summary
-from .model import AGGREGATED, Run
+from .metric_names import lookup
+from .model import AGGREGATED, METRIC_COLUMNS, Run
 
 QUANTILES = (50, 90, 95, 99)
 
@@ -79,6 +82,39 @@ def _summary(p: K6Points, duration: float) -> pd.DataFrame:
     return pd.concat([df, pd.DataFrame([total])], ignore_index=True)
 
 
+_METRIC_PCT = {"p50": 50, "p75": 75, "p90": 90, "p95": 95, "p99": 99, "p99.9": 99.9, "p99.99": 99.99}
+
+
+def _split_metrics(p: K6Points) -> tuple[K6Points, pd.DataFrame]:
+    """The request samples, and one metric row per Trend the catalog knows as a loadkit metric.
+
+    loadkit's k6 scripts record ``ttft``, ``delivery``… as Trends under the same names as the Locust
+    side; they are not requests, so they are kept out of counts, requests/s and throughput.
+    """
+    cats = list(p.sample_op.categories)
+    metric_ops = {op: lookup("", op) for op in cats}
+    metric_ops = {op: uk for op, uk in metric_ops.items() if uk is not None}
+    if not metric_ops:
+        return p, pd.DataFrame(columns=METRIC_COLUMNS)
+    is_metric = np.isin(p.sample_op.codes, [cats.index(op) for op in metric_ops])
+    rows = []
+    for op, (unit, kind) in sorted(metric_ops.items()):
+        vals = p.sample_ms[p.sample_op.codes == cats.index(op)]
+        if not vals.size:
+            continue
+        rec = {"type": "", "name": op, "kind": kind, "unit": unit, "count": int(vals.size), "min": float(vals.min()),
+               "mean": float(vals.mean()), "max": float(vals.max()), "source": "raw samples"}  # fmt: skip
+        rec.update(zip(_METRIC_PCT, np.percentile(vals, list(_METRIC_PCT.values()))))
+        rows.append(rec)
+    keep = ~is_metric
+    fail_keep = ~np.isin(np.asarray(p.fail_op, dtype=object), list(metric_ops)) if p.fail_op.size else np.ones(0, dtype=bool)
+    req = dataclasses.replace(
+        p, sample_t=p.sample_t[keep], sample_op=p.sample_op[keep].remove_unused_categories(), sample_ms=p.sample_ms[keep],
+        fail_t=p.fail_t[fail_keep], fail_op=p.fail_op[fail_keep], fail_kind=p.fail_kind[fail_keep],
+    )  # fmt: skip
+    return req, pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
 def _timeseries(p: K6Points, t0: float, bucket: float) -> pd.DataFrame:
     b = np.floor((p.sample_t - t0) / bucket).astype(np.int64)
     ops = pd.Categorical(p.sample_op, categories=[*p.sample_op.categories, AGGREGATED])
@@ -128,6 +164,12 @@ def build_k6_run(label: str, points: list[K6Points], summaries: list[str], bucke
         p = _concat(points)
         run.sources.extend(x.path for x in points)
         duration = max(p.t_max - p.t_min, 1e-9)
+        p, run.metrics = _split_metrics(p)
+        if not p.sample_ms.size and not p.fail_op.size:
+            raise ReportInputError(run.sources[0], "no request in this run: every Trend is a loadkit metric")
+        if len(run.metrics):
+            run.notes.append(f"{len(run.metrics)} Trend(s) are loadkit metrics, not requests ({', '.join(run.metrics['name'])}):"
+                             " shown under loadkit metrics, left out of counts, requests/s and throughput")  # fmt: skip
         run.summary = _summary(p, duration)
         run.timeseries = _timeseries(p, p.t_min, bucket)
         run.samples = pd.DataFrame({"operation": p.sample_op, "value": p.sample_ms})
@@ -153,6 +195,12 @@ def build_k6_run(label: str, points: list[K6Points], summaries: list[str], bucke
             run.info.update(info)
             run.sources.append(path)
         df = pd.concat(frames, ignore_index=True).drop_duplicates("operation", keep="last")
+        metric = np.array([lookup("", op) is not None for op in df["operation"]], dtype=bool)
+        if metric.any():
+            run.metrics = _summary_metrics(df[metric])
+            df = df[~metric]
+            run.notes.append(f"{int(metric.sum())} Trend(s) are loadkit metrics, not requests ({', '.join(run.metrics['name'])}):"
+                             " shown under loadkit metrics, left out of counts and requests/s")  # fmt: skip
         has_fail = df["failures"].notna() & (df["type"] == "")
         df.loc[has_fail & df["count"].notna(), "count"] += df.loc[has_fail & df["count"].notna(), "failures"]
         total_count = df["count"].sum(min_count=len(df))
@@ -172,3 +220,15 @@ def build_k6_run(label: str, points: list[K6Points], summaries: list[str], bucke
     if run.summary is None or run.summary.empty:
         raise ReportInputError(run.sources[0] if run.sources else None, "empty run")
     return run
+
+
+def _summary_metrics(rows: pd.DataFrame) -> pd.DataFrame:
+    """Metric rows from k6's end-of-test summary (the statistics it lists; the rest stay empty)."""
+    out = []
+    for _, r in rows.iterrows():
+        unit, kind = lookup("", r["operation"])
+        rec = {"type": "", "name": r["operation"], "kind": kind, "unit": unit, "count": r.get("count", np.nan), "source": "k6 summary"}
+        for col in ("min", "mean", "max", *_METRIC_PCT):
+            rec[col] = r[col] if col in r and pd.notna(r[col]) else np.nan
+        out.append(rec)
+    return pd.DataFrame(out, columns=METRIC_COLUMNS)

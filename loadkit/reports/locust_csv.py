@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import csv
 import io
+import glob
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import csvutil, locust_counters, locust_workers
+from . import csvutil, locust_counters, locust_metrics, locust_runinfo, locust_workers
 from .errors import ReportInputError
+from .metric_names import lookup
 from .model import AGGREGATED, Run
 
 SUFFIXES = ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv", "_hdr.csv", "_workers.json", "_workers.csv",
-            "_counters.csv")
+            "_counters.csv", "_metrics.csv", "_saturation.csv", "_run.json")
 # old Locust spellings -> current ones
 _ALIASES = {
     "Method": "Type",
@@ -45,7 +47,15 @@ _WANTED_PCT = {"p50": "50%", "p90": "90%", "p95": "95%", "p99": "99%"}
 
 
 def normalise_prefix(prefix: str) -> str:
-    """Accept ``run`` as well as ``run_stats.csv`` (shell completion often adds the suffix)."""
+    """Accept ``run`` as well as ``run_stats.csv`` (shell completion often adds the suffix), and a
+    folder holding one run (``loadkit demo``'s output folder → ``<folder>/locust``)."""
+    if os.path.isdir(prefix):
+        runs = sorted(p[: -len("_stats.csv")] for p in glob.glob(os.path.join(prefix, "*_stats.csv")))
+        if len(runs) == 1:
+            return runs[0]
+        if runs:
+            raise ReportInputError(prefix, "holds several Locust runs; give one prefix: "
+                                   + ", ".join(runs))
     for suffix in SUFFIXES:
         if prefix.endswith(suffix):
             return prefix[: -len(suffix)]
@@ -118,20 +128,9 @@ def read_hdr(path: str) -> tuple[pd.DataFrame, dict[tuple[str, str], tuple[np.nd
     csvutil.incomplete_rows(path, df, ["Count"])
     histograms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     if "Histogram" in df:
-        from hdrh.histogram import HdrHistogram
-
         for typ, name, enc in zip(df["Type"], df["Name"], df["Histogram"]):
-            if not isinstance(enc, str) or not enc:
-                continue
-            try:
-                hist = HdrHistogram.decode(enc)
-            except Exception as exc:  # hdrh raises bare zlib/struct/Value errors
-                raise ReportInputError(path, f"row {typ} {name}: Histogram column is not a base64 HdrHistogram ({type(exc).__name__})") from None
-            vals, counts = [], []
-            for item in hist.get_recorded_iterator():
-                vals.append(item.value_iterated_to / 1000.0)
-                counts.append(item.count_added_in_this_iter_step)
-            histograms[(typ, name)] = (np.asarray(vals, dtype=float), np.asarray(counts, dtype=np.int64))
+            if isinstance(enc, str) and enc:
+                histograms[(typ, name)] = locust_metrics.decode_histogram(path, f"row {typ} {name}", enc)
     return df, histograms
 
 
@@ -156,6 +155,77 @@ def _lagged_diff(values: np.ndarray, k: int) -> np.ndarray:
     out = np.full(len(values), np.nan)
     out[k:] = values[k:] - values[:-k]
     return out
+
+
+def after_users_stopped(users: np.ndarray) -> np.ndarray:
+    """Rows after the last one with running users (once there were some): the end of the run.
+
+    What the totals gain there are the workers' final reports (and, in a local run, the last
+    partial second written at exit): requests done *before* the users stopped, arriving in an
+    interval that is not a full reporting period. Drawn as a rate they make a spike (or a tail of
+    throughput with no users); the report leaves those rows out of requests/s and failures/s and
+    says how many requests that concerns (the totals keep them).
+    """
+    active = np.flatnonzero(users > 0)
+    out = np.zeros(len(users), dtype=bool)
+    if active.size:
+        out[active[-1] + 1:] = True
+    return out
+
+
+def _requests_history(history: pd.DataFrame, is_metric) -> pd.DataFrame:
+    """A full history without its metric rows, the Aggregated rows rebuilt from the requests' rows.
+
+    Locust's own Aggregated row counted every metric event as a request; the sum of the request
+    rows' cumulative counts at each timestamp is the requests-only total. Its percentiles cannot be
+    pooled from per-row percentiles, so they are left empty.
+    """
+    keys = list(zip(history["Type"], history["Name"]))
+    metric_rows = np.array([is_metric(t, n) for t, n in keys], dtype=bool)
+    agg_rows = (history["Name"] == AGGREGATED).to_numpy()
+    req = history[~metric_rows & ~agg_rows].drop_duplicates(["Timestamp", "Type", "Name"], keep="last")
+    agg = history[agg_rows].drop_duplicates("Timestamp", keep="last").set_index("Timestamp")
+    sums = req.groupby("Timestamp")[["Total Request Count", "Total Failure Count"]].sum()
+    sums = sums.reindex(agg.index).fillna(0.0)
+    agg = agg.copy()
+    agg[["Total Request Count", "Total Failure Count"]] = sums.to_numpy()
+    for col in ("Requests/s", "Failures/s"):
+        if col in req:
+            agg[col] = req.groupby("Timestamp")[col].sum().reindex(agg.index).fillna(0.0).to_numpy()
+    for col in agg.columns:
+        if csvutil.PERCENTILE_COLUMN.match(col):
+            agg[col] = np.nan
+    return pd.concat([history[~metric_rows & ~agg_rows], agg.reset_index()[history.columns]], ignore_index=True)
+
+
+def _requests_aggregated(summary: pd.DataFrame, histograms: dict) -> pd.Series:
+    """The Aggregated summary row of the requests alone (older runs pooled metric events into it).
+
+    Counts add up; requests/s keeps Locust's run duration (its Aggregated rps ÷ count); exact
+    percentiles come from the requests' HDR histograms added together where every request row has
+    one, otherwise they are unknown (Locust's pooled value would mix in the metrics).
+    """
+    agg = summary[summary["operation"] == AGGREGATED].iloc[-1].copy()
+    req = summary[summary["operation"] != AGGREGATED]
+    count = int(req["count"].sum())
+    old_count = float(agg["count"])
+    agg["rps"] = count * float(agg["rps"]) / old_count if old_count > 0 and pd.notna(agg["rps"]) else req["rps"].sum(min_count=1)
+    agg["count"], agg["failures"] = count, int(req["failures"].sum())
+    agg["max"] = req["max"].max()
+    weights = req["count"].where(req["mean"].notna(), 0)
+    agg["mean"] = float((req["mean"].fillna(0) * weights).sum() / weights.sum()) if weights.sum() > 0 else np.nan
+    agg["min"] = req["min"].min() if "min" in req else np.nan
+    for col in ("p75", "p99.99", *(c for c in agg.index if c.startswith("locust_"))):
+        agg[col] = np.nan
+    hists = [histograms.get(op) for op in req["operation"]]
+    if hists and all(h is not None for h in hists):
+        agg["p50"], agg["p90"], agg["p95"], agg["p99"], agg["p99.9"] = locust_metrics.pooled_percentiles(hists)
+        agg["pct_source"] = "hdr exact"
+    else:
+        for col in ("p50", "p90", "p95", "p99", "p99.9"):
+            agg[col] = np.nan
+        agg["pct_source"] = "n/a (Locust's pooled metrics)"
+    return agg
 
 
 def _timeseries(history: pd.DataFrame, ops: pd.Series, full: bool) -> pd.DataFrame:
@@ -185,6 +255,9 @@ def _timeseries(history: pd.DataFrame, ops: pd.Series, full: bool) -> pd.DataFra
             empty |= (g["100%"].to_numpy(float) == 0) & (g["Total Max Response Time"].to_numpy(float) >= 1)
         p50 = np.where(empty, np.nan, p50)
         p95 = np.where(empty, np.nan, p95)
+        stopped = after_users_stopped(g["User Count"].to_numpy(float))
+        rps = np.where(stopped, np.nan, rps)
+        err = np.where(stopped, np.nan, err)
         parts.append(
             pd.DataFrame(
                 {
@@ -223,14 +296,19 @@ def read_locust_run(prefix: str, label: str) -> Run:
         {
             "operation": ops,
             "type": stats["Type"],
+            "name": stats["Name"],
             "count": stats["Request Count"].astype("int64"),
             "failures": stats["Failure Count"].astype("int64"),
             "rps": stats["Requests/s"] if "Requests/s" in stats else np.nan,
             "p50": stats["50%"] if "50%" in stats else stats.get("Median Response Time", np.nan),
+            "p75": stats.get("75%", np.nan),
             "p90": stats.get("90%", np.nan),
             "p95": stats.get("95%", np.nan),
             "p99": stats.get("99%", np.nan),
+            "p99.9": stats.get("99.9%", np.nan),
+            "p99.99": stats.get("99.99%", np.nan),
             "max": stats["Max Response Time"],
+            "min": stats.get("Min Response Time", np.nan),
             "mean": stats.get("Average Response Time", np.nan),
             "pct_source": "locust buckets",
         }
@@ -247,7 +325,8 @@ def read_locust_run(prefix: str, label: str) -> Run:
         by_key = {(t, n): i for i, (t, n) in enumerate(zip(hdr["Type"], hdr["Name"]))}
         for col in ("p50", "p90", "p95", "p99"):
             summary["locust_" + col] = summary[col]
-        summary["p99.9"] = np.nan
+        exact_cols = {**{c: s for c, s in _WANTED_PCT.items()}, "max": "Max", "p99.9": "99.9%", "mean": "Mean", "min": "Min",
+                      "p75": "75%", "p99.99": "99.99%"}  # fmt: skip
         matched = 0
         mismatched: list[str] = []
         for i, k in enumerate(key):
@@ -258,13 +337,9 @@ def read_locust_run(prefix: str, label: str) -> Run:
                 continue
             matched += 1
             row = hdr.iloc[j]
-            for col, src in _WANTED_PCT.items():
-                summary.iloc[i, summary.columns.get_loc(col)] = row[src]
-            summary.iloc[i, summary.columns.get_loc("max")] = row["Max"]
-            if "99.9%" in hdr:
-                summary.iloc[i, summary.columns.get_loc("p99.9")] = row["99.9%"]
-            if "Mean" in hdr:
-                summary.iloc[i, summary.columns.get_loc("mean")] = row["Mean"]
+            for col, src in exact_cols.items():
+                if src in hdr:
+                    summary.iloc[i, summary.columns.get_loc(col)] = row[src]
             summary.iloc[i, summary.columns.get_loc("pct_source")] = "hdr exact"
             if int(row["Count"]) != int(summary["count"].iloc[i]):
                 mismatched.append(f"{summary['operation'].iloc[i]} {int(row['Count'])} vs {int(summary['count'].iloc[i])}")
@@ -284,24 +359,74 @@ def read_locust_run(prefix: str, label: str) -> Run:
         run.notes.append("summary percentiles are exact (HdrHistogram, merged across workers); Locust's own bucketed value is shown beside them")
     else:
         run.notes.append("percentiles are Locust's (rounded buckets, ~2 significant digits); no _hdr.csv found")
+
+    # loadkit metrics: the metrics file, and metric rows that older runs recorded as requests
+    found = locust_metrics.read_prefix(prefix)
+    in_file = set(zip(found[0]["type"], found[0]["name"])) if found else set()
+
+    def is_metric(typ: str, name: str) -> bool:
+        return name != AGGREGATED and ((typ, name) in in_file or lookup(typ, name) is not None)
+
+    if found:
+        run.metrics, run.metric_histograms = found[0], found[1]
+        run.sources.append(found[2])
+    metric_mask = np.array([is_metric(t, n) for t, n in key], dtype=bool)
+    if metric_mask.any():
+        mrows = summary[metric_mask]
+        names = ", ".join(mrows["operation"])
+        if found:
+            run.notes.append(f"_stats.csv also has {len(mrows)} loadkit metric(s) as request rows ({names}): shown once, under"
+                             " loadkit metrics, and left out of the requests")  # fmt: skip
+        else:
+            run.metrics = locust_metrics.from_summary_rows(mrows)
+            run.notes.append(f"recorded before loadkit had its own metrics channel: {len(mrows)} rows of _stats.csv ({names}) are"
+                             " loadkit metrics, not requests; they are shown under loadkit metrics in their unit and left out"
+                             " of the counts, requests/s and throughput")  # fmt: skip
+        for op, name in zip(mrows["operation"], mrows["name"]):
+            hv = run.histograms.pop(op, None)
+            if hv is not None and not found:
+                run.metric_histograms[name] = hv
+        summary = summary[~metric_mask].reset_index(drop=True)
+        agg = _requests_aggregated(summary, run.histograms)
+        summary.iloc[-1] = agg[summary.columns]
+        req_hists = [run.histograms[op] for op in summary["operation"].iloc[:-1] if op in run.histograms]
+        if req_hists and len(req_hists) == len(summary) - 1:
+            run.histograms[AGGREGATED] = (np.concatenate([v for v, _ in req_hists]), np.concatenate([c for _, c in req_hists]))
+        else:
+            run.histograms.pop(AGGREGATED, None)
     run.summary = summary
     # the workers' requests are HDR sample counts: compare them with the HDR total where there is one
     if hdr_total is not None:
         locust_workers.attach(run, prefix, hdr_total, "_hdr.csv")
     else:
         locust_workers.attach(run, prefix, int(total["Request Count"]), "_stats.csv")
+    if run.workers is not None and metric_mask.any() and not found:
+        run.notes.append("this run's per-worker request counts include its metric events (recorded before loadkit had its own"
+                         " metrics channel), so they add up to more than the requests above")  # fmt: skip
 
     locust_counters.attach(run, prefix)
+    locust_runinfo.attach(run, prefix)
 
     hist_path = prefix + "_stats_history.csv"
     if os.path.exists(hist_path):
         history = read_history(hist_path)
         run.sources.append(hist_path)
         full = bool((history["Name"] != AGGREGATED).any())
+        pooled = False
+        if metric_mask.any():
+            if full:
+                history = _requests_history(history, is_metric)
+            else:
+                pooled = True
         hops = _op_names(history["Type"], history["Name"]).where(history["Name"] != AGGREGATED, AGGREGATED)
         run.timeseries = _timeseries(history, hops, full)
+        if pooled:  # Aggregated-only history of an older run: Locust counted metric events as requests
+            run.timeseries[["rps", "p50", "p95"]] = np.nan
+            run.notes.append("no throughput or latency over time: this run's _stats_history.csv has only Locust's Aggregated"
+                             " row, which counted loadkit metrics as requests (run with --csv-full-history to get them)")  # fmt: skip
         run.info["start"] = pd.to_datetime(history["Timestamp"].min(), unit="s", utc=True)
         run.info["duration_s"] = float(history["Timestamp"].max() - history["Timestamp"].min())
+        _note_after_stop(run, history)
         run.notes.append(
             "percentiles over time cover a ~10 s window (--csv-full-history)"
             if full
@@ -309,6 +434,7 @@ def read_locust_run(prefix: str, label: str) -> Run:
         )
     else:
         run.notes.append("no _stats_history.csv: no time series")
+    locust_runinfo.attach_saturation(run, prefix)
 
     fail_path = prefix + "_failures.csv"
     if os.path.exists(fail_path) and os.path.getsize(fail_path) > 0:
@@ -323,3 +449,21 @@ def read_locust_run(prefix: str, label: str) -> Run:
             run.exceptions = read_exceptions(exc_path)
         run.sources.append(exc_path)
     return run
+
+
+def _note_after_stop(run: Run, history: pd.DataFrame) -> None:
+    """Say how many requests came in after the users stopped (the rows the throughput curve leaves out)."""
+    agg = history[history["Name"] == AGGREGATED].drop_duplicates("Timestamp", keep="last").sort_values("Timestamp")
+    if agg.empty:
+        return
+    users = agg["User Count"].to_numpy(float)
+    stopped = after_users_stopped(users)
+    if not stopped.any():
+        return
+    last_active = int(np.flatnonzero(~stopped)[-1])
+    late = float(agg["Total Request Count"].iloc[-1] - agg["Total Request Count"].iloc[last_active])
+    if late > 0:
+        what = "request was" if late == 1 else f"{late:,.0f} requests were"
+        run.notes.append(f"throughput over time ends when the users stopped: the last {what} reported after that (the"
+                         " workers' final reports, or the last partial second); the totals hold them, the requests/s curve"
+                         " does not")  # fmt: skip

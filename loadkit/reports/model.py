@@ -11,16 +11,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from loadkit.protocols.chldo import TURN_FIGURE_UNITS
-
 #: columns of the tidy summary table (extra columns follow these)
 SUMMARY_COLUMNS = ["tool", "run", "operation", "count", "failures", "rps", "p50", "p90", "p95", "p99", "max"]
 #: columns of the tidy time series
 TIMESERIES_COLUMNS = ["tool", "run", "t", "operation", "rps", "p50", "p95", "users", "errors"]
 AGGREGATED = "Aggregated"
-#: loadkit chldo per-turn figures carried in Locust's response_time: not latencies, kept out of
-#: latency charts and shown with their unit
-NOT_LATENCY = TURN_FIGURE_UNITS
+#: columns of a run's loadkit metrics (``<prefix>_metrics.csv``, or the metric rows of an older run);
+#: value columns are in the row's ``unit``
+METRIC_COLUMNS = ["type", "name", "kind", "unit", "count", "min", "mean", "max", "p50", "p75", "p90", "p95", "p99",
+                  "p99.9", "p99.99", "source"]
 
 
 @dataclass
@@ -52,3 +51,10 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     #: loadkit's counts of things that are not requests (``<prefix>_counters.csv``): type, name, count
     counters: pd.DataFrame | None = None
+    #: loadkit metrics (not requests): METRIC_COLUMNS, one row per (type, name)
+    metrics: pd.DataFrame | None = None
+    #: per-metric histograms decoded from HDR: name -> (values in the metric's unit, counts)
+    metric_histograms: dict[str, tuple] = field(default_factory=dict)
+    #: generator saturation intervals (``<prefix>_saturation.csv``): worker, start, end (UTC), seconds,
+    #: mean_cpu, peak_cpu; None = no file (not recorded), empty = recorded, none
+    saturation: pd.DataFrame | None = None

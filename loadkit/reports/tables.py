@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .model import AGGREGATED, NOT_LATENCY, SUMMARY_COLUMNS, TIMESERIES_COLUMNS, Run
+from .metric_names import KINDS
+from .model import AGGREGATED, METRIC_COLUMNS, SUMMARY_COLUMNS, TIMESERIES_COLUMNS, Run
 
 
 def summary_table(runs: list[Run]) -> pd.DataFrame:
@@ -23,7 +24,7 @@ def summary_table(runs: list[Run]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     extras = [c for c in ("type", "mean", "p99.9", "pct_source", "locust_p50", "locust_p90", "locust_p95", "locust_p99") if c in df]
     df = df[SUMMARY_COLUMNS + extras].copy()
-    df["unit"] = df["operation"].map(NOT_LATENCY).fillna("ms")
+    df["unit"] = "ms"  # requests only: loadkit metrics (chunks, chunks_per_s…) are in metrics_table
     df["count"] = df["count"].astype("Float64").round().astype("Int64")
     df["failures"] = df["failures"].astype("Float64").round().astype("Int64")
     # Aggregated last within each run, operations alphabetical otherwise
@@ -89,9 +90,24 @@ def counters_table(runs: list[Run]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def metrics_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per (run, metric): tool, run, then METRIC_COLUMNS; runs in input order, then by kind
+    (latency, count, rate) and name. Value columns are in the row's ``unit``."""
+    cols = ["tool", "run", *METRIC_COLUMNS]
+    frames = [r.metrics.assign(tool=r.tool, run=r.label, _run=i)
+              for i, r in enumerate(runs) if r.metrics is not None and not r.metrics.empty]  # fmt: skip
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    df = pd.concat(frames, ignore_index=True)
+    df["_kind"] = df["kind"].map({k: i for i, k in enumerate(KINDS)}).fillna(len(KINDS))
+    df = df.sort_values(["_run", "_kind", "name", "type"], kind="stable")
+    df["count"] = pd.to_numeric(df["count"], errors="coerce").astype("Float64").round().astype("Int64")
+    return df[cols].reset_index(drop=True)
+
+
 def operations_in_order(summary: pd.DataFrame, limit: int | None = None) -> list[str]:
-    """Latency operations across runs, busiest first (Aggregated excluded), for consistent chart order."""
-    ops = summary[(summary["operation"] != AGGREGATED) & ~summary["operation"].isin(list(NOT_LATENCY))].groupby("operation")["count"].sum().sort_values(ascending=False)
+    """Request operations across runs, busiest first (Aggregated excluded), for consistent chart order."""
+    ops = summary[summary["operation"] != AGGREGATED].groupby("operation")["count"].sum().sort_values(ascending=False)
     names = list(ops.index)
     return names[:limit] if limit else names
 
@@ -105,3 +121,7 @@ def fmt_ms(v) -> str:
     if v >= 10:
         return f"{v:.1f}"
     return f"{v:.2f}"
+
+
+#: a metric's value in its own unit (count, 1/s…): the same precision steps
+fmt_value = fmt_ms

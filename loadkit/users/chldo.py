@@ -18,15 +18,17 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import sys
 import uuid
+from time import perf_counter
 from pathlib import Path
 from typing import Any
 
+from gevent import GreenletExit
 from locust import User, events, task
 
 from loadkit.clients.chldo import ChldoClient
 from loadkit.metrics.counters import counters
+from loadkit.options import choice, file_or_inline, number, parsed_by, rule
 from loadkit.users.measure import Measure
 from loadkit.protocols.chldo import build_sendmsg
 from loadkit.protocols.chldo_turn import ChldoConnectError, ChldoConnectionLost, ChldoError, ChldoTimeout, Turn
@@ -80,23 +82,6 @@ def _add_chldo_options(parser: Any) -> None:
                              "voice_ms (default); 0 = only sendmsg and the phase latencies")
 
 
-@events.init.add_listener
-def _check_chldo_options(environment: Any, **_kw: Any) -> None:
-    """Refuse bad ``--chldo-*`` values once, up front, instead of a traceback per spawned user."""
-    opts = environment.parsed_options
-    if opts is None or not hasattr(opts, "chldo_think_time"):
-        return
-    try:
-        parse_think_time(opts.chldo_think_time)
-        load_prompts(opts.chldo_prompts)
-        parse_omit(opts.chldo_omit)
-        if opts.chldo_turn_timeout <= 0 or opts.chldo_connect_timeout <= 0:
-            raise ValueError("--chldo-turn-timeout and --chldo-connect-timeout must be > 0")
-    except ValueError as exc:
-        sys.stderr.write(f"chldo: error: {exc}\n")
-        raise SystemExit(2) from None
-
-
 def parse_omit(text: str) -> tuple[str, ...]:
     fields = tuple(f.strip() for f in (text or "").split(",") if f.strip())
     unknown = set(fields) - set(OMITTABLE)
@@ -133,6 +118,17 @@ def load_prompts(spec: str) -> list[str]:
     return prompts
 
 
+def _checks() -> None:
+    """The ``--chldo-*`` checks, shared by the command line and the web UI (loadkit.options)."""
+    rule("--chldo-think-time", parsed_by(parse_think_time))
+    rule("--chldo-prompts", lambda text: (file_or_inline(text), parsed_by(load_prompts)(text)))
+    rule("--chldo-omit", parsed_by(parse_omit))
+    rule("--chldo-turn-timeout", number(0, 86400, above=True))
+    rule("--chldo-connect-timeout", number(0, 3600, above=True))
+    rule("--chldo-turns-per-connection", number(0, integer=True))
+    rule("--chldo-detail-metrics", choice("0", "1"))
+
+
 def parse_return_voice(text: str) -> Any:
     text = (text or "").strip()
     if text == "":
@@ -140,6 +136,9 @@ def parse_return_voice(text: str) -> Any:
     if text in ("0", "1"):
         return int(text)
     return text
+
+
+_checks()
 
 
 class ChldoUser(User):
@@ -150,6 +149,8 @@ class ChldoUser(User):
     """
 
     abstract = True
+    host_schemes = ("ws", "wss")  # what --host must be (loadkit.options)
+    host_example = "ws://127.0.0.1:8765"
     api_key: str | None = None
     return_voice: Any = None
     prompts: list[str] | None = None
@@ -165,6 +166,8 @@ class ChldoUser(User):
         self.room_uid = f"lk{tag}r{n}"
         if self.api_key is None:
             self.api_key = get("chldo_api_key", "demo-key")
+        if isinstance(self.api_key, str):
+            self.measure.secrets.append(self.api_key)
         if self.return_voice is None:
             self.return_voice = parse_return_voice(get("chldo_return_voice", ""))
         if self.prompts is None:
@@ -232,7 +235,12 @@ class ChldoUser(User):
         prompts = self.prompts
         prompt = prompts[self._prompt_index % len(prompts)]
         self._prompt_index += 1
-        turn = self.client.sendmsg(self.build_request(prompt), self.turn_timeout)
+        t0 = perf_counter()
+        try:
+            turn = self.client.sendmsg(self.build_request(prompt), self.turn_timeout)
+        except GreenletExit:  # stopped (end of the run) while the turn streams: recorded, not lost
+            self.measure.unfinished("sendmsg", (perf_counter() - t0) * 1000.0)
+            raise
         self.report(turn)
         self._turns_on_connection += 1
         if isinstance(turn.error, (ChldoTimeout, ChldoConnectionLost)) or (

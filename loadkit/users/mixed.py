@@ -17,6 +17,7 @@ from locust import events
 from locust.runners import WorkerRunner
 
 from loadkit.users.chldo import ChldoUser
+from loadkit.options import number, rule, url
 from loadkit.users.ktb import KtbChatUser
 
 log = logging.getLogger("loadkit.mixed")
@@ -32,14 +33,22 @@ def _options(parser: Any) -> None:
     parser.add_argument("--mixed-chldo-weight", type=int, default=1, help="relative share of chldo users (default 1)")
 
 
+rule("--mixed-ktb-url", url("http", "https", example="http://127.0.0.1:5001", empty_ok=True))
+rule("--mixed-chldo-url", url("ws", "wss", example="ws://127.0.0.1:8765", empty_ok=True))
+rule("--mixed-ktb-weight", number(0, integer=True))
+rule("--mixed-chldo-weight", number(0, integer=True))
+
+
 class KtbChat(KtbChatUser):
     abstract = False
     weight = 1
+    host_schemes = None  # its server is --mixed-ktb-url, not --host
 
 
 class ChldoStream(ChldoUser):
     abstract = False
     weight = 1
+    host_schemes = None  # its server is --mixed-chldo-url, not --host
 
 
 def _apply(environment: Any) -> None:

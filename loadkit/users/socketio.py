@@ -29,8 +29,10 @@ import os
 import time
 from typing import Any, Callable
 
-from locust import User, events
+from gevent import GreenletExit
+from locust import User
 
+from loadkit.redact import redact_exception
 from loadkit.users.measure import Measure
 from loadkit.clients.socketio import (
     Answer,
@@ -63,6 +65,8 @@ class LocustSocketIOClient:
     ) -> None:
         self.raw = SocketIOClient(url, **client_kwargs)
         self._fire = request_event.fire
+        self._unfinished = getattr(request_event, "unfinished", None)  # a Measure records them
+        self._measure = request_event
         self.request_type = request_type
         self.classify_error = classify_error or (lambda e: e)
         self.user = user
@@ -83,6 +87,8 @@ class LocustSocketIOClient:
 
     # measured operations -----------------------------------------------------------------------
     def _report(self, name: str, t0: float, t1: float, length: int, exc: BaseException | None) -> None:
+        if exc is not None:  # a failure's text shows no secret the server echoed (loadkit.redact)
+            redact_exception(exc, getattr(self._measure, "secrets", ()))
         self._fire(
             request_type=self.request_type,
             name=name,
@@ -132,6 +138,10 @@ class LocustSocketIOClient:
             self._report(name or event, t_sent, getattr(exc, "t_recv", None) or perf_counter(),
                          getattr(exc, "nbytes", 0), exc)
             raise
+        except GreenletExit:  # the user is being stopped (end of the run) while this request waits
+            if self._unfinished is not None:
+                self._unfinished(name or event, (perf_counter() - t0) * 1000.0)
+            raise
         self._fire(
             request_type=self.request_type,
             name=name or event,
@@ -174,7 +184,6 @@ def _tune_gc(**_kw: Any) -> None:
     gc.set_threshold(max(g0, 20000), max(g1, 20), max(g2, 20))
 
 
-events.spawning_complete.add_listener(_tune_gc)
 
 
 class SocketIOUser(User):
@@ -204,6 +213,10 @@ class SocketIOUser(User):
         super().__init__(environment)
         #: the one measurement path (request events and loadkit metrics), see loadkit.users.measure
         self.measure = Measure(environment, self.request_type)
+        events = environment.events
+        if not getattr(events, "_loadkit_gc_tuning", False):  # on this run's events, once
+            events._loadkit_gc_tuning = True
+            events.spawning_complete.add_listener(_tune_gc)
         self.sio = self.make_client()
 
     def socketio_auth(self) -> Any:

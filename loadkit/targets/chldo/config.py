@@ -47,6 +47,8 @@ class ServerConfig:
     max_concurrent: int = 0  # turns served at once per process; 0 = no limit (the rest wait in a queue)
     ping_interval: float = 20.0
     processes: int = 1
+    faults: dict[str, float] = field(default_factory=dict)  # loadkit.targets.faults: kind -> probability
+    fault_seed: int = 0
     spaces: dict[str, Space] = field(default_factory=lambda: {DEMO_KEY: Space(DEMO_KEY)})
 
 
@@ -119,6 +121,12 @@ def from_args(args: Any) -> ServerConfig:
     processes = getattr(args, "processes", 1)
     if not 1 <= processes <= 256:
         raise ConfigError(f"--processes must be within 1..256, got {processes}")
+    from loadkit.targets.faults import parse_faults
+
+    try:
+        faults = parse_faults(getattr(args, "fault", "") or "")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     cfg = ServerConfig(
         host=args.host,
         port=args.port,
@@ -134,6 +142,8 @@ def from_args(args: Any) -> ServerConfig:
         max_concurrent=max_concurrent,
         ping_interval=nonneg("ping-interval", args.ping_interval),
         processes=processes,
+        faults=faults,
+        fault_seed=int(getattr(args, "fault_seed", 0) or 0),
     )
     if args.api_keys:
         cfg.spaces = load_spaces(args.api_keys)

@@ -1,0 +1,102 @@
+"""One validation of every option, command line and web UI (issue #15 item 1)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from loadkit.options import number, url
+from loadkit.procs import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_checks_say_what_is_wrong():
+    with pytest.raises(ValueError, match="finite"):
+        number(0)("nan")
+    with pytest.raises(ValueError, match="finite"):
+        number(0)("inf")
+    with pytest.raises(ValueError, match=">= 0"):
+        number(0, integer=True)("-1")
+    with pytest.raises(ValueError, match="> 0"):
+        number(0, above=True)("0")
+    assert number(0, integer=True)("3") == 3
+    with pytest.raises(ValueError, match="http:// or https://.*e.g. http://h:1"):
+        url("http", "https", example="http://h:1")("127.0.0.1:5001")
+    with pytest.raises(ValueError, match="not a URL"):
+        url("http", example="http://h:1")("http://h:99999")
+    assert url("ws", example="ws://h", empty_ok=True)("") == ""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("locustfile, args, line", [
+    ("chldo_stream.py", ["--host", "127.0.0.1:8765"], "--host needs a URL starting with ws:// or wss://"),
+    ("chldo_stream.py", [], "--host is required by ChldoStreamUser, e.g. --host ws://127.0.0.1:8765"),
+    ("ktb_chat.py", ["--host", "127.0.0.1:5001"], "--host needs a URL starting with http:// or https://"),
+    ("ktb_chat.py", [], "--host is required by KtbChat, e.g. --host http://127.0.0.1:5001"),
+    ("chldo_stream.py", ["--host", "ws://127.0.0.1:9", "--chldo-turns-per-connection", "-1"],
+     "--chldo-turns-per-connection: must be >= 0, got -1"),
+    ("chldo_stream.py", ["--host", "ws://127.0.0.1:9", "--chldo-detail-metrics", "5"],
+     "--chldo-detail-metrics: expected one of 0, 1, got '5'"),
+    ("chldo_stream.py", ["--host", "ws://127.0.0.1:9", "--chldo-prompts", "/nonexistent/p.txt"],
+     "--chldo-prompts: no such file: '/nonexistent/p.txt'"),
+    ("chldo_stream.py", ["--host", "ws://127.0.0.1:9", "--chldo-turn-timeout", "nan"],
+     "--chldo-turn-timeout: expected a finite number, got 'nan'"),
+    ("mixed.py", ["--mixed-ktb-url", "banana", "--mixed-chldo-url", "ws://127.0.0.1:9"],
+     "--mixed-ktb-url: needs a URL starting with http:// or https://"),
+])
+def test_bad_command_line_values_are_one_line_and_exit_2(locustfile, args, line, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / locustfile), "--headless",
+                        "-u", "1", "-t", "3s", *args], capture_output=True, text=True, timeout=50, cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert f"loadkit: error: {line}" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+
+
+def _page_options(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+        page = r.read().decode()
+    start = page.index("window.templateArgs = ") + len("window.templateArgs = ")
+    return json.JSONDecoder().raw_decode(page, start)[0]["extra_options"]
+
+
+def _swarm(port: int, **form) -> tuple[int, dict]:
+    data = urllib.parse.urlencode({"user_count": "1", "spawn_rate": "1", **form}).encode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/swarm", data=data, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.timeout(60)
+def test_the_web_ui_refuses_bad_values_before_locust_keeps_them(spawn):
+    port = free_port()
+    spawn([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "chldo_stream.py"), "--web-host", "127.0.0.1",
+           "--web-port", str(port), "--host", "ws://127.0.0.1:9"], port=port, name="webui")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            _page_options(port)
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    status, body = _swarm(port, host="ws://127.0.0.1:9", chldo_turns_per_connection="abc")
+    assert status == 400 and body["success"] is False
+    assert "--chldo-turns-per-connection: expected a whole number, got 'abc'" in body["message"]
+    status, body = _swarm(port, host="notaurl")
+    assert status == 400 and "--host needs a URL starting with ws:// or wss://" in body["message"]
+    # nothing stuck: the page still offers the command line's value
+    assert _page_options(port)["chldo_turns_per_connection"]["default_value"] == 0
+    status, body = _swarm(port, host="ws://127.0.0.1:9", chldo_turns_per_connection="2")
+    assert status == 200 and body["success"] is True, body
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/stop", method="POST"), timeout=10).read()
