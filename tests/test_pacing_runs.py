@@ -116,7 +116,7 @@ def test_two_workers_share_the_rate(spawn, tmp_path):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("extra, words", [
-    (["--arrival-rate", "fast"], "--arrival-rate 'fast': expected a rate"),
+    (["--arrival-rate", "fast"], "--arrival-rate: 'fast': expected a rate"),
     (["--arrival-rate", "0/s"], "must be > 0"),
     (["--arrival-stages", "30s-10/s"], "expected DURATION:RATE"),
     (["--arrival-rate", "5/s", "--arrival-pattern", "gamma"], "gamma needs a shape"),

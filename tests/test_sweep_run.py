@@ -55,7 +55,7 @@ def test_sweep_finds_the_capacity_the_server_was_given(spawn, tmp_path):
 @pytest.mark.parametrize("extra, words", [
     (["--sweep"], "--sweep needs at least one --slo"),
     (["--sweep", "--slo", "ttft:p95<1s", "--arrival-rate", "5/s"], "drop --arrival-rate"),
-    (["--sweep", "--slo", "ttft:p95<1s", "--sweep-rates", "0"], "--sweep-rates '0'"),
+    (["--sweep", "--slo", "ttft:p95<1s", "--sweep-rates", "0"], "--sweep-rates: '0'"),
 ])
 def test_bad_sweep_options_are_one_line_and_exit_2(spawn, tmp_path, extra, words):
     proc = spawn([sys.executable, "-m", "locust", "-f", CHLDO, "--headless", "-u", "1", "-r", "1",

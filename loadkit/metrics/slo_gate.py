@@ -47,6 +47,14 @@ LIVE_INTERVAL = 2.0
 #: this process's goodput counts (``Measure.goodput`` is this object while ``--goodput`` is given)
 GOODPUT = goodput.GoodputCounts()
 
+def _declare_rules() -> None:
+    from loadkit.options import rule
+
+    rule("--slo", check_slo)
+    rule("--slo-abort-after", check_abort_after)
+    rule("--goodput", check_goodput)
+
+
 _state: dict[str, Any] = {"slos": [], "results": [], "failing_since": {}, "aborted": None, "final": None}
 
 
@@ -65,6 +73,45 @@ def _add_options(parser: Any) -> None:
         "--goodput", action="append", default=None, metavar="SPEC",
         help="count requests that met every target, e.g. 'sendmsg: ttft<500ms, sendmsg<5s' (repeatable, or "
              "several operations separated by ';'); written to <prefix>_goodput.csv")
+
+
+def _without_flag(message: str) -> str:
+    """``--slo 'x': what`` → ``'x': what`` (:mod:`loadkit.options` names the option itself)."""
+    return message.split(" ", 1)[1] if message.startswith("--") and " " in message else message
+
+
+def _list_value(text: str) -> Any:
+    """The raw value of a repeatable option: a form's string, or the command line's list as text."""
+    if text.startswith("[") and text.endswith("]"):
+        import ast
+
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            pass
+    return text
+
+
+def check_slo(text: str) -> Any:
+    """:mod:`loadkit.options` check of ``--slo`` (command line and web UI form alike)."""
+    try:
+        return slo.parse_all(_list_value(text))
+    except ValueError as exc:
+        raise ValueError(_without_flag(str(exc))) from None
+
+
+def check_goodput(text: str) -> Any:
+    try:
+        return goodput.parse(_list_value(text))
+    except ValueError as exc:
+        raise ValueError(_without_flag(str(exc))) from None
+
+
+def check_abort_after(text: str) -> Any:
+    try:
+        return abort_after_seconds(text)
+    except ValueError as exc:
+        raise ValueError(_without_flag(str(exc))) from None
 
 
 def abort_after_seconds(text: str | None) -> float | None:
@@ -346,3 +393,6 @@ def start(environment: Any) -> None:
         import gevent
 
         gevent.spawn(_live_loop, environment)
+
+
+_declare_rules()

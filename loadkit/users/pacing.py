@@ -103,6 +103,41 @@ class Settings:
         return f"{what}, {pattern}"
 
 
+def _check(parse: Any) -> Any:
+    """A :mod:`loadkit.options` check from one of :mod:`loadkit.pacing`'s parsers (which name the
+    option themselves: that part is left to the caller)."""
+    def check(text: str) -> Any:
+        if not text.strip():
+            return None
+        try:
+            return parse(text)
+        except pacing.PacingError as exc:
+            message = str(exc)
+            raise ValueError(message.split(" ", 1)[1] if message.startswith("--") and " " in message else message) from None
+
+    return check
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise pacing.PacingError(f"--arrival-seed {text!r}: expected a whole number") from None
+
+
+def _declare_rules() -> None:
+    from loadkit.options import rule
+
+    rule("--arrival-rate", _check(pacing.parse_rate))
+    rule("--arrival-stages", _check(pacing.parse_stages))
+    rule("--arrival-pattern", _check(pacing.parse_pattern))
+    rule("--arrival-seed", _check(_seed))
+    rule("--arrival-max-lag", _check(lambda t: pacing.parse_duration(t, "--arrival-max-lag")))
+
+
+_declare_rules()
+
+
 def options_problem(options: Any) -> str | None:
     """What is wrong with the ``--arrival-*`` values (one line), or None."""
     if options is None:

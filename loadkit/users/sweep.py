@@ -54,6 +54,34 @@ def _add_options(parser: Any) -> None:
                         help="duration of each --sweep stage (default 10s)")
 
 
+def _declare_rules() -> None:
+    from loadkit.options import rule
+
+    def rates(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise ValueError(f"{text!r}: expected a whole number >= 1") from None
+        if n < 1:
+            raise ValueError(f"{text!r}: expected a whole number >= 1")
+        return n
+
+    def stage_time(text: str) -> float:
+        try:
+            seconds = pacing.parse_duration(text, "--sweep-stage-time")
+        except pacing.PacingError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
+        if seconds < 1:
+            raise ValueError(f"{text!r}: at least 1s")
+        return seconds
+
+    rule("--sweep-rates", rates)
+    rule("--sweep-stage-time", stage_time)
+
+
+_declare_rules()
+
+
 def settings(options: Any) -> tuple[int, float] | None:
     """(constant stages, stage seconds) of ``--sweep`` (None: no sweep); PacingError when bad."""
     if not getattr(options, "sweep", False):
