@@ -33,7 +33,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from loadkit.metrics.histograms import MESSAGE_KEY, write_csv_atomic
 
@@ -228,6 +228,36 @@ def write_results(environment: Any) -> str | None:
         logger.error("loadkit: could not write %s: %s", path, exc)
         return None
     return path
+
+
+FINAL_REPORTS_WAIT = 5.0  # seconds a master waits, after a stop, for its workers' last reports
+
+
+def after_final_reports(environment: Any, write: Callable[[Any], Any]) -> None:
+    """Run ``write(environment)`` once the run's figures are complete: at once in a local run; on a
+    master, once every connected worker has sent the report it makes after stopping (or is gone),
+    at most :data:`FINAL_REPORTS_WAIT` seconds after the stop.
+
+    Why: Locust's master fires ``test_stop`` once the workers *say* they have no users left; the
+    samples of their last seconds can still be on the way, in their next stats report. Files
+    written at ``test_stop`` (the web UI's Stop button) missed them until the master quit
+    (tests/test_distributed.py::test_stop_in_the_web_ui_writes_files_with_the_workers_last_reports).
+    """
+    if not _is_master(environment):
+        write(environment)
+        return
+    import gevent
+
+    def wait_then_write() -> None:
+        mark = time.time()
+        deadline = time.monotonic() + FINAL_REPORTS_WAIT
+        while time.monotonic() < deadline:
+            if all(w.missing or w.gone or w.final_report_at >= mark for w in TRACKER.workers.values()):
+                break
+            gevent.sleep(0.1)
+        write(environment)
+
+    gevent.spawn(wait_then_write)
 
 
 def lost_workers(path: str | os.PathLike) -> list[dict[str, str]]:

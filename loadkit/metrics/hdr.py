@@ -114,7 +114,9 @@ def _on_reset_stats(**_kw: Any) -> None:
 
 
 def _on_test_stop(environment: Any, **_kw: Any) -> None:
-    write_results(environment)
+    from loadkit.metrics import distributed
+
+    distributed.after_final_reports(environment, write_results)
 
 
 def _on_quitting(environment: Any, **_kw: Any) -> None:

@@ -285,7 +285,9 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
 def _on_test_stop(environment: Any, **_kw: Any) -> None:
     while _SAMPLER:
         _SAMPLER.pop().stop()
-    write_results(environment)
+    from loadkit.metrics import distributed
+
+    distributed.after_final_reports(environment, write_results)
 
 
 def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
