@@ -35,21 +35,35 @@ from gevent import getcurrent
 from gevent.hub import Waiter, get_hub
 import websocket
 
-from loadkit.protocols.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameDecoder, WireError
+from loadkit.protocols.correlation import (  # the errors and results are re-exported from here
+    Answer,
+    AnswerTimeout,
+    Backoff,
+    BadAnswer,
+    ConnectionFailed,
+    ConnectRefused,
+    Disconnect,
+    ErrorAnswer,
+    Handshake,
+    Pending,
+    PendingRequests,
+    SocketIOError,
+    reconnect_delay,
+)
+from loadkit.protocols.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameDecoder, WireError, client_frame
 from loadkit.protocols.socketio import (
     Ack,
-    ConnectError,
-    Connected,
     Disconnected,
     EioClosed,
-    EioOpen,
     EioPing,
     Event,
     ProtocolError,
     SocketIOProtocol,
-    client_frame,
     websocket_url,
 )
+
+__all__ = ["Answer", "AnswerTimeout", "BadAnswer", "ConnectionFailed", "ConnectRefused", "Disconnect", "ErrorAnswer",
+           "SocketIOClient", "SocketIOError", "reconnect_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -60,86 +74,6 @@ _OP_BINARY = websocket.ABNF.OPCODE_BINARY
 _RECV_SIZE = 16384  # holds any one answer of the KTB protocol; larger messages take several reads
 #: what a non-blocking read raises when nothing is there yet (plain, TLS)
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-
-# --------------------------------------------------------------------------------------- errors
-class SocketIOError(Exception):
-    """Base class of every failure this client reports."""
-
-
-class ConnectionFailed(SocketIOError):
-    """The websocket or the Engine.IO OPEN could not be established."""
-
-
-class ConnectRefused(SocketIOError):
-    """The server answered Socket.IO CONNECT with CONNECT_ERROR (e.g. ``Authentication error``)."""
-
-    def __init__(self, namespace: str, data: Any) -> None:
-        self.namespace = namespace
-        self.data = data
-        msg = data.get("message", data) if isinstance(data, dict) else data
-        super().__init__(f"CONNECT_ERROR {namespace}: {msg}")
-
-
-class Disconnect(SocketIOError):
-    """The connection closed (or was closed) while an answer was pending."""
-
-
-class AnswerTimeout(SocketIOError):
-    """No matching answer arrived in time."""
-
-
-class ErrorAnswer(SocketIOError):
-    """A failure event (e.g. ``error`` or ``joinRoomError``) answered the request."""
-
-    def __init__(self, event: str, args: list, nbytes: int = 0, t_recv: float | None = None,
-                 t_sent: float | None = None) -> None:
-        self.event = event
-        self.event_args = args  # (``Exception.args`` is taken by the message)
-        self.nbytes = nbytes
-        self.t_recv = t_recv
-        self.t_sent = t_sent
-        super().__init__(f"{event}: {self.payload!r}")
-
-    @property
-    def payload(self) -> Any:
-        return self.event_args[0] if self.event_args else None
-
-
-class BadAnswer(SocketIOError):
-    """An event that could answer (or fail) a request arrived with a payload the request's
-    predicate could not even inspect (e.g. a list where a dict was due): a malformed answer,
-    reported as this request's failure instead of tearing down the connection."""
-
-    def __init__(self, event: str, exc: BaseException, nbytes: int = 0, t_recv: float | None = None,
-                 t_sent: float | None = None) -> None:
-        self.event = event
-        self.nbytes = nbytes
-        self.t_recv = t_recv
-        self.t_sent = t_sent
-        super().__init__(f"malformed {event!r}: {type(exc).__name__}: {exc}")
-
-
-# -------------------------------------------------------------------------------------- results
-class Answer:
-    """What answered a request: the event name, its arguments and when it arrived."""
-
-    __slots__ = ("event", "args", "nbytes", "t_sent", "t_recv")
-
-    def __init__(self, event: str, args: list, nbytes: int, t_sent: float, t_recv: float) -> None:
-        self.event = event
-        self.args = args
-        self.nbytes = nbytes
-        self.t_sent = t_sent
-        self.t_recv = t_recv
-
-    @property
-    def data(self) -> Any:
-        return self.args[0] if self.args else None
-
-    @property
-    def elapsed_ms(self) -> float:
-        return (self.t_recv - self.t_sent) * 1000.0
 
 
 class _Expired(Exception):
@@ -230,64 +164,58 @@ class _HeartbeatWatch(_Sweeper):
 _HEARTBEATS = _HeartbeatWatch()
 
 
-def reconnect_delay(attempt: int, base: float, cap: float, jitter: float, u: float) -> float:
-    """Seconds to wait before reconnect attempt ``attempt`` (0-based): ``base * 2**attempt``,
-    capped at ``cap``, then spread by ``±jitter`` (a fraction) with ``u`` uniform in [0, 1), so
-    that users who lost their connections together do not all come back in the same instant."""
-    delay = min(cap, base * (2**attempt))
-    return max(0.0, delay * (1.0 + jitter * (2 * u - 1)))
-
-
 class _Result:
     """A one-shot result a greenlet waits for (``SocketIOClient._await``); set by whichever
     greenlet reads the socket (a lighter ``AsyncResult``: at most one hub callback to wake the
     waiter, none when the waiter resolves its own result, no links, no per-wait timer)."""
 
-    __slots__ = ("done", "_value", "_exc", "_waiter", "deadline", "__weakref__")
+    __slots__ = ("done", "value", "error", "_waiter", "deadline", "__weakref__")
 
     def __init__(self) -> None:
         self.done = False
         self.deadline = 0.0
-        self._value: Any = None
-        self._exc: BaseException | None = None
+        self.value: Any = None
+        self.error: BaseException | None = None
         self._waiter: Waiter | None = None
-
-    def ready(self) -> bool:
-        return self.done
 
     def set(self, value: Any) -> None:
         if not self.done:
             self.done = True
-            self._value = value
+            self.value = value
             if self._waiter is not None:
                 get_hub().loop.run_callback(self._waiter.switch, None)
 
     def set_exception(self, exc: BaseException) -> None:
         if not self.done:
             self.done = True
-            self._exc = exc
+            self.error = exc
             if self._waiter is not None:
                 get_hub().loop.run_callback(self._waiter.switch, None)
 
 
-class _Waiter(_Result):
-    """One pending request: which events answer it, which fail it; it is its own result (one
+def _wake(res: Any) -> None:
+    """Wake the greenlet waiting for ``res`` (resolved by the pure core), if it is parked."""
+    w = res._waiter
+    if w is not None:
+        get_hub().loop.run_callback(w.switch, None)
+
+
+class _Waiter(Pending):
+    """One pending request (the pure core's record) that is also its own waitable result (one
     object per request instead of two)."""
 
-    __slots__ = ("answer", "match", "errors", "t_sent", "namespace")
+    __slots__ = ("_waiter", "deadline", "__weakref__")
 
-    def __init__(self, answer, match, errors, namespace):
+    def __init__(self, answer, match, errors, namespace):  # Pending.__init__, inlined (hot path)
         self.done = False
         self.deadline = self.t_sent = 0.0
-        self._value = self._exc = self._waiter = None
+        self.value = self.error = self._waiter = None
         self.answer = answer
         self.match = match
         self.errors = errors  # dict event -> predicate | None
         self.namespace = namespace
 
-    @property
-    def result(self) -> "_Waiter":
-        return self
+    set_exception = _Result.set_exception
 
 
 _DRAIN_QUEUED = object()  # reader-role marker: a drain of this connection is queued
@@ -408,10 +336,11 @@ class SocketIOClient:
         self._decoder = FrameDecoder()
         self._handlers: dict[tuple[str, str], list[Callable]] = {}
         self._unclaimed_handlers: dict[tuple[str, str], list[Callable]] = {}  # on(..., claimed=False)
-        # pending requests in send order; a connection rarely has more than one or two, so a
-        # list scanned per received event beats per-event-name indexes kept up to date per request
-        self._pending: list[_Waiter] = []
-        self._acks: dict[int, _Waiter] = {}
+        self._requests = PendingRequests()  # the pure core: which event or ack answers which request
+        # while connecting: the handshake core, the result the opener waits for, the CONNECT payload
+        self._handshake: Handshake | None = None
+        self._hs_result: _Result | None = None
+        self._hs_auth: Any = None
         self.on_disconnect: Callable[[str], None] | None = None  # called with a reason, from the reader
         self.on_reconnect: Callable[[], None] | None = None
         # an event no handler exists for and no pending request took (as answer or failure)
@@ -441,6 +370,8 @@ class SocketIOClient:
             r.kill(block=False)
 
     def _open(self) -> None:
+        """Upgrade to a websocket, then run the Socket.IO handshake through the same reading and
+        dispatch path as every later frame (``_process``), bounded by one ``connect_timeout``."""
         self.proto = SocketIOProtocol()
         self._send_nb = None  # until _start_reading: sends go through gevent's socket
         ws = websocket.WebSocket(
@@ -467,63 +398,48 @@ class SocketIOClient:
             upgrade.close()
         self.ws = ws
         self._decoder = FrameDecoder()
+        result = _Result()
         try:
-            auth = self.auth() if callable(self.auth) else self.auth
-            pending = set(self.namespaces)
-            sock = ws.sock
-            while pending:
-                sock.settimeout(max(0.001, deadline - time.monotonic()))
-                try:
-                    data = sock.recv(65536)
-                except socket.timeout:
-                    raise AnswerTimeout(f"no CONNECT ack from {self.url} within {self.connect_timeout:g}s") from None
-                except OSError as exc:
-                    raise ConnectionFailed(f"{self.url} closed during handshake: {exc}") from None
-                if not data:
-                    raise ConnectionFailed(f"{self.url} closed during handshake")
-                try:
-                    messages = self._decoder.feed(data)
-                except WireError as exc:
-                    raise ConnectionFailed(f"{self.url}: bad websocket framing: {exc}") from None
-                for op, payload in messages:
-                    if op == OP_TEXT:
-                        frame: str | bytes = payload.decode("utf-8", "replace")
-                    elif op == OP_BINARY:
-                        frame = payload
-                    elif op == OP_PING:
-                        self._send_control(websocket.ABNF.OPCODE_PONG, payload)
-                        continue
-                    elif op == OP_CLOSE:
-                        raise ConnectionFailed(f"{self.url} closed the websocket during handshake")
-                    else:
-                        continue
-                    for ev in self.proto.receive(frame, len(payload)):
-                        if isinstance(ev, EioOpen):
-                            for ns in self.namespaces:
-                                self._send_frames(self.proto.connect(ns, auth))
-                        elif isinstance(ev, Connected):
-                            pending.discard(ev.namespace)
-                            if ev.namespace == "/":
-                                self.sid = ev.sid
-                        elif isinstance(ev, ConnectError):
-                            raise ConnectRefused(ev.namespace, ev.data)
-                        elif isinstance(ev, EioClosed):
-                            raise ConnectionFailed(f"{self.url} sent CLOSE during handshake")
-                        elif isinstance(ev, Event):  # events sent before the CONNECT ack
-                            self._dispatch(ev, perf_counter())
-                    for out in self.proto.data_to_send():
-                        self._send_raw(out)
-            sock.settimeout(None)
-        except ProtocolError as exc:
+            self._hs_auth = self.auth() if callable(self.auth) else self.auth
+            self._handshake, self._hs_result = Handshake(self.namespaces), result
+            ws.sock.settimeout(None)
+            self._start_reading(ws)
+            self._await(result, max(0.001, deadline - time.monotonic()))
+        except _Expired:
             self._abort()
-            raise ConnectionFailed(f"{self.url}: {exc}") from None
+            raise AnswerTimeout(f"no CONNECT ack from {self.url} within {self.connect_timeout:g}s") from None
         except BaseException:
             self._abort()
             raise
+        finally:
+            self._handshake = self._hs_result = self._hs_auth = None
+        if self.ws is not ws:  # (cannot happen: a loss resolves the result with an exception)
+            raise ConnectionFailed(f"{self.url} closed during handshake")
         self.connected = True
-        self._start_reading(ws)
+        self._start_heartbeat()
+
+    def _on_handshake(self, ev: Any) -> str | None:
+        """A handshake event (OPEN, CONNECT ack, CONNECT_ERROR) while connecting; a reason string
+        if the connect failed (the connection is then lost, the opener told why)."""
+        hs = self._handshake
+        if hs is None:  # connected already: a late or repeated handshake packet changes nothing
+            return None
+        try:
+            for ns in hs.on_event(ev):
+                self._send_frames(self.proto.connect(ns, self._hs_auth))
+        except SocketIOError as exc:  # CONNECT_ERROR
+            self._hs_result.set_exception(exc)  # type: ignore[union-attr]
+            return str(exc)
+        if hs.done:
+            self.sid = hs.sid
+            self._handshake = None
+            self._hs_result.set(True)  # type: ignore[union-attr]
+        return None
 
     def _abort(self) -> None:
+        res = self._hs_result
+        if res is not None:  # closed while connecting: the opener fails (not at its deadline)
+            res.set_exception(ConnectionFailed(f"{self.url} closed during handshake"))
         ws, self.ws = self.ws, None
         self.connected = False
         self._stop_reading()
@@ -591,6 +507,9 @@ class SocketIOClient:
         self._io = io
         io.start(self._on_readable)
         self._io_on = True
+
+    def _start_heartbeat(self) -> None:
+        """Watch the server's pings, with the limits it announced in OPEN."""
         if self.heartbeat_check:
             self._last_ping = time.monotonic()
             # socket.io clients give up after interval + timeout; engine.io servers extend their own
@@ -695,8 +614,8 @@ class SocketIOClient:
                 _WHEEL.members.discard(res)
                 if self._holder is None and self._role_queue:
                     self._pass_role(self._io)
-        value, exc = res._value, res._exc
-        res._value = res._exc = None
+        value, exc = res.value, res.error
+        res.value = res.error = None
         if exc is not None:
             raise exc
         return value
@@ -744,11 +663,11 @@ class SocketIOClient:
                     return True
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
-            if not self._closing:
+            if not self._closing and self._handshake is None:
                 log.warning("%s: %s", self.url, reason)
         except WireError as exc:
             reason = f"bad websocket framing: {exc}"
-            if not self._closing:
+            if not self._closing and self._handshake is None:
                 log.warning("%s: %s", self.url, reason)
         except Disconnect as exc:  # a pong (or other protocol reply) could not be sent
             reason = str(exc)
@@ -788,6 +707,10 @@ class SocketIOClient:
                     if ev.namespace == "/":
                         return "server disconnected namespace /"
                     self._fail_all(Disconnect(f"server disconnected namespace {ev.namespace}"), ev.namespace)
+                else:  # Engine.IO OPEN, CONNECT ack, CONNECT_ERROR: the handshake's
+                    reason = self._on_handshake(ev)
+                    if reason is not None:
+                        return reason
             if proto._out:
                 for out in proto.data_to_send():
                     self._send_raw(out)
@@ -796,6 +719,11 @@ class SocketIOClient:
     def _lost(self, io: Any, reason: str) -> bool:
         """The connection ended under the reader: fail what is pending, tell, maybe reconnect."""
         if self._closing or io is not self._io:
+            return False
+        res = self._hs_result
+        if res is not None:  # still connecting: the opener raises, no disconnect or reconnect
+            res.set_exception(ConnectionFailed(f"{self.url}: {reason} during handshake"))
+            self._abort()
             return False
         self._abort()
         self._fail_all(Disconnect(reason))
@@ -810,11 +738,14 @@ class SocketIOClient:
         return False
 
     def _reconnect_loop(self) -> None:
-        attempt = 0
-        while not self._closing and (self.reconnect_attempts is None or attempt < self.reconnect_attempts):
-            gevent.sleep(reconnect_delay(attempt, self.reconnect_delay, self.reconnect_delay_max,
-                                         self.reconnect_jitter, random.random()))
-            attempt += 1
+        backoff = Backoff(self.reconnect_delay, self.reconnect_delay_max, self.reconnect_jitter,
+                          self.reconnect_attempts)
+        while not self._closing:
+            delay = backoff.next_delay(random.random())
+            if delay is None:
+                return
+            gevent.sleep(delay)
+            attempt = backoff.attempt
             if self._closing or self.ws is not None:  # closed, or connected by someone else meanwhile
                 return
             try:
@@ -833,41 +764,17 @@ class SocketIOClient:
             return
 
     def _dispatch(self, ev: Event, now: float) -> None:
+        """One event: to the request it answers or fails (the pure core decides), then to the
+        handlers; counted as unhandled if neither took it."""
+        w = self._requests.event(ev, now)
+        if w is not None:
+            waiter = w._waiter  # (_wake, inlined: the hot path)
+            if waiter is not None:
+                get_hub().loop.run_callback(waiter.switch, None)
         name = ev.name
-        args = ev.args
         ns = ev.namespace
-        taken = False
-        for w in self._pending:
-            if w.namespace != ns:
-                continue
-            if name == w.answer:
-                match = w.match
-                try:
-                    ok = match is None or match(args)
-                except Exception as exc:  # noqa: BLE001 - a malformed answer fails this request only
-                    self._pending.remove(w)
-                    w.set_exception(BadAnswer(name, exc, ev.nbytes, now, w.t_sent))
-                    taken = True
-                    break
-                if ok:
-                    self._pending.remove(w)
-                    w.set(Answer(name, args, ev.nbytes, w.t_sent, now))
-                    taken = True
-                    break
-            elif name in w.errors:
-                pred = w.errors[name]
-                try:
-                    ok = pred is None or pred(args)
-                except Exception as exc:  # noqa: BLE001 - a malformed failure event fails this request only
-                    self._pending.remove(w)
-                    w.set_exception(BadAnswer(name, exc, ev.nbytes, now, w.t_sent))
-                    taken = True
-                    break
-                if ok:
-                    self._pending.remove(w)
-                    w.set_exception(ErrorAnswer(name, args, ev.nbytes, now, w.t_sent))
-                    taken = True
-                    break
+        args = ev.args
+        taken = w is not None
         key = (ns, name)
         handlers = self._handlers.get(key)
         if handlers:
@@ -893,35 +800,18 @@ class SocketIOClient:
                 log.exception("handler for %r failed", name)
 
     def _forget(self, w: _Waiter) -> None:
-        try:
-            self._pending.remove(w)
-        except ValueError:
-            pass
+        self._requests.forget(w)
 
     def _on_ack(self, ev: Ack, now: float) -> None:
-        w = self._acks.pop(ev.ack_id, None)
-        if w is not None and not w.done:
-            if w.errors:
-                self._forget(w)
-            w.set(Answer("ack", ev.args, ev.nbytes, w.t_sent, now))
+        w = self._requests.ack(ev, now)
+        if w is not None:
+            _wake(w)
 
     def _fail_all(self, exc: SocketIOError, namespace: str | None = None) -> None:
         """Fail every pending request, or only those on ``namespace`` (the server disconnected that
         one namespace; the connection and the others live on)."""
-        if namespace is None:
-            waiters = {id(w): w for w in self._pending}
-            waiters.update({id(w): w for w in self._acks.values()})
-            self._pending.clear()
-            self._acks.clear()
-        else:
-            waiters = {id(w): w for w in self._pending if w.namespace == namespace}
-            waiters.update({id(w): w for w in self._acks.values() if w.namespace == namespace})
-            self._pending[:] = [w for w in self._pending if id(w) not in waiters]
-            for ack_id in [k for k, w in self._acks.items() if id(w) in waiters]:
-                del self._acks[ack_id]
-        for w in waiters.values():
-            if not w.done:
-                w.set_exception(exc)
+        for w in self._requests.fail_all(exc, namespace):
+            _wake(w)
 
     # ------------------------------------------------------------------------------ sending
     def _send_raw(self, frame: str | bytes) -> None:
@@ -1013,9 +903,7 @@ class SocketIOClient:
         ack_id = self.proto.next_ack_id()
         frames = self.proto.emit(event, args, namespace, ack_id=ack_id)
         w = _Waiter(None, None, errors, namespace or "/")
-        self._acks[ack_id] = w
-        if errors:
-            self._pending.append(w)
+        self._requests.add(w, ack_id)
         w.t_sent = perf_counter()
         try:
             self._send_frames(frames)
@@ -1024,7 +912,7 @@ class SocketIOClient:
             self._forget(w)
             raise AnswerTimeout(f"no ack for {event!r} within {timeout:g}s") from None
         finally:
-            self._acks.pop(ack_id, None)
+            self._requests.acks.pop(ack_id, None)
             if not w.done and errors:
                 self._forget(w)
 
@@ -1060,7 +948,7 @@ class SocketIOClient:
         wire = self.proto.emit_utf8(event, args, namespace)
         frames = self.proto.emit(event, args, namespace) if wire is None else ()
         w = _Waiter(answer, match, errors, namespace or "/")
-        self._pending.append(w)
+        self._requests.add(w)
         w.t_sent = perf_counter()
         try:
             if wire is not None:

@@ -29,6 +29,8 @@ import importlib
 
 import orjson
 
+from loadkit.protocols.wsframe import client_frame  # noqa: F401 - re-exported (it lived here)
+
 
 class _LazyModule:
     """A module imported on first attribute use, then read like the module itself.
@@ -185,26 +187,6 @@ def websocket_url(base_url: str, path: str = "/socket.io", query: dict[str, str]
     if query:
         q.update(query)
     return urlunsplit((scheme, parts.netloc, p, urlencode(q), ""))
-
-
-def client_frame(opcode: int, payload: bytes, mask_key: bytes) -> bytes:
-    """One final, masked client-to-server websocket frame (RFC 6455 §5.2).
-
-    Why here and not websocket-client's ``ABNF``: building an ABNF object per message costs several
-    times more than these few integer operations, and a load generator sends one per round trip.
-    """
-    n = len(payload)
-    b0 = 0x80 | opcode
-    if n < 126:
-        head = bytes((b0, 0x80 | n))
-    elif n < 65536:
-        head = bytes((b0, 0xFE)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((b0, 0xFF)) + n.to_bytes(8, "big")
-    if not n:
-        return head + mask_key
-    key = int.from_bytes((mask_key * ((n + 3) >> 2))[:n], "big")
-    return head + mask_key + (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
 
 
 def _nsp(ns: str | None) -> str:
