@@ -1,10 +1,10 @@
 """gevent WebSocket client for the chldo ``sendmsg`` stream, on the shared transport.
 
 :class:`~loadkit.clients.transport.WsTransport` does the opening handshake, the masked sending and
-the reading: the greenlet waiting in :meth:`ChldoClient.sendmsg` holds the reader role and reads
-the stream itself (no receive greenlet per connection: one switch hub -> waiter per read instead of
-hub -> reader greenlet, and the OS socket read directly, not through gevent's socket wrapper);
-frames that arrive between turns (pings, a close, strays) are read by the transport's drain pool.
+the reading. Unlike the Socket.IO client, nothing here takes the reader role: the stream is read in
+the io watcher's callback itself (``WsTransport._read_in_hub``), because processing a frame never
+waits; a token frame then costs no greenlet switch at all (the greenlet in :meth:`sendmsg` is woken
+once, at the end of its turn), which is what lets one core absorb a fast stream of single-frame reads.
 Each read's bytes go through :class:`FrameDecoder` and :class:`ChldoSession` (both sans-I/O), so a
 recv that carries forty token frames costs one syscall and forty JSON parses. Timestamps
 (``time.perf_counter()``) are taken once per recv, right after the bytes arrive.
@@ -19,7 +19,10 @@ import json
 from time import perf_counter
 from typing import Any, Callable
 
-from loadkit.clients.transport import UpgradeFailed, WsTransport, _Expired, _Result
+import gevent
+
+from loadkit.clients.schedulers import _Expired, _Result
+from loadkit.clients.transport import UpgradeFailed, WsTransport
 from loadkit.protocols.chldo_turn import (
     ChldoConnectError,
     ChldoProtocolError,
@@ -88,6 +91,11 @@ class ChldoClient(WsTransport):
         self._start_reading(ws)
         return elapsed
 
+    # the stream is read in the io watcher's callback (see WsTransport._read_in_hub): nothing in
+    # _process waits (pongs and close replies go out without blocking or from a spawned greenlet;
+    # on_stray runs in a spawned greenlet), so a token frame costs no greenlet switch
+    _on_readable = WsTransport._read_in_hub
+
     def close(self) -> None:
         """Stop reading and close the socket (a close frame, no waiting for its echo)."""
         if self.ws is None:
@@ -121,7 +129,7 @@ class ChldoClient(WsTransport):
             self._lost(self._io, str(exc))
             return turn
         try:
-            self._await(res, timeout)
+            self._wait(res, timeout)
         except _Expired:
             if self.session.timed_out(timeout, perf_counter()) is not None:
                 self.close()  # the rest of that stream would land in the next turn
@@ -137,7 +145,7 @@ class ChldoClient(WsTransport):
         self.session.stray = []
         return stray
 
-    # ---- reading (called by the transport, in whichever greenlet holds the reader role) ---------------
+    # ---- reading (called in the hub, by the io watcher's callback: nothing below may wait) -------
     def _end_turn(self) -> None:
         res = self._turn
         if res is not None:
@@ -167,15 +175,19 @@ class ChldoClient(WsTransport):
                 if on_text(payload, now) is not None:
                     self._end_turn()
             elif op == OP_PING:
-                self._send_control(OP_PONG, payload)
+                gevent.spawn(self._send_control, OP_PONG, payload)
             elif op == OP_CLOSE:
                 code, reason = parse_close(payload)
-                self._send_control(OP_CLOSE, (1000 if code is None else code).to_bytes(2, "big"))
+                gevent.spawn(self._send_control, OP_CLOSE, (1000 if code is None else code).to_bytes(2, "big"))
                 return f"server closed the connection: code {code} {reason}".rstrip()
             elif op == OP_BINARY:
                 session.on_binary(payload, now)
             # PONG: nothing to do
         if session.stray and self.on_stray is not None:
+            gevent.spawn(self._report_stray)
+        return None
+
+    def _report_stray(self) -> None:
+        if self.on_stray is not None:
             for violation in self.drain_stray():
                 self.on_stray(violation)
-        return None

@@ -15,7 +15,8 @@ import gevent
 from gevent import getcurrent
 from gevent.hub import get_hub
 
-from loadkit.clients.transport import _HEARTBEATS, UpgradeFailed, WsTransport, _Expired, _Result, _wake
+from loadkit.clients.schedulers import _HEARTBEATS, _Expired, _Result, _wake
+from loadkit.clients.transport import UpgradeFailed, WsTransport
 from loadkit.protocols.correlation import (
     AnswerTimeout,
     Backoff,

@@ -52,6 +52,7 @@ from gevent import getcurrent
 from gevent.hub import Waiter, get_hub
 import websocket
 
+from loadkit.clients.schedulers import _DRAINS, _HEARTBEATS, _WHEEL, _Result
 from loadkit.protocols.wsframe import FrameDecoder, WireError, client_frame
 
 log = logging.getLogger(__name__)
@@ -75,179 +76,7 @@ class UpgradeFailed(Exception):
         self.timed_out = timed_out
 
 
-class _Expired(Exception):
-    """Internal: the deadline wheel expired a pending result."""
-
-
-class _Sweeper:
-    """A set of members and one greenlet for the whole process that wakes every ``tick`` seconds
-    while the set is not empty and calls ``sweep(now)``; it is spawned again by the next ``add``."""
-
-    tick = 1.0
-
-    def __init__(self) -> None:
-        self.members: set = set()
-        self.greenlet: gevent.Greenlet | None = None
-
-    def _watch(self, member: Any) -> None:
-        self.members.add(member)
-        if self.greenlet is None:
-            self.greenlet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        try:
-            while self.members:
-                gevent.sleep(self.tick)
-                self.sweep(time.monotonic())
-        finally:
-            self.greenlet = None
-
-    def sweep(self, now: float) -> None:
-        raise NotImplementedError
-
-
-class _DeadlineWheel(_Sweeper):
-    """Process-wide coarse timeouts for pending answers (resolution ``tick`` seconds).
-
-    Why not ``gevent.Timeout`` per request: starting and stopping a libev timer for every round
-    trip measurably costs (~4-5 us of a ~50 us budget on the dev VM). Here a pending result joins a
-    set and leaves it when resolved (nothing resolved is retained, so nothing ages into the
-    garbage collector's old generation); one sweeper greenlet for the whole process (not per
-    connection), alive only while something is pending, expires what is overdue.
-    """
-
-    tick = 0.05
-
-    def add(self, res: "_Result", timeout: float) -> None:
-        res.deadline = time.monotonic() + timeout
-        self._watch(res)
-
-    def sweep(self, now: float) -> None:
-        for res in [r for r in self.members if r.deadline <= now]:
-            self.members.discard(res)
-            res.set_exception(_Expired())
-
-
-_WHEEL = _DeadlineWheel()
-
-
-class _HeartbeatWatch(_Sweeper):
-    """Process-wide detection of connections whose server went silent (no Engine.IO ping for
-    ``pingInterval + 2 x pingTimeout``, from the limits the server announced in OPEN).
-
-    Why: a half-open TCP connection (peer host gone, a NAT or load balancer dropping the flow)
-    never reads as closed; every request on it would just time out, forever. Engine.IO clients
-    treat a missing ping as a disconnect; so does this one, which is what makes a Locust user
-    log in and connect again. One sweep a second for the whole process; a connection costs no
-    timer of its own.
-    """
-
-    tick = 1.0
-    grace = 1.0  # seconds on top of the server's limits (pings travel, the sweep is coarse)
-
-    def add(self, client: "WsTransport") -> None:
-        self._watch(client)
-
-    def sweep(self, now: float) -> None:
-        for c in [c for c in self.members if now - c._last_ping > c._heartbeat_limit]:
-            # re-checked: an earlier client's on_disconnect may have yielded, and this one
-            # reconnected (or closed) meanwhile
-            if c in self.members and time.monotonic() - c._last_ping > c._heartbeat_limit:
-                self.members.discard(c)
-                try:
-                    c._heartbeat_lost(time.monotonic() - c._last_ping)
-                except Exception:  # noqa: BLE001 - one client's failure must not stop the watch
-                    log.exception("heartbeat handling of %s failed", getattr(c, "url", c))
-
-
-_HEARTBEATS = _HeartbeatWatch()
-
-
-class _Result:
-    """A one-shot result a greenlet waits for (``WsTransport._await``); set by whichever
-    greenlet reads the socket (a lighter ``AsyncResult``: at most one hub callback to wake the
-    waiter, none when the waiter resolves its own result, no links, no per-wait timer)."""
-
-    __slots__ = ("done", "value", "error", "_waiter", "deadline", "__weakref__")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.deadline = 0.0
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self._waiter: Waiter | None = None
-
-    def set(self, value: Any) -> None:
-        if not self.done:
-            self.done = True
-            self.value = value
-            if self._waiter is not None:
-                get_hub().loop.run_callback(self._waiter.switch, None)
-
-    def set_exception(self, exc: BaseException) -> None:
-        if not self.done:
-            self.done = True
-            self.error = exc
-            if self._waiter is not None:
-                get_hub().loop.run_callback(self._waiter.switch, None)
-
-
-def _wake(res: Any) -> None:
-    """Wake the greenlet waiting for ``res`` (resolved by the pure core), if it is parked."""
-    w = res._waiter
-    if w is not None:
-        get_hub().loop.run_callback(w.switch, None)
-
-
 _DRAIN_QUEUED = object()  # reader-role marker: a drain of this connection is queued
-
-
-class _DrainPool:
-    """Process-wide drain greenlets: they read connections that became readable while nobody
-    waited on them (unsolicited events, pings, a close).
-
-    Why a pool and not a greenlet per drain (or per connection): in rooms of 10 most ``message``
-    deliveries arrive while their user is between tasks; spawning a greenlet per drain costs a
-    few us each, a greenlet per connection costs memory on every idle connection. One worker
-    drains every connection that became readable in the same event-loop iteration. A worker
-    blocked in a handler is never waited for: the next readable connection wakes another worker
-    (the hub only runs while every worker is parked or blocked).
-    """
-
-    max_idle = 8
-
-    def __init__(self) -> None:
-        self.ready: deque = deque()
-        self.idle: list[Waiter] = []
-        self.pending = False  # a worker was woken or spawned and has not started yet
-
-    def submit(self, client: "WsTransport", io: Any) -> None:
-        self.ready.append((client, io))
-        if not self.pending:
-            self.pending = True
-            if self.idle:
-                get_hub().loop.run_callback(self.idle.pop().switch, None)
-            else:
-                gevent.spawn(self._work)
-
-    def _work(self) -> None:
-        waiter = Waiter()
-        ready = self.ready
-        while True:
-            self.pending = False
-            while ready:
-                client, io = ready.popleft()
-                try:
-                    client._drain(io)
-                except Exception:  # noqa: BLE001 - a bug here must not stop other connections' drains
-                    log.exception("drain of %s failed", getattr(client, "url", client))
-            if len(self.idle) >= self.max_idle:
-                return
-            self.idle.append(waiter)
-            waiter.get()
-
-
-_DRAINS = _DrainPool()
 
 
 def sslopt(verify_tls: bool, ca_certs: str | None) -> dict:
@@ -352,19 +181,7 @@ class WsTransport:
                 pass
 
     # ------------------------------------------------------------------------------ reading
-    # Who reads the socket (the "reader role", held by at most one greenlet at a time):
-    # - a greenlet waiting for an answer takes the role if it is free, parks on the socket's
-    #   readability (one libev io watcher per connection) and reads and dispatches everything that
-    #   arrives -- its own answer, answers for other waiting greenlets, handler events, pings --
-    #   until its own answer is in, then hands the role to the next waiting greenlet (if any);
-    # - other waiting greenlets wait on their own result (woken by set() or by the hand-over);
-    # - when nobody holds the role, the io watcher's callback (run by the hub) queues the
-    #   connection for the process-wide drain pool, whose worker reads what is there and
-    #   dispatches it.
-    # Why: with a receive greenlet per connection every answer costs a switch hub -> reader, a
-    # hub callback and a switch hub -> requester; with the requester reading itself it is one
-    # switch hub -> requester, like a hand-written blocking loop (~20 us less per round trip at
-    # 500 users on the dev VM), and an idle connection holds no greenlet at all.
+    # (who reads when: the module docstring, invariants 1-3)
     def _start_reading(self, ws: websocket.WebSocket) -> None:
         sock = ws.sock
         raw = getattr(sock, "_sock", None)
@@ -488,6 +305,39 @@ class WsTransport:
         if exc is not None:
             raise exc
         return value
+
+    def _wait(self, res: _Result, timeout: float) -> Any:
+        """Wait (at most ``timeout`` s, ± the wheel's tick) for ``res`` without reading: for a
+        subclass that reads in the hub (``_read_in_hub``). Raises ``_Expired`` on timeout."""
+        if not res.done:
+            waiter = Waiter()
+            _WHEEL.add(res, timeout)
+            res._waiter = waiter
+            try:
+                while not res.done:
+                    waiter.get()
+            finally:
+                res._waiter = None
+                _WHEEL.members.discard(res)
+        value, exc = res.value, res.error
+        res.value = res.error = None
+        if exc is not None:
+            raise exc
+        return value
+
+    def _read_in_hub(self) -> None:
+        """An io watcher callback that reads and processes in the hub itself, for a subclass whose
+        ``_process`` never blocks (it must not wait for anything: a reply it cannot send at once
+        goes through a spawned greenlet, user callbacks too). No greenlet switch per read at all:
+        the waiter is woken once, when its result is resolved. Replaces the reader role for that
+        subclass (nobody else reads: its waiters use ``_wait``)."""
+        io = self._io
+        if io is None:
+            return
+        pending = self._tls_pending
+        if self._read_some(io) and pending is not None:
+            while io is self._io and pending() and self._read_some(io):
+                pass
 
     def _read_until(self, res: _Result, waiter: Waiter, io: Any) -> None:
         """Hold the reader role until ``res`` is resolved (or the connection is gone)."""
