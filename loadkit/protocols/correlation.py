@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from loadkit.protocols.socketio import Ack, ConnectError, Connected, EioClosed, EioOpen, Event
 
-Predicate = Callable[[list], bool]
+Predicate = Callable[[list[Any]], bool]
 
 __all__ = [
     "Answer", "AnswerTimeout", "BadAnswer", "ConnectRefused", "ConnectionFailed", "Disconnect",
@@ -65,7 +65,7 @@ class AnswerTimeout(SocketIOError):
 class ErrorAnswer(SocketIOError):
     """A failure event (e.g. ``error`` or ``joinRoomError``) answered the request."""
 
-    def __init__(self, event: str, args: list, nbytes: int = 0, t_recv: float | None = None,
+    def __init__(self, event: str, args: list[Any], nbytes: int = 0, t_recv: float | None = None,
                  t_sent: float | None = None) -> None:
         self.event = event
         self.event_args = args  # (``Exception.args`` is taken by the message)
@@ -100,7 +100,7 @@ class Answer:
 
     __slots__ = ("event", "args", "nbytes", "t_sent", "t_recv")
 
-    def __init__(self, event: str, args: list, nbytes: int, t_sent: float, t_recv: float) -> None:
+    def __init__(self, event: str, args: list[Any], nbytes: int, t_sent: float, t_recv: float) -> None:
         self.event = event
         self.args = args
         self.nbytes = nbytes
@@ -300,7 +300,7 @@ def reconnect_delay(attempt: int, base: float, cap: float, jitter: float, u: flo
     """Seconds to wait before reconnect attempt ``attempt`` (0-based): ``base * 2**attempt``,
     capped at ``cap``, then spread by ``±jitter`` (a fraction) with ``u`` uniform in [0, 1), so
     that users who lost their connections together do not all come back in the same instant."""
-    delay = min(cap, base * (2**attempt))
+    delay: float = min(cap, base * (2.0**attempt))
     return max(0.0, delay * (1.0 + jitter * (2 * u - 1)))
 
 

@@ -14,6 +14,7 @@ websocket-client still does the opening handshake; :func:`client_frame` masks wh
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
 OP_CONT = 0x0
 OP_TEXT = 0x1
@@ -110,7 +111,7 @@ class FrameDecoder:
         self._buf = buf[pos:] if pos < n else b""
         return out
 
-    def _fragment(self, op: int, fin: bool, payload: bytes, append) -> None:
+    def _fragment(self, op: int, fin: bool, payload: bytes, append: Callable[[tuple[int, bytes]], None]) -> None:
         if op in (OP_TEXT, OP_BINARY):
             if self._frag_op:
                 raise WireError("new data frame inside a fragmented message")
