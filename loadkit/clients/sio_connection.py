@@ -61,7 +61,6 @@ class _Waiter(Pending):
     set_exception = _Result.set_exception
 
 
-
 class SocketIOConnection(WsTransport):
     """Socket.IO over the shared transport; the facade (``SocketIOClient``) sets the attributes
     its ``__init__`` documents and adds the public API."""
