@@ -1,9 +1,20 @@
 // KTB Chat (Socket.IO) in k6: the same scenario as loadkit's Locust KtbChatUser.
 //
-//   loadkit serve ktb --host 127.0.0.1 --port 5002 --rest-port 5001 &
+//   loadkit serve ktb --host 127.0.0.1 --port 5002 --rest-port 5001 &      # Java variant: two ports
 //   k6 run -e HOST=http://127.0.0.1:5001 -e SOCKET_URL=http://127.0.0.1:5002 \
 //          --vus 10 --duration 30s --out json=ktb.json.gz k6/ktb_chat.js
+//   loadkit serve ktb --variant node --port 5000 &                          # Node variant: one port
+//   k6 run -e HOST=http://127.0.0.1:5000 --vus 10 --duration 30s k6/ktb_chat.js
 //   loadkit report --k6-json ktb.json.gz --out reports/ktb-k6
+//
+// Server variant (-e VARIANT=auto|java|node, default auto, decided in setup() and printed):
+// two URLs or GET /api/health 200 -> java; one URL with GET /health 200 and /api/health 404 -> node.
+// Per variant, as in docs/ktb-users.md "Server variants": on Node, register already logs in,
+// markMessagesAsRead and leaveRoom answer the sender nothing (they are counted in
+// Counter loadkit_emitted{op}, never timed: k6 VUs share no memory, so the witness figures
+// read_receipt / leave_seen of the Locust users have no k6 counterpart), a re-join waits until
+// GET /api/rooms/:id no longer lists the VU and needs the full joinRoomSuccess listing it, and a
+// fetch waits 350 ms after the previous reply (the server drops fetches within 300 ms).
 //
 // k6 has no Socket.IO client, so the framing is done by hand over k6's WebSocket:
 // Engine.IO open `0{...}`, ping `2` -> pong `3`, Socket.IO CONNECT `40{auth}` -> `40{sid}` or
@@ -15,9 +26,9 @@
 //   joinRoom               joinRoom -> joinRoomSuccess for that room
 //   chatMessage            chatMessage -> the server's `message` broadcast of our own content
 //   fetchPreviousMessages  -> previousMessagesLoaded
-//   markMessagesAsRead     (up to 3 recent ids) -> our own messagesRead broadcast
+//   markMessagesAsRead     (up to 3 recent ids) -> our own messagesRead broadcast (Java only)
 //   messageReaction        add, then remove (two samples) -> messageReactionUpdate showing it
-//   leaveRoom              -> its Socket.IO ack (then joinRoom again, its own sample)
+//   leaveRoom              -> its Socket.IO ack (then joinRoom again, its own sample) (Java only)
 //   delivery               another VU's chatMessage: its send time (in the content) -> our receipt
 // Failures: Counter `loadkit_failures` tagged {op, kind[, error: the server's text]}. JS timers have 1 ms resolution.
 //
@@ -42,6 +53,7 @@ const OPS = parseInt(__ENV.OPS || '30', 10);
 const THINK_MIN_MS = parseInt(__ENV.THINK_MIN_MS || '1000', 10);
 const THINK_MAX_MS = parseInt(__ENV.THINK_MAX_MS || '3000', 10);
 const TIMEOUT_MS = parseInt(__ENV.TIMEOUT_MS || '10000', 10);
+const VARIANT_OPT = (__ENV.VARIANT || 'auto').toLowerCase();
 const PASSWORD = __ENV.PASSWORD || 'loadkit-pass-1';
 const EMOJI = '👍';
 const WEIGHTS = [['chatMessage', 10], ['fetchPreviousMessages', 2], ['markMessagesAsRead', 3], ['messageReaction', 1], ['rejoin', 1]];
@@ -59,6 +71,7 @@ for (const n of ['connect', 'joinRoom', 'chatMessage', 'fetchPreviousMessages', 
   trends[n] = new Trend(n, true);
 }
 const failures = new Counter('loadkit_failures');
+const emitted = new Counter('loadkit_emitted'); // fire-and-forget emits (Node), tagged {op}
 
 // "1795260867123" -> "1.795.260.867.123": never 4 digits in a row
 function grp(n) {
@@ -83,9 +96,18 @@ export function setup() {
   if (!/^https?:\/\//.test(HOST)) throw new Error('set -e HOST=http://HOST:PORT (the KTB REST base URL)');
   // a run id made only of groups of <= 3 digits: account names stay banned-word safe too
   const runId = __ENV.RUN_ID || grp(Date.now() % 1e9);
-  const h = http.get(`${HOST}/api/health`, { tags: { name: '/api/health' } });
-  if (h.status !== 200) throw new Error(`KTB REST at ${HOST} not healthy: HTTP ${h.status}`);
-  return { runId: runId };
+  return { runId: runId, variant: detectVariant() };
+}
+
+// the rules of ktb_variants.detect_variant
+function detectVariant() {
+  if (VARIANT_OPT === 'java' || VARIANT_OPT === 'node') { console.log(`KTB server variant ${VARIANT_OPT} (VARIANT)`); return VARIANT_OPT; }
+  if (SOCKET_URL !== HOST) { console.log('KTB server variant java (REST and Socket.IO on two URLs)'); return 'java'; }
+  const api = http.get(`${HOST}/api/health`, { tags: { name: '/api/health' }, responseCallback: http.expectedStatuses(200, 404) });
+  if (api.status === 200) { console.log('KTB server variant java (GET /api/health 200)'); return 'java'; }
+  const h = http.get(`${HOST}/health`, { tags: { name: '/health' }, responseCallback: http.expectedStatuses(200, 404) });
+  if (h.status === 200) { console.log(`KTB server variant node (one URL, GET /health 200, GET /api/health ${api.status})`); return 'node'; }
+  throw new Error(`KTB REST at ${HOST} not healthy: GET /api/health ${api.status}, GET /health ${h.status}`);
 }
 
 // ---- per-VU state (each VU has its own JS runtime, so module globals are per VU) -------------
@@ -99,6 +121,10 @@ function login(runId) {
   const reg = http.post(`${HOST}/api/auth/register`, JSON.stringify({ name: `k6 user ${exec.vu.idInTest}`, email: email, password: PASSWORD }),
     { headers: headers, tags: { name: '/api/auth/register' }, responseCallback: http.expectedStatuses(200, 201, 409) });
   if (![200, 201, 409].includes(reg.status)) { failures.add(1, { op: 'login', kind: `register_${reg.status}` }); return null; }
+  const r = jsonBody(reg);
+  if (reg.status === 201 && r.token && r.sessionId && r.user) { // Node: register logs in
+    return { token: r.token, sessionId: r.sessionId, userId: r.user._id || r.user.id, email: email };
+  }
   const res = http.post(`${HOST}/api/auth/login`, JSON.stringify({ email: email, password: PASSWORD }),
     { headers: headers, tags: { name: '/api/auth/login' } });
   const data = jsonBody(res);
@@ -188,7 +214,11 @@ class SocketIO {
         this.waiters.splice(i, 1);
         clearTimeout(w.timer);
         if (w.event === event) w.resolve(payload[0]);
-        else w.reject(new Error(`${event}: ${(payload[0] && (payload[0].code || payload[0].message)) || ''}`.slice(0, 120)));
+        else {
+          const p = payload[0] || {};
+          const kind = p.code || p.type || ''; // Node's load errors carry `type`
+          w.reject(new Error(`${event}: ${kind}${kind && p.message ? ' ' : ''}${p.message || ''}`.slice(0, 120)));
+        }
         return;
       }
     }
@@ -229,6 +259,7 @@ function kindOf(err) {
   const m = String(err && err.message || err);
   if (m === 'timeout') return 'timeout';
   if (m === 'disconnected') return 'disconnect';
+  if (m.includes('세션이 만료되었습니다')) return 'SESSION_EXPIRED'; // Node: MESSAGE_ERROR with this text
   const code = m.match(/: ([A-Z_]{4,})/);
   return code ? code[1] : 'error';
 }
@@ -283,11 +314,39 @@ export default async function (data) {
     await pause(1000);
     return;
   }
+  const node = data.variant === 'node';
   const joinMatch = (p) => p && p.roomId === roomId;
-  const join = () => timed('joinRoom', async () => {
-    const r = await sio.request('joinRoom', roomId, 'joinRoomSuccess', joinMatch, ['joinRoomError']);
-    for (const m of (r && r.messages) || []) if (m && m._id) recent.push(m._id);
-  });
+  const listed = (r) => Array.isArray(r && r.participants) && r.participants.some((u) => u && (u._id || u.id) === account.userId);
+  // Node: the leave is complete once REST no longer lists this VU (no event tells the leaver)
+  const awaitLeft = async () => {
+    for (let i = 0; i < TIMEOUT_MS / 100; i++) {
+      const res = http.get(`${HOST}/api/rooms/${roomId}`, { headers: authHeaders(), tags: { name: '/api/rooms/[id]' } });
+      if (res.status === 200 && !listed(jsonBody(res).data)) return;
+      await pause(100);
+    }
+  };
+  // Java: any joinRoomSuccess for the room; Node: only the full form listing us (a short one means
+  // the join overtook a leave: wait until the leave completed, then join again; only that is timed)
+  const join = async () => {
+    for (let attempt = 0; ; attempt++) {
+      const t0 = Date.now();
+      let r;
+      try {
+        r = await sio.request('joinRoom', roomId, 'joinRoomSuccess', joinMatch, ['joinRoomError']);
+      } catch (err) {
+        failures.add(1, { op: 'joinRoom', kind: kindOf(err), error: String(err.message || err).slice(0, 100) });
+        throw err;
+      }
+      if (!node || listed(r)) {
+        trends.joinRoom.add(Date.now() - t0);
+        for (const m of (r && r.messages) || []) if (m && m._id) recent.push(m._id);
+        return;
+      }
+      if (attempt >= 2) { failures.add(1, { op: 'joinRoom', kind: 'JOIN_NOT_LISTED' }); throw new Error('not listed'); }
+      await awaitLeft();
+    }
+  };
+  let lastFetch = 0;
   const chat = () => {
     const content = `k6 ${grp(me)}~${grp(++seq)}~${grp(Date.now())}~${grp(exec.vu.iterationInInstance)}`;
     return timed('chatMessage', () => sio.request('chatMessage', { room: roomId, type: 'text', content: content }, 'message', (m) => m && m.content === content));
@@ -300,12 +359,16 @@ export default async function (data) {
         if (op === 'chatMessage') {
           await chat();
         } else if (op === 'fetchPreviousMessages') {
-          await timed('fetchPreviousMessages', () => sio.request('fetchPreviousMessages', { roomId: roomId, limit: 30 }, 'previousMessagesLoaded'));
+          if (node && Date.now() - lastFetch < 350) await pause(350 - (Date.now() - lastFetch));
+          try {
+            await timed('fetchPreviousMessages', () => sio.request('fetchPreviousMessages', { roomId: roomId, limit: 30 }, 'previousMessagesLoaded'));
+          } finally { lastFetch = Date.now(); }
         } else if (op === 'markMessagesAsRead') {
           if (!recent.length) await chat();
           const ids = recent.slice(-3);
           const same = (p) => p && p.userId === account.userId && JSON.stringify(p.messageIds) === JSON.stringify(ids);
-          await timed('markMessagesAsRead', () => sio.request('markMessagesAsRead', { roomId: roomId, messageIds: ids }, 'messagesRead', same));
+          if (node) { sio.emit('markMessagesAsRead', { roomId: roomId, messageIds: ids }); emitted.add(1, { op: 'markMessagesAsRead' }); }
+          else await timed('markMessagesAsRead', () => sio.request('markMessagesAsRead', { roomId: roomId, messageIds: ids }, 'messagesRead', same));
         } else if (op === 'messageReaction') {
           if (!recent.length) await chat();
           const mid = recent[recent.length - 1];
@@ -318,7 +381,13 @@ export default async function (data) {
             await timed('messageReaction', () => sio.request('messageReaction', { messageId: mid, reaction: EMOJI, type: type }, 'messageReactionUpdate', shows));
           }
         } else if (op === 'rejoin') {
-          await timed('leaveRoom', () => sio.call('leaveRoom', roomId));
+          if (node) {
+            sio.emit('leaveRoom', roomId);
+            emitted.add(1, { op: 'leaveRoom' });
+            await awaitLeft();
+          } else {
+            await timed('leaveRoom', () => sio.call('leaveRoom', roomId));
+          }
           await join();
         }
       } catch (err) {

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from loadkit.argtypes import non_negative_int, positive_int
-from loadkit.metrics.console import metrics_table
+from loadkit.metrics.console import metrics_table, saturation_lines
 
 _DURATION = re.compile(r"^\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
 
@@ -222,6 +222,9 @@ def summary_text(prefix: Path) -> tuple[str, int, int, list[dict[str, str]]]:
     metric_lines = metrics_table(_read_csv(Path(f"{prefix}_metrics.csv")))
     if metric_lines:
         lines += ["", *metric_lines]
+    saturation_csv = Path(f"{prefix}_saturation.csv")
+    if saturation_csv.is_file():  # (absent: a run from before loadkit recorded saturation)
+        lines += ["", *saturation_lines(_read_csv(saturation_csv))]
     if workers:
         lines.append(
             f"workers: {len(workers)} reported"
@@ -457,7 +460,8 @@ class _Demo:
             self.say(f"note: {note}")
         write_run_json(self.prefix, self.locustfile, [note] if note else [])
         # 1: failed requests, Locust-reported errors, a lost worker or no request at all; 3: the run broke
-        code = 3 if master_code not in (0, 1) else 1 if (master_code == 1 or failures or lost) else 0
+        # the master's own verdicts (1 failures, 5 less load than asked: a lost worker) are 1 here too
+        code = 3 if master_code not in (0, 1, 5) else 1 if (master_code in (1, 5) or failures or lost) else 0
         if total == 0:
             self.say("no request was made")
             code = max(code, 1)
@@ -467,7 +471,7 @@ class _Demo:
                 code = code or 3
             else:
                 self.say(f"report: {html}")
-        self.say(f"CSVs: {self.prefix}_stats.csv, {self.prefix}_hdr.csv, {self.prefix}_metrics.csv, {self.prefix}_workers.csv; logs: {self.logs}")
+        self.say(f"CSVs: {self.prefix}_stats.csv, {self.prefix}_hdr.csv, {self.prefix}_metrics.csv, {self.prefix}_saturation.csv, {self.prefix}_workers.csv; logs: {self.logs}")
         return code
 
 

@@ -157,7 +157,7 @@ def run_problems(environment: Any, host: str | None = None, values: dict[str, An
     merged.update(values or {})
     found = problems(merged)
     classes = list(getattr(environment, "user_classes", None) or ())
-    bad_host = host_problem(environment.host if host is None else host, classes)
+    bad_host = host_problem(getattr(environment, "host", None) if host is None else host, classes)
     if bad_host:
         found.insert(0, bad_host)
     return found

@@ -11,7 +11,11 @@ What it installs (each module's own ``install`` says more):
   across workers, ``<prefix>_hdr.csv`` and ``<prefix>_metrics.csv``;
 - :mod:`loadkit.metrics.counters` — counts of what is not a request, ``<prefix>_counters.csv``;
 - :mod:`loadkit.metrics.distributed` — which workers reported what, lost workers, ``--workers-window``;
-- :mod:`loadkit.metrics.prometheus` — the live ``/metrics`` (web UI port, ``--metrics-port``).
+- :mod:`loadkit.metrics.prometheus` — the live ``/metrics`` (web UI port, ``--metrics-port``);
+- :mod:`loadkit.metrics.failures` — failed requests by exception class, merged across workers;
+- :mod:`loadkit.metrics.saturation` — intervals in which a load generator's CPU was saturated,
+  ``<prefix>_saturation.csv``;
+- :mod:`loadkit.metrics.webui` — on a run with a web UI: the "loadkit" tabs and the live page.
 
 The Locust *patches* (not listeners) are applied at import, because a worker connects to its
 master before ``init``: :func:`patch_locust`.
@@ -56,22 +60,40 @@ def install(environment: Any, **_kw: Any) -> bool:
     """
     events = environment.events
     if getattr(events, _FLAG, False):
+        _install_web_ui(environment)  # a web UI made after the first call (library mode)
         return False
     setattr(events, _FLAG, True)
-    from loadkit.metrics import counters, distributed, early_warning, hdr, prometheus
-
     from loadkit import options
+    from loadkit.metrics import counters, distributed, early_warning, failures, hdr, prometheus, saturation, unfinished
 
     options.check_at_init(environment)  # bad values: one line each, exit 2, before any user starts
     options.install_web_ui(environment)
     hdr.install(events)
     counters.install(events)
+    failures.install(events)
+    saturation.install(events)
     distributed.install(events)
     distributed.start(environment)
     early_warning.install(environment)
+    unfinished.install(environment)
     prometheus.start(environment)
     _print_metrics_in_console(environment)
+    _install_web_ui(environment)
     return True
+
+
+def _install_web_ui(environment: Any) -> None:
+    """The loadkit tabs of the web UI, when this run has one (the master, or a local run)."""
+    if getattr(environment, "web_ui", None) is None:
+        return
+    from loadkit.metrics import webui
+
+    try:
+        webui.install(environment)
+    except AssertionError as exc:  # Flask refuses new routes once the app has served a request
+        import logging
+
+        logging.getLogger("loadkit.webui").error("loadkit: the web UI is already serving; no loadkit tab: %s", exc)
 
 
 def _print_metrics_in_console(environment: Any) -> None:
@@ -94,6 +116,13 @@ def _print_metrics_in_console(environment: Any) -> None:
         if lines:
             print("\n".join(lines) + "\n", flush=True)
 
+    def show_at_end() -> None:
+        show()
+        from loadkit.metrics import saturation
+        from loadkit.metrics.console import saturation_lines
+
+        print("\n".join(saturation_lines(saturation.RECORD.rows())) + "\n", flush=True)
+
     def every_interval() -> None:
         while True:
             gevent.sleep(locust_stats.CONSOLE_STATS_INTERVAL_SEC)
@@ -101,7 +130,7 @@ def _print_metrics_in_console(environment: Any) -> None:
 
     if not getattr(options, "only_summary", False):
         gevent.spawn(every_interval)
-    environment.events.quit.add_listener(lambda **_kw: show())
+    environment.events.quit.add_listener(lambda **_kw: show_at_end())
 
 
 def on_init(environment: Any, **_kw: Any) -> None:

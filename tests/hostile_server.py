@@ -6,6 +6,8 @@ Modes:
   drip        accept, read the upgrade request, then send a valid 101 answer one byte per second
   open:JSON   complete the upgrade, send the Engine.IO OPEN packet ``0JSON`` as a text frame, then
               answer nothing more
+  echo-error  complete the upgrade, then answer every text frame with a chldo error frame that
+              echoes the whole request (api_key included), as a careless server would
 Prints ``ready`` when it listens. Serves until killed; each connection in its own thread.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import socket
 import sys
 import threading
@@ -37,6 +40,39 @@ def _text_frame(text: str) -> bytes:
     return bytes([0x81, len(data)]) + data
 
 
+def _frame(text: str) -> bytes:
+    data = text.encode()
+    if len(data) < 126:
+        return bytes([0x81, len(data)]) + data
+    return bytes([0x81, 126]) + len(data).to_bytes(2, "big") + data
+
+
+def _read_frame(conn: socket.socket) -> bytes | None:
+    """One client frame's payload (unmasked), or None when the peer closed."""
+    def exactly(n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    head = exactly(2)
+    if head is None:
+        return None
+    n = head[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(exactly(2) or b"\0\0", "big")
+    elif n == 127:
+        n = int.from_bytes(exactly(8) or bytes(8), "big")
+    mask = exactly(4) if head[1] & 0x80 else b"\0\0\0\0"
+    payload = exactly(n) if n else b""
+    if mask is None or payload is None:
+        return None
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 def _serve(conn: socket.socket, mode: str) -> None:
     with conn:
         request = b""
@@ -54,6 +90,11 @@ def _serve(conn: socket.socket, mode: str) -> None:
         conn.sendall(answer)
         if mode.startswith("open:"):
             conn.sendall(_text_frame("0" + mode[5:]))
+        if mode == "echo-error":
+            while (request := _read_frame(conn)) is not None:
+                error = json.dumps({"status": "connected", "msg": f"bad request: {request.decode()}", "msgtype": "error"})
+                conn.sendall(_frame(error))
+            return
         while conn.recv(4096):
             pass
 

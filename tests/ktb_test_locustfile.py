@@ -2,8 +2,12 @@
 
 - ``KtbChat``: the stock ``KtbChatUser``.
 - ``DupUser`` (``fixed_count = 2``): two users sharing ONE account, to force the second-login path.
-- If ``LK_RAW_DUMP`` is set, every successful ``chatMessage`` response time (exact float ms, not
-  Locust's rounded percentiles) is written there as JSON when the test stops.
+- ``Outsider`` (``fixed_count = 1``): only fetches, and its first fetch is for a room that does not
+  exist, to force the server's load error.
+- If ``LK_RAW_DUMP`` is set, every successful ``ktb`` response time (exact float ms, not Locust's
+  rounded percentiles) is written there as JSON ``{name: [ms, ...]}`` when the test stops; with
+  ``--loadkit-phase-rows on`` the latency metrics (``read_receipt``, ...) too.
+- If ``LK_EVENT_LOG`` is set, every request event is appended there as ``[type, name, time, ok]``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from locust import events
 
 from loadkit.users.ktb import KtbChatUser
 
-_RAW: list[float] = []
+_RAW: dict[str, list[float]] = {}
 
 
 class KtbChat(KtbChatUser):
@@ -29,10 +33,34 @@ class DupUser(KtbChatUser):
         return f"lk-dup-{self.run_id}-{os.getpid()}@loadkit.test"
 
 
+class Outsider(KtbChatUser):
+    fixed_count = 1
+
+    def __init__(self, environment):
+        super().__init__(environment)
+        self.tasks = [KtbChatUser.fetch_previous]
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.room_id = "0" * 24  # no such room: the server refuses the fetch with its load error
+
+
 @events.request.add_listener
 def _collect(request_type, name, response_time, exception, **_kw):
-    if request_type == "ktb" and name == "chatMessage" and exception is None:
-        _RAW.append(response_time)
+    if request_type in ("ktb", "ktb-phase") and exception is None:
+        _RAW.setdefault(name, []).append(response_time)
+
+
+_LOG = os.environ.get("LK_EVENT_LOG")
+
+
+@events.request.add_listener
+def _log(request_type, name, exception, **_kw):
+    if _LOG:  # name and wall-clock time of every request event, one JSON line each
+        import time
+
+        with open(_LOG, "a") as f:
+            f.write(json.dumps([request_type, name, time.time(), exception is None]) + "\n")
 
 
 @events.quitting.add_listener

@@ -174,6 +174,21 @@ def test_summary_prefers_exact_percentiles_and_names_lost_workers(tmp_path):
     assert [w["client_id"] for w in lost] == ["w1"]
     assert "0.500" in text and "percentiles: exact" in text  # HDR p50, not Locust's rounded 1 ms
     assert "LOST 1: w1 (last seen 2026-01-01T00:00:00Z, 1 requests kept)" in text
+    assert "generator saturation" not in text  # no _saturation.csv: nothing claimed either way
+
+
+def test_summary_states_generator_saturation_from_its_csv(tmp_path):
+    from loadkit.demo import summary_text
+
+    prefix = tmp_path / "locust"
+    (tmp_path / "locust_stats.csv").write_text("Type,Name,Request Count,Failure Count,50%,99%,Max Response Time\n")
+    (tmp_path / "locust_saturation.csv").write_text("Worker,Start,End,Seconds,Mean CPU %,Peak CPU %\n")
+    assert "generator saturation: none" in summary_text(prefix)[0]
+    (tmp_path / "locust_saturation.csv").write_text(
+        "Worker,Start,End,Seconds,Mean CPU %,Peak CPU %\nhost_ab12,1700000000.000,1700000009.500,9.5,97.3,100.0\n")
+    text = summary_text(prefix)[0]
+    assert "generator saturation: 1 interval (9.5 s)" in text and "client-side queueing" in text
+    assert "host_ab12: 22:13:20–22:13:29 UTC (9.5 s), mean 97 %, peak 100 % CPU" in text
 
 
 def test_shared_cpu_note_only_when_servers_and_workers_outnumber_cores():
@@ -184,3 +199,26 @@ def test_shared_cpu_note_only_when_servers_and_workers_outnumber_cores():
     assert "waiting for a CPU" in note
     assert shared_cpu_note(["KTB"], 1, 2) is None  # fits
     assert shared_cpu_note([], 8, 2) is None  # external targets: nothing of ours competes with them
+
+
+@pytest.mark.timeout(150)
+def test_demo_against_a_node_deployment_given_by_one_url(spawn, tmp_path):
+    """``--ktb-url`` alone (REST and Socket.IO on one port, the Node shape): the users pick the
+    Node rules themselves and the run is clean."""
+    import csv
+
+    port = free_port()
+    spawn(loadkit_argv("serve", "ktb", "--variant", "node", "--host", "127.0.0.1", "--port", str(port)), port=port,
+          name="external-node")
+    out = tmp_path / "out"
+    demo = spawn(loadkit_argv("demo", "--run-time", "8s", "--workers", "1", "--users", "6", "--spawn-rate", "6",
+                              "--out", str(out), "--ktb-url", f"http://127.0.0.1:{port}"), name="demo")
+    code = demo.wait(130)
+    text = demo.output()
+    assert code == 0, text[-4000:]
+    stats = {(r["Type"], r["Name"]): r for r in csv.DictReader(open(out / "locust_stats.csv"))}
+    assert int(stats[("", "Aggregated")]["Failure Count"]) == 0, (out / "locust_failures.csv").read_text()
+    assert int(stats[("ktb", "chatMessage")]["Request Count"]) > 0
+    assert ("POST", "/api/auth/login") not in stats  # Node's register logs in
+    logs = "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.log"))
+    assert "KTB server variant node" in logs, text[-3000:]

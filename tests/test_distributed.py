@@ -105,7 +105,7 @@ def test_four_workers_and_one_process_give_the_same_percentiles(spawn, tmp_path)
     assert all(sum(w["ops"].values()) == int(w["requests"]) == n for w in detail)  # one user each
 
 
-def run_and_kill_one_worker(spawn, prefix: Path, run_time: str = "14s", *extra: str):
+def run_and_kill_one_worker(spawn, prefix: Path, run_time: str = "14s", *extra: str, expect_code: int = 5):
     """Master + 2 synthetic continuous workers; SIGKILL worker 1 once both have reported; master finishes.
 
     Returns ``(master, workers, victim)`` after the master and the surviving worker have exited.
@@ -128,7 +128,8 @@ def run_and_kill_one_worker(spawn, prefix: Path, run_time: str = "14s", *extra: 
     victim = workers[1]
     victim.signal(signal.SIGKILL)
     victim.wait(10)
-    assert master.wait(90) == 0, master.output()[-3000:]
+    # the run ended with 1 of 2 users (no --enable-rebalancing): loadkit's documented exit code 5
+    assert master.wait(90) == expect_code, master.output()[-3000:]
     workers[0].wait(30)
     return master, workers, victim
 
@@ -150,6 +151,18 @@ def test_master_finishes_and_reports_a_worker_killed_mid_run(spawn, tmp_path):
     # the survivor needed 1.5 s to stop (Locust's master alone waits 0.5 s): its last report still counts
     assert hdr[("synth", "on_stop")]["Count"] == 1
     assert "went missing" in master.output()
+    assert "the run ended with less load than asked: 1 of 2 users; lost worker(s)" in master.output()
+
+
+@pytest.mark.timeout(120)
+def test_with_rebalancing_the_survivor_takes_the_lost_workers_users_and_the_run_passes(spawn, tmp_path):
+    """Locust's --enable-rebalancing moves a lost worker's users to the others: the load asked for
+    is back, the loss is still said, and the run exits 0."""
+    master, workers, victim = run_and_kill_one_worker(spawn, tmp_path / "rebalanced", "16s", "--enable-rebalancing",
+                                                      expect_code=0)
+    out = master.output()
+    assert "went missing" in out and "the others carried the full load (2 users) to the end" in out, out[-3000:]
+    assert "less load than asked" not in out
 
 
 @pytest.mark.timeout(60)
@@ -196,7 +209,8 @@ def assert_complete_mixed_run(out: Path, workers: int) -> None:
     """A finished distributed mixed run: every file, consistent counts, all workers' data, no dup logins."""
 
     prefix = out / "locust"
-    for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv", "_hdr.csv", "_workers.csv", "_workers.json"):
+    for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv", "_hdr.csv", "_workers.csv", "_workers.json",
+                   "_saturation.csv"):
         assert Path(f"{prefix}{suffix}").is_file(), suffix
     html = out / "report.html"
     assert html.is_file() and html.stat().st_size > 1000
@@ -259,3 +273,37 @@ def test_worker_tracker_marks_missing_and_silent_workers_lost(tmp_path, caplog):
     tracker.write_json(tmp_path / "run_workers.json", now=t0 + 21)
     detail = json.loads((tmp_path / "run_workers.json").read_text())["workers"]
     assert detail[1]["ops"] == {"chldo ttft": 5, "ktb connect": 2}
+
+
+@pytest.mark.timeout(90)
+def test_stop_in_the_web_ui_writes_files_with_the_workers_last_reports(spawn, tmp_path):
+    """Locust's master fires test_stop when it tells the workers to stop; their last samples come
+    with their next report. The files written after a Stop must hold them (no wait for quitting)."""
+    import urllib.parse
+    import urllib.request
+
+    port, web = free_port(), free_port()
+    prefix = tmp_path / "ui"
+    spawn([*LOCUST, "-f", SYNTH, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+           "--web-host", "127.0.0.1", "--web-port", str(web), "--csv", str(prefix), "--synth-continuous"],
+          port=web, name="master")
+    for i in range(2):
+        spawn(worker_argv(SYNTH, port), name=f"worker{i}")
+    base = f"http://127.0.0.1:{web}"
+    deadline = time.monotonic() + 30
+    while json.loads(urllib.request.urlopen(f"{base}/stats/requests", timeout=5).read()).get("worker_count", 0) < 2:
+        assert time.monotonic() < deadline, "workers did not connect"
+        time.sleep(0.2)
+    form = urllib.parse.urlencode({"user_count": "2", "spawn_rate": "2", "host": ""}).encode()
+    urllib.request.urlopen(f"{base}/swarm", data=form, timeout=10).read()
+    time.sleep(5)
+    urllib.request.urlopen(urllib.request.Request(f"{base}/stop", method="POST"), timeout=10).read()
+    hdr_file = Path(f"{prefix}_hdr.csv")
+    deadline = time.monotonic() + 15
+    while not hdr_file.exists():
+        assert time.monotonic() < deadline, "no _hdr.csv after Stop"
+        time.sleep(0.1)
+    written = read_csv(hdr_file)[("", AGGREGATED_NAME)]["Count"]
+    time.sleep(4)  # any report still on its way has arrived by now
+    total = json.loads(urllib.request.urlopen(f"{base}/stats/requests", timeout=5).read())["stats"][-1]["num_requests"]
+    assert written == total > 0, (written, total)

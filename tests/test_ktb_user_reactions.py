@@ -44,7 +44,7 @@ def seen():
     got: list[tuple[str, object]] = []
 
     def record(request_type, name, exception=None, **_kw):
-        if request_type == "ktb":
+        if request_type in ("ktb", "ktb-phase"):  # phase rows: loadkit metrics with --loadkit-phase-rows on
             got.append((name, exception))
 
     events.request.add_listener(record)
@@ -219,3 +219,97 @@ def test_leave_ack_off_sends_leave_room_untimed(spawn, seen):
         user.on_stop()
     assert [n for n, _ in seen] == ["connect", "joinRoom", "joinRoom", "chatMessage"], seen
     assert all(exc is None for _, exc in seen), seen
+
+
+@pytest.mark.timeout(60)
+def test_rest_calls_time_out_after_the_option_and_say_so():
+    """A server that accepts and never answers: register and login each fail once after
+    --ktb-rest-timeout with "timed out after 0.5 s" (not a library default, not "retries
+    exceeded"); the login is still tried, since the register may have reached the server."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held = []
+    acceptor = gevent.spawn(lambda: [held.append(srv.accept()) for _ in range(16)])
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}"
+    rest: list[tuple[str, float, object]] = []
+
+    def record(request_type, name, response_time, exception=None, **_kw):
+        if request_type in ("POST", "GET"):
+            rest.append((name, response_time, exception))
+
+    events.request.add_listener(record)
+    try:
+        env = make_env(url, "--ktb-rest-timeout", "0.5", "--ktb-timeout", "5", "--ktb-server", "java")
+        user = ReactingUser(env)
+        with pytest.raises(ktb.AuthFailed):
+            user.login()
+    finally:
+        events.request.remove_listener(record)
+        acceptor.kill()
+        srv.close()
+    assert [n for n, _, _ in rest] == ["/api/auth/register", "/api/auth/login"], rest
+    for _, ms, exc in rest:
+        assert "no HTTP response: timed out after 0.5 s" in str(exc) and "etries" not in str(exc), exc
+        assert 400 <= ms < 3000, ms
+
+
+def start_node(spawn, *extra: str) -> str:
+    port = free_port()
+    spawn(loadkit_argv("serve", "ktb", "--variant", "node", "--host", "127.0.0.1", "--port", str(port), *extra),
+          port=port, name="ktb-node")
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.timeout(60)
+def test_node_fire_and_forget_operations_are_counted_and_timed_at_a_witness(spawn, seen):
+    url = start_node(spawn)
+    # the witness figures are loadkit metrics; phase rows also fire them as (ktb-phase) request events
+    env = make_env(url, "--ktb-room-size", "2", "--ktb-delivery", "off", "--loadkit-phase-rows", "on")
+    before = dict(COUNTERS)
+    a = ReactingUser(env)
+    if a.user_no % 2:  # rooms group --ktb-room-size consecutive users of the process: start a pair
+        a = ReactingUser(env)
+    b = ReactingUser(env)
+    try:
+        a.on_start()
+        b.on_start()
+        assert a.room_id == b.room_id
+        assert a.rules.name == "node" and a.sio.raw.connect_timeout >= 15
+        a.send_chat()
+        a.mark_read()  # nothing answers a; b sees the receipt
+        a.rejoin()  # nothing answers a; b sees the leave, then a joins again (full, listing a)
+        gevent.sleep(0.2)
+        a.send_chat()
+    finally:
+        a.on_stop()
+        b.on_stop()
+    names = [n for n, _ in seen]
+    assert "markMessagesAsRead" not in names and "leaveRoom" not in names, seen
+    assert names.count("read_receipt") == 1 and names.count("leave_seen") == 1, seen
+    assert names.count("joinRoom") == 3 and seen[-1] == ("chatMessage", None), seen
+    assert all(exc is None for _, exc in seen), seen
+    delta = counters_delta(before)
+    assert delta.get("emitted:markMessagesAsRead") == 1 and delta.get("emitted:leaveRoom") == 1, delta
+    assert "join_raced" not in delta and "leave_unconfirmed" not in delta, delta
+
+
+@pytest.mark.timeout(60)
+def test_node_rejoin_alone_in_the_room_waits_for_rest_to_show_the_leave(spawn, seen):
+    """No witness in a room of one: the leave is confirmed over GET /api/rooms/:id before the
+    join, so the join is never the short "already in room" answer."""
+    url = start_node(spawn, "--db-latency-ms", "30")  # a slow leave: an unconfirmed join would overtake it
+    env = make_env(url, "--ktb-room-size", "1")
+    before = dict(COUNTERS)
+    user = ReactingUser(env)
+    try:
+        user.on_start()
+        for _ in range(2):
+            user.rejoin()
+            user.send_chat()
+    finally:
+        user.on_stop()
+    assert [n for n, _ in seen] == ["connect", "joinRoom", "joinRoom", "chatMessage", "joinRoom", "chatMessage"], seen
+    assert all(exc is None for _, exc in seen), seen
+    delta = counters_delta(before)
+    assert "join_raced" not in delta and delta.get("emitted:leaveRoom") == 2, delta

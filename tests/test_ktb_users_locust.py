@@ -32,6 +32,17 @@ OPERATIONS = [
 ]
 
 
+NODE_OPERATIONS = [
+    ("ktb", "connect"),
+    ("ktb", "joinRoom"),
+    ("ktb", "chatMessage"),
+    ("ktb", "fetchPreviousMessages"),
+    ("ktb", "messageReaction"),
+    ("POST", "/api/auth/register"),  # Node's register logs in: no login call
+    ("POST", "/api/rooms"),
+]
+
+
 def start_server(spawn, *extra: str, single: bool = False) -> tuple[str, str]:
     sio = free_port()
     rest = sio if single else free_port()
@@ -56,18 +67,28 @@ def run_locust(spawn, tmp_path: Path, host: str, *args: str, users: int = 10, se
     return {"rc": rc, "out": out, "stats": stats, "failures": failures, "metrics": metrics, "prefix": prefix}
 
 
-def assert_clean(res: dict) -> None:
+#: receive-side figures: loadkit metrics (in _metrics.csv, in ms), not Locust request rows
+METRICS = [("ktb", "delivery")]
+NODE_METRICS = [
+    ("ktb", "delivery"),
+    ("ktb", "read_receipt"),  # markMessagesAsRead: no sender signal on Node, timed at a witness
+    ("ktb", "leave_seen"),  # leaveRoom: likewise
+]
+
+
+def assert_clean(res: dict, operations: list = OPERATIONS, metrics: list = METRICS) -> None:
     stats = res["stats"]
-    for key in OPERATIONS:
+    for key in operations:
         assert key in stats, f"{key} missing from stats: {sorted(stats)}\n{res['out'][-2000:]}"
         assert int(stats[key]["Request Count"]) > 0, key
     assert not res["failures"], res["failures"]
     assert all(int(r["Failure Count"]) == 0 for r in stats.values())
     assert "Traceback" not in res["out"], res["out"][-3000:]
     # receive-side latencies are loadkit metrics, not requests: in _metrics.csv, in ms, not in Locust's stats
-    assert set(stats) <= {*OPERATIONS, ("", "Aggregated")}, sorted(stats)
-    delivery = res["metrics"][("ktb", "delivery")]
-    assert int(delivery["Count"]) > 0 and (delivery["Kind"], delivery["Unit"]) == ("latency", "ms")
+    assert set(stats) <= {*operations, ("", "Aggregated")}, sorted(stats)
+    for key in metrics:
+        row = res["metrics"].get(key)
+        assert row and int(row["Count"]) > 0 and (row["Kind"], row["Unit"]) == ("latency", "ms"), (key, row)
 
 
 @pytest.mark.timeout(90)
@@ -75,6 +96,7 @@ def test_split_port_all_operations_clean(spawn, tmp_path):
     rest, sio = start_server(spawn)
     res = run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "5")
     assert_clean(res)
+    assert "KTB server variant java (REST and Socket.IO on two URLs)" in res["out"], res["out"][-2000:]
 
 
 @pytest.mark.timeout(90)
@@ -84,6 +106,70 @@ def test_single_port_all_operations_clean(spawn, tmp_path):
     # the shipped scenario itself; no --ktb-socket-url: Socket.IO on the REST URL
     res = run_locust(spawn, tmp_path, rest, "--ktb-room-size", "3", locustfile=SHIPPED_LOCUSTFILE)
     assert_clean(res)
+    assert "KTB server variant java (GET /api/health 200)" in res["out"], res["out"][-2000:]
+
+
+def _counters(res: dict) -> dict:
+    return {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{res['prefix']}_counters.csv"))}
+
+
+@pytest.mark.timeout(120)
+def test_node_variant_default_options_all_operations_clean(spawn, tmp_path):
+    """The shipped scenario with default options (only --host, rooms of 10) against the Node
+    variant: auto picks node, zero failures, a row or a counted emit for every operation."""
+    rest, _ = start_server(spawn, "--variant", "node", single=True)
+    res = run_locust(spawn, tmp_path, rest, users=12, seconds=15, locustfile=SHIPPED_LOCUSTFILE)
+    assert_clean(res, NODE_OPERATIONS, NODE_METRICS)
+    assert "KTB server variant node (one URL, GET /health 200, GET /api/health 404)" in res["out"]
+    stats = res["stats"]
+    assert ("ktb", "markMessagesAsRead") not in stats and ("ktb", "leaveRoom") not in stats  # no invented RTT
+    assert ("POST", "/api/auth/login") not in stats
+    counts = _counters(res)
+    assert counts.get(("ktb", "emitted:markMessagesAsRead"), 0) > 0 and counts.get(("ktb", "emitted:leaveRoom"), 0) > 0
+    # every leave had a witness in rooms of 10: seen by a member who stays, re-join never raced
+    assert counts.get(("ktb", "join_raced"), 0) == 0, counts
+    assert not any(k[1].startswith("unknown_event") for k in counts), counts
+
+
+def _medians(spawn, tmp_path, variant: str, delay: str, room_size: str, weights: str, users: int,
+             wait: tuple[str, str]) -> dict:
+    """Exact medians (and counts) per ktb operation of one short run."""
+    rest, sio = start_server(spawn, "--variant", variant, "--delay-ms", delay, single=variant == "node")
+    dump = tmp_path / f"raw{len(list(tmp_path.glob('raw*')))}.json"
+    extra = () if variant == "node" else ("--ktb-socket-url", sio)
+    run_locust(spawn, tmp_path, rest, *extra, "--ktb-wait-min", wait[0], "--ktb-wait-max", wait[1],
+               "--ktb-room-size", room_size, "--ktb-delivery", "off", "--ktb-weights", weights,
+               "--loadkit-phase-rows", "on",  # read_receipt (a metric) also as a request row: exact samples
+               users=users, seconds=6, env={"LK_RAW_DUMP": str(dump)})
+    raw = json.loads(dump.read_text())
+    return {name: (statistics.median(v), len(v)) for name, v in raw.items()}
+
+
+_NONE = "chatMessage=0,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("variant", ["java", "node"])
+def test_ground_truth_delay_moves_chat_join_and_read_receipt(spawn, tmp_path, variant):
+    """--delay-ms 50 moves chatMessage, joinRoom and read_receipt medians by 50 ms (±1 ms).
+
+    chatMessage and joinRoom in rooms of one, read_receipt in rooms of two that only mark read:
+    the reference server's own work for another member's event, running while a delayed handler
+    spins out its last millisecond, would otherwise add to that handler's time (a property of the
+    server, not of the client's measurement). The read run waits longer than the delay between
+    tasks: the reference server handles one socket's events in order, so an event sent within
+    50 ms after a fire-and-forget markMessagesAsRead (Node) would wait for it."""
+    chat_join = _NONE.replace("chatMessage=0", "chatMessage=2").replace("rejoin=0", "rejoin=1")
+    reads = _NONE.replace("markMessagesAsRead=0", "markMessagesAsRead=1")
+    runs = ((("chatMessage", "joinRoom"), "1", chat_join, 5, ("0.01", "0.05")),
+            (("read_receipt",), "2", reads, 6, ("0.06", "0.08")))
+    for names, room_size, weights, users, wait in runs:
+        m0 = _medians(spawn, tmp_path, variant, "0", room_size, weights, users, wait)
+        m50 = _medians(spawn, tmp_path, variant, "50", room_size, weights, users, wait)
+        for name in names:
+            assert m0[name][1] >= 5 and m50[name][1] >= 5, (name, m0, m50)
+            excess = m50[name][0] - (m0[name][0] + 50.0)
+            assert abs(excess) <= 1.0, {"operation": name, "no_delay": m0, "delay_50": m50, "excess_ms": excess}
 
 
 def _failures(res: dict, name: str) -> list[str]:
@@ -119,6 +205,29 @@ def test_forced_error_paths_are_classified(spawn, tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_node_forced_errors_are_classified(spawn, tmp_path):
+    """Node: a stale session (the other device logged in), the duplicate-login eviction and the
+    load error each appear as their classified failure; nothing else fails."""
+    rest, _ = start_server(spawn, "--variant", "node", "--duplicate-login-delay", "1", single=True)
+    res = run_locust(spawn, tmp_path, rest, "--ktb-room-size", "2",
+                     "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
+                     users=5, seconds=10, classes=("KtbChat", "DupUser", "Outsider"))
+    assert "KTB server variant node" in res["out"]
+    chat = _failures(res, "chatMessage")
+    fetch = _failures(res, "fetchPreviousMessages")
+    counts = _counters(res)
+    stale = "SessionExpired('MESSAGE_ERROR: 세션이 만료되었습니다. 다시 로그인해주세요.')"
+    # a lost session is a counter, not a request failure (issue #13): the duplicate login's eviction
+    assert counts.get(("ktb", "duplicate_login"), 0) >= 1, counts
+    assert stale in chat or counts.get(("ktb", "session_lost:SessionExpired"), 0) >= 1, (res["failures"], counts)
+    assert not _failures(res, "session")
+    assert "LoadError('LOAD_ERROR: 채팅방 접근 권한이 없습니다.')" in fetch, res["failures"]
+    room_access_lost = "MessageError('MESSAGE_ERROR: 채팅방 접근 권한이 없습니다.')"  # the evicted socket's room
+    assert all(e.split("(")[0] == "SessionExpired" or e == room_access_lost for e in chat), chat
+    assert "Traceback" not in res["out"], res["out"][-3000:]
+
+
+@pytest.mark.timeout(120)
 def test_ground_truth_server_delay_shows_in_chat_median(spawn, tmp_path):
     """With --delay-ms 50 the chatMessage median is the no-delay median + 50 ms (±1 ms)."""
     medians = {}
@@ -128,7 +237,7 @@ def test_ground_truth_server_delay_shows_in_chat_median(spawn, tmp_path):
         run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "1", "--ktb-delivery", "off",
                    "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
                    users=5, seconds=5, env={"LK_RAW_DUMP": str(dump)})
-        raw = json.loads(dump.read_text())
+        raw = json.loads(dump.read_text())["chatMessage"]
         assert len(raw) > 20, len(raw)
         medians[delay] = statistics.median(raw)
     excess = medians["50"] - (medians["0"] + 50.0)
@@ -165,3 +274,24 @@ def test_distributed_workers_get_options_and_distinct_accounts(spawn, tmp_path):
     # the workers' client-side counters reach the master and its _counters.csv: one session each
     counts = {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{prefix}_counters.csv"))}
     assert counts.get(("ktb", "sessions")) == 8, counts
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("auth_first", ["on", "off"])
+def test_logins_are_done_before_the_measured_operations_start(spawn, tmp_path, auth_first):
+    """Node's register/login cost ~0.5 s of bcrypt each on its one event loop: with
+    --ktb-auth-first on (the default) no user runs a task until every user of the process has logged
+    in and joined, so those logins never overlap a measured operation; off shows the overlap."""
+    rest, _ = start_server(spawn, "--variant", "node", "--auth-cost-ms", "150", single=True)
+    log = tmp_path / f"events-{auth_first}.jsonl"
+    res = run_locust(spawn, tmp_path, rest, "--ktb-auth-first", auth_first, "--ktb-room-size", "2",
+                     users=8, seconds=8, env={"LK_EVENT_LOG": str(log)})
+    assert not res["failures"], res["failures"]
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    auth = [t for typ, name, t, ok in events if name.startswith("/api/auth/")]
+    tasks = [t for typ, name, t, ok in events if name in ("chatMessage", "fetchPreviousMessages", "messageReaction")]
+    assert len(auth) == 8 and tasks, (len(auth), len(tasks))
+    if auth_first == "on":
+        assert min(tasks) >= max(auth), (min(tasks), max(auth))
+    else:
+        assert min(tasks) < max(auth)  # the first users chat while the last ones still log in

@@ -59,7 +59,9 @@ def test_unknown_error_may_belong_to_any_error_emitting_request():
     assert {"chatMessage", "fetchPreviousMessages", "markMessagesAsRead", "messageReaction", "leaveRoom"} <= owners
     pred = ktb.failure_events("chatMessage")["error"]
     assert pred([{"code": "MESSAGE_REJECTED", "message": "x"}]) and not pred([{"code": "LOAD_ERROR", "message": "x"}])
-    assert ktb.failure_events("joinRoom")["joinRoomError"] is None
+    # any joinRoomError fails the join, except ktb-2nd's follow-up to a successful one
+    join_err = ktb.failure_events("joinRoom")["joinRoomError"]
+    assert join_err([{"message": "anything"}]) and not join_err([{"message": "messages is not defined"}])
 
 
 def test_classify_kinds_and_texts():
@@ -111,39 +113,28 @@ def test_error_payloads_of_the_wrong_types_still_classify(payload):
     assert ktb.error_predicate("chatMessage")([payload]) is True
 
 
-def test_option_problems_are_one_line_each():
-    from types import SimpleNamespace
+def test_ktb_option_checks_say_which_option_and_what_is_wrong():
+    """The --ktb-* checks (loadkit.options rules, shared by the command line and the web UI)."""
+    import loadkit.users.ktb  # noqa: F401 - declares the rules
+    from loadkit.options import problems
 
-    from loadkit.users.ktb import option_problem
-
-    good = SimpleNamespace(ktb_weights="", ktb_room_size=10, ktb_timeout=10.0, ktb_wait_min=1.0, ktb_wait_max=3.0)
-    assert option_problem(good) is None
-    assert option_problem(None) is None
-    for change, says in ((dict(ktb_weights="chat=1"), "unknown task 'chat'"), (dict(ktb_room_size=0), "--ktb-room-size"),
-                         (dict(ktb_timeout=0.0), "--ktb-timeout"), (dict(ktb_wait_min=-1.0), "--ktb-wait-min")):
-        problem = option_problem(SimpleNamespace(**{**vars(good), **change}))
-        assert problem and problem.startswith("loadkit: ") and says in problem and "\n" not in problem, problem
-
-
-def test_bad_web_ui_values_stop_the_run_once_started():
-    """Values typed into the web UI reach the users after `init`: the test_start check stops that
-    run (on the master or a local runner, not on workers) instead of letting every user fail."""
-    from types import SimpleNamespace
-
-    import gevent
-
-    from loadkit.users import ktb as ktb_users
-
-    stopped = []
-    runner = SimpleNamespace(stop=lambda: stopped.append(True))
-    opts = SimpleNamespace(ktb_weights="nope=1", ktb_room_size=10, ktb_timeout=10.0, ktb_wait_min=1.0, ktb_wait_max=3.0)
-    ktb_users._validate_web_ui_options(SimpleNamespace(runner=runner, parsed_options=opts))
-    gevent.sleep(0.01)
-    assert stopped == [True]
-    opts.ktb_weights = ""
-    ktb_users._validate_web_ui_options(SimpleNamespace(runner=runner, parsed_options=opts))
-    gevent.sleep(0.01)
-    assert stopped == [True]
+    assert problems({"ktb_weights": "", "ktb_room_size": "10", "ktb_timeout": "10", "ktb_wait_max": "3"}) == []
+    for dest, value, says in (
+        ("ktb_weights", "chat=1", "--ktb-weights: unknown task 'chat'"),
+        ("ktb_weights", "chatMessage=-5", "--ktb-weights: chatMessage=-5 must be >= 0"),
+        ("ktb_weights", "chatMessage=abc", "--ktb-weights: chatMessage='abc' is not a whole number"),
+        ("ktb_room_size", "0", "--ktb-room-size: must be >= 1"),
+        ("ktb_room_size", "abc", "--ktb-room-size: expected a whole number"),
+        ("ktb_timeout", "nan", "--ktb-timeout: expected a finite number"),
+        ("ktb_timeout", "0", "--ktb-timeout: must be > 0"),
+        ("ktb_wait_max", "inf", "--ktb-wait-max: expected a finite number"),
+        ("ktb_max_retry_after", "-5", "--ktb-max-retry-after: must be >= 0"),
+        ("ktb_banned_every", "-1", "--ktb-banned-every: must be >= 0"),
+        ("ktb_socket_url", "notaurl", "--ktb-socket-url: needs a URL starting with http:// or https://"),
+        ("ktb_server", "nodejs", "--ktb-server: expected one of auto, java, node"),
+    ):
+        found = problems({dest: value})
+        assert len(found) == 1 and found[0].startswith(says) and "\n" not in found[0], (dest, value, found)
 
 
 def test_counters_fold_names_beyond_the_cap_into_other():

@@ -100,3 +100,22 @@ def test_the_web_ui_refuses_bad_values_before_locust_keeps_them(spawn):
     status, body = _swarm(port, host="ws://127.0.0.1:9", chldo_turns_per_connection="2")
     assert status == 200 and body["success"] is True, body
     urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/stop", method="POST"), timeout=10).read()
+
+
+@pytest.mark.timeout(60)
+def test_the_web_ui_refuses_bad_ktb_values(spawn):
+    port = free_port()
+    spawn([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "ktb_chat.py"), "--web-host", "127.0.0.1",
+           "--web-port", str(port), "--host", "http://127.0.0.1:9"], port=port, name="webui")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            _page_options(port)
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    for value, says in (("0", "--ktb-room-size: must be >= 1"), ("abc", "--ktb-room-size: expected a whole number")):
+        status, body = _swarm(port, host="http://127.0.0.1:9", ktb_room_size=value)
+        assert status == 400 and body["success"] is False and says in body["message"], body
+    assert _page_options(port)["ktb_room_size"]["default_value"] == 10  # nothing stuck

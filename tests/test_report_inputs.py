@@ -43,3 +43,22 @@ def test_default_out_dir_is_under_reports(tmp_path, monkeypatch):
     res = run_report_inproc("--k6-json", f"base={K6 / 'ktb.json.gz'}", "--quiet")
     assert res.returncode == 0, res.stderr
     assert os.path.exists(tmp_path / "reports" / "base" / "report.html")
+
+
+def test_a_folder_with_one_run_is_that_run_and_two_runs_are_named(tmp_path):
+    """``loadkit report --locust <demo folder>`` reads ``<folder>/locust``; a folder with two runs
+    names both instead of guessing."""
+    import shutil
+
+    src = FIXTURES / "locust"
+    fixture = sorted(src.glob("*_stats.csv"))[0].name[: -len("_stats.csv")]
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    for f in src.glob(fixture + "_*"):
+        shutil.copy(f, folder / ("locust" + f.name[len(fixture):]))
+    res = run_report_inproc("--locust", str(folder), "--out", str(tmp_path / "out"), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out" / "report.html").is_file()
+    shutil.copy(folder / "locust_stats.csv", folder / "other_stats.csv")
+    res = run_report_inproc("--locust", str(folder), "--out", str(tmp_path / "out2"), "--quiet")
+    assert res.returncode != 0 and "holds several Locust runs" in res.stderr and "other" in res.stderr

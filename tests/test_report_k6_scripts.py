@@ -56,3 +56,22 @@ def test_ktb_script(spawn, tmp_path):
     assert s.at["chatMessage", "failures"] == 0
     assert s.at["/api/auth/login", "count"] == 2  # one login per VU
     assert "delivery" in s.index  # 2 VUs share a room: each sees the other's messages
+
+
+@pytest.mark.timeout(150)
+def test_ktb_script_against_the_node_variant(spawn, tmp_path):
+    """One URL: the script picks the Node rules (register logs in, no acks, fire-and-forget reads
+    and leaves counted, safe re-joins) and runs without failures."""
+    port = free_port()
+    spawn(loadkit_argv("serve", "ktb", "--variant", "node", "--host", "127.0.0.1", "--port", str(port)), port=port,
+          name="ktb-node")
+    out = _k6(spawn, tmp_path, "ktb_chat.js", "-e", f"HOST=http://127.0.0.1:{port}",
+              "-e", "THINK_MIN_MS=30", "-e", "THINK_MAX_MS=80", "-e", "ROOM_SIZE=2", "-e", "OPS=20")  # fmt: skip
+    res = run_report("--k6-json", str(out), "--out", str(tmp_path / "r"), "--quiet")
+    assert res.returncode == 0, res.stderr
+    s = pd.read_csv(tmp_path / "r" / "summary.csv").set_index("operation")
+    for op in ("connect", "joinRoom", "chatMessage"):
+        assert s.at[op, "count"] > 0, op
+    assert (s["failures"].fillna(0) == 0).all(), s["failures"]
+    assert "/api/auth/login" not in s.index  # Node's register logs in
+    assert "markMessagesAsRead" not in s.index and "leaveRoom" not in s.index  # nothing times them on Node

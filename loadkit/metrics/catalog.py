@@ -53,11 +53,14 @@ _DEFS: tuple[tuple[str, str, str, str], ...] = (
      "sender's time.time() at emit (carried in the message) → another member of the room reads it; "
      "only between processes on one host clock"),
     ("ktb", "read_receipt", LATENCY,
-     "reader's time.time() at the markMessagesAsRead emit → another member reads the messagesRead "
-     "that names the reader; only between processes on one host clock"),
+     "reader's perf_counter() just before the markMessagesAsRead emit → the first receipt, by another "
+     "member of the room in the same process, of the messagesRead naming the reader and those ids"),
+    # both protocols: a request still waiting when the run ended (its user was stopped)
+    ("chldo", "unfinished_age", LATENCY, "age of a request still waiting when the run ended: send → the stop"),
+    ("ktb", "unfinished_age", LATENCY, "age of a request still waiting when the run ended: send → the stop"),
     ("ktb", "leave_seen", LATENCY,
-     "leaver's time.time() at the leaveRoom emit → a member who stays sees the leave; "
-     "only between processes on one host clock"),
+     "leaver's perf_counter() just before the leaveRoom emit → the first receipt, by a member who stays "
+     "(same process), of the system message announcing the leave"),
 )
 
 CATALOG: dict[tuple[str, str], Metric] = {(t, n): Metric(t, n, k, d) for t, n, k, d in _DEFS}

@@ -41,3 +41,28 @@ def metrics_table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
             f"{_num(r.get('99%')):>11.3f} {_num(r.get('Max')):>11.3f}  {r.get('Unit', '')}"
         )
     return lines
+
+
+def _utc(epoch: Any) -> str:
+    import time
+
+    return time.strftime("%H:%M:%S", time.gmtime(_num(epoch)))
+
+
+def saturation_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Lines saying whether a load generator was CPU-saturated, from ``_saturation.csv``-shaped
+    rows (Worker, Start, End, Seconds, Mean CPU %, Peak CPU %). Always at least one line: "none"
+    is a finding too."""
+    from loadkit.metrics.saturation import MIN_SECONDS, THRESHOLD_PERCENT
+
+    rows = list(rows)
+    rule = f"≥ {THRESHOLD_PERCENT:g} % of a CPU core for ≥ {MIN_SECONDS:g} s"
+    if not rows:
+        return [f"generator saturation: none (no load-generator process stayed {rule})"]
+    total = sum(_num(r.get("Seconds")) for r in rows)
+    lines = [f"generator saturation: {len(rows)} interval{'s' if len(rows) != 1 else ''} ({total:.1f} s) in which a "
+             f"load generator stayed {rule}; latencies measured then include client-side queueing"]
+    for r in rows:
+        lines.append(f"  {r.get('Worker')}: {_utc(r.get('Start'))}–{_utc(r.get('End'))} UTC ({_num(r.get('Seconds')):.1f} s), "
+                     f"mean {_num(r.get('Mean CPU %')):.0f} %, peak {_num(r.get('Peak CPU %')):.0f} % CPU")
+    return lines

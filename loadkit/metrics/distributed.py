@@ -484,6 +484,39 @@ def _on_init_window(environment: Any, **_kw: Any) -> None:
     gevent.spawn(_count_workers_then_start, environment.runner, options, minimum, window)
 
 
+LOST_LOAD_EXIT_CODE = 5  # the run ended with fewer users than asked (a worker was lost, none took over)
+_LOAD_AT_STOP: dict[str, int] = {}
+
+
+def _on_test_stopping(environment: Any, **_kw: Any) -> None:
+    """Remember, just before the users stop, how many ran and how many were asked for."""
+    runner = getattr(environment, "runner", None)
+    if _is_master(environment):
+        _LOAD_AT_STOP.update(running=int(runner.user_count), target=int(getattr(runner, "target_user_count", 0) or 0))
+
+
+def _on_quitting_master(environment: Any, **_kw: Any) -> None:
+    """A master whose run lost a worker says so; when the load at the end was below what was asked
+    (the lost worker's users were not moved to the others, as ``--enable-rebalancing`` would), the
+    run exits with :data:`LOST_LOAD_EXIT_CODE`."""
+    if not _is_master(environment):
+        return
+    lost = [w for w in TRACKER.workers.values() if w.lost(time.time())]
+    if not lost:
+        return
+    running, target = _LOAD_AT_STOP.get("running", 0), _LOAD_AT_STOP.get("target", 0)
+    names = ", ".join(f"{w.client_id} (index {w.index}, last seen {_iso(w.last_seen)}, {w.requests} requests kept)"
+                      for w in lost)
+    if target and running < target:
+        logger.error("loadkit: the run ended with less load than asked: %d of %d users; lost worker(s): %s",
+                     running, target, names)
+        if environment.process_exit_code in (None, 0):
+            environment.process_exit_code = LOST_LOAD_EXIT_CODE
+    else:
+        logger.warning("loadkit: lost worker(s) %s; the others carried the full load (%d users) to the end",
+                       names, running)
+
+
 def start(environment: Any) -> None:
     """What this module does once the run's runner exists (called by :func:`loadkit.plugin.install`
     at Locust's ``init``): remember the runner, and on a master watch the workers."""
@@ -507,3 +540,5 @@ def install(events: Any) -> None:
     events.report_to_master.add_listener(_on_report_to_master)
     events.test_start.add_listener(_on_test_start)
     events.quitting.add_listener(_on_quitting_worker)
+    events.quitting.add_listener(_on_quitting_master)
+    events.test_stopping.add_listener(_on_test_stopping)

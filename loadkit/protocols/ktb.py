@@ -2,7 +2,9 @@
 is recognised, which ``error`` belongs to which emit, how failures are classified, and message
 nonces that can never contain a banned word.
 
-Sources: /work/shared/spec/ktb-chat-socketio.md and ktb-java-server-facts.md (§5, §6, §7).
+Sources: /work/shared/spec/ktb-chat-socketio.md, ktb-java-server-facts.md (§5, §6, §7) and
+ktb-node-server-facts.md (§4, §5, §7). The servers' texts come from :mod:`loadkit.protocols.ktb_vocab`;
+what differs per variant is in :mod:`loadkit.protocols.ktb_variants`.
 
 Banned words are 4–10 character ``[a-z0-9]`` strings matched as case-insensitive substrings, so a
 text whose every run of ASCII letters/digits is at most 3 characters long can never match one.
@@ -12,10 +14,13 @@ Nonces are built that way: numbers are written in groups of at most 3 digits.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
 from typing import Any, Callable, NamedTuple
+
+from loadkit.protocols import ktb_vocab as V
 
 # ------------------------------------------------------------------------------------ answers
 #: emit -> (answer event, failure events). ``leaveRoom`` has no answer event for the leaver, so it
@@ -29,26 +34,18 @@ ANSWERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "leaveRoom": ("", ("error",)),  # ack
 }
 
-#: events every client may receive without asking; never counted as "unknown".
-KNOWN_SERVER_EVENTS = frozenset(
-    {
-        "message", "error", "joinRoomSuccess", "joinRoomError", "previousMessagesLoaded", "messageLoadStart",
-        "participantsUpdate", "roomCreated", "roomUpdated", "roomUpdate", "roomDeleted", "userLeft",
-        "messagesRead", "messageReactionUpdate", "duplicate_login", "session_ended",
-        "aiMessageStart", "aiMessageChunk", "aiMessageComplete", "aiMessageError",
-    }
-)
+#: events every client may receive without asking; never counted as "unknown"
+KNOWN_SERVER_EVENTS = V.KNOWN_SERVER_EVENTS
 
-# error codes (facts §5.3, §5.4) and the code-less messages of the other handlers (§5.2, §5.5, §5.6)
-CHAT_CODES = frozenset({"MESSAGE_ERROR", "SESSION_EXPIRED", "RATE_LIMIT_EXCEEDED", "MESSAGE_REJECTED"})
-LOAD_CODES = frozenset({"LOAD_ERROR"})
-_READ_MESSAGES = frozenset({"Invalid room", "Room access denied", "읽음 상태 업데이트 중 오류가 발생했습니다."})
-_REACTION_MESSAGES = frozenset(
-    {"메시지를 찾을 수 없습니다.", "지원하지 않는 리액션 타입입니다.", "리액션 처리 중 오류가 발생했습니다."}
-)
-_LEAVE_MESSAGES = frozenset({"채팅방 퇴장 중 오류가 발생했습니다."})
+# error codes (Java facts §5.3, §5.4; Node: ``{type: LOAD_ERROR}``) and the code-less messages of
+# the other handlers (Java §5.2, §5.5, §5.6; Node §4)
+CHAT_CODES = frozenset({V.MESSAGE_ERROR, V.SESSION_EXPIRED, V.RATE_LIMIT_EXCEEDED, V.MESSAGE_REJECTED})
+LOAD_CODES = frozenset({V.LOAD_ERROR})
+_READ_MESSAGES = frozenset({"Invalid room", "Room access denied", V.E_READ})
+_REACTION_MESSAGES = frozenset({V.E_MSG_NOT_FOUND, V.E_REACTION_TYPE, V.E_REACTION, V.E_MAP_KEY})
+_LEAVE_MESSAGES = frozenset({V.E_LEAVE})
 _ANY_MESSAGES = frozenset({"Unauthorized", "User not found"})
-CONNECT_PROBLEM = "연결 처리 중 오류가 발생했습니다."  # sent on connect, belongs to no emit
+CONNECT_PROBLEM = V.E_CONNECT  # sent on connect, belongs to no emit
 
 
 def _text(value: Any) -> str | None:
@@ -65,16 +62,20 @@ def error_owner(payload: Any) -> frozenset[str]:
     """
     if not isinstance(payload, dict):
         return frozenset(k for k, v in ANSWERS.items() if "error" in v[1])
+    msg = _text(payload.get("message"))
+    if msg in V.BENIGN_ERRORS:
+        return frozenset()  # ktb-2nd's follow-up to a successful operation (Node facts §6.2)
     code = _text(payload.get("code"))
+    if code is None and _text(payload.get("type")) in LOAD_CODES:
+        code = V.LOAD_ERROR  # Node: {type: "LOAD_ERROR", message}
     if code in CHAT_CODES:
         return frozenset({"chatMessage"})
     if code in LOAD_CODES:
         return frozenset({"fetchPreviousMessages"})
-    msg = _text(payload.get("message"))
     if code is None:
         if msg in _READ_MESSAGES:
             return frozenset({"markMessagesAsRead"})
-        if msg in _REACTION_MESSAGES:
+        if msg in _REACTION_MESSAGES or (msg or "").endswith('for model "Message"'):
             return frozenset({"messageReaction"})
         if msg in _LEAVE_MESSAGES:
             return frozenset({"leaveRoom"})
@@ -94,10 +95,15 @@ def error_predicate(emit: str) -> Callable[[list], bool]:
     return pred
 
 
+def _not_benign(args: list) -> bool:
+    p = args[0] if args else None
+    return not (isinstance(p, dict) and p.get("message") in V.BENIGN_ERRORS)
+
+
 def _failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
     out: dict[str, Callable[[list], bool] | None] = {}
     for ev in ANSWERS[emit][1]:
-        out[ev] = error_predicate(emit) if ev == "error" else None
+        out[ev] = error_predicate(emit) if ev == "error" else _not_benign
     return out
 
 
@@ -228,24 +234,61 @@ def classify(event: str, payload: Any) -> KtbError:
         return SessionExpired("session_ended", f"{p.get('reason', '')} {p.get('message', '')}".strip(), payload)
     if isinstance(payload, dict):
         code = _text(payload.get("code"))
+        if code is None and _text(payload.get("type")) in LOAD_CODES:
+            code = V.LOAD_ERROR  # Node sends {type: "LOAD_ERROR", message} (facts §4)
         message = str(payload.get("message", ""))
     else:
         code, message = None, "" if payload is None else str(payload)
     if event == "joinRoomError":
         return JoinRoomError(code or "JOIN_ROOM_ERROR", message, payload)
+    if code == V.MESSAGE_ERROR and message == V.E_SESSION:
+        # Node's stale session (its chat handler has no SESSION_EXPIRED code): same re-login
+        return SessionExpired(code, message, payload)
     cls = _BY_CODE.get(code or "", ServerError)
     return cls(code, message, payload)
 
 
 #: the server's text when the socket's user is not (or no longer) a participant of the room:
 #: chatMessage → MESSAGE_ERROR, fetchPreviousMessages → LOAD_ERROR (facts §4.5, §5)
-NO_ROOM_ACCESS = "채팅방 접근 권한이 없습니다."
+NO_ROOM_ACCESS = V.E_ROOM_ACCESS
 
 
 def lost_room_access(exc: BaseException) -> bool:
     """True for the failure that means "join the room again": the server dropped this user from
     the room's participants (e.g. the late disconnect of an older socket of the same user)."""
     return isinstance(exc, (MessageError, LoadError)) and exc.server_message == NO_ROOM_ACCESS
+
+
+def rest_failure_text(status: int, body_text: str | None, error: BaseException | None, timeout_s: float) -> str:
+    """What happened to a REST call, in words (never a client library's "retries exceeded" for a
+    request that was sent once): the status and the server's own message, or why no answer came."""
+    if status:
+        msg = None
+        try:
+            data = json.loads(body_text or "")
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            msg = data.get("message")
+            if not msg and isinstance(data.get("error"), dict):
+                msg = data["error"].get("message")  # Node's 429 / room-list errors
+        detail = msg if isinstance(msg, str) and msg else (body_text or "")[:200] or "(empty body)"
+        return f"HTTP {status}: {detail}"
+    original = getattr(error, "original", None) or error
+    seen: set[int] = set()
+    while original is not None and id(original) not in seen:  # unwrap library wrappers
+        seen.add(id(original))
+        nxt = getattr(original, "original", None) or original.__cause__
+        if nxt is None:
+            break
+        original = nxt
+    if isinstance(original, (socket.timeout, TimeoutError)) or "timed out" in str(original).lower():
+        return f"no HTTP response: timed out after {timeout_s:g} s"
+    if isinstance(original, ConnectionRefusedError) or "refused" in str(original).lower():
+        return "no HTTP response: connection refused"
+    if isinstance(original, ConnectionResetError):
+        return "no HTTP response: connection reset by the server"
+    return f"no HTTP response: {type(original).__name__}: {original}"
 
 
 # -------------------------------------------------------------------------------------- nonces

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import glob
 import os
 from pathlib import Path
 
@@ -46,7 +47,15 @@ _WANTED_PCT = {"p50": "50%", "p90": "90%", "p95": "95%", "p99": "99%"}
 
 
 def normalise_prefix(prefix: str) -> str:
-    """Accept ``run`` as well as ``run_stats.csv`` (shell completion often adds the suffix)."""
+    """Accept ``run`` as well as ``run_stats.csv`` (shell completion often adds the suffix), and a
+    folder holding one run (``loadkit demo``'s output folder → ``<folder>/locust``)."""
+    if os.path.isdir(prefix):
+        runs = sorted(p[: -len("_stats.csv")] for p in glob.glob(os.path.join(prefix, "*_stats.csv")))
+        if len(runs) == 1:
+            return runs[0]
+        if runs:
+            raise ReportInputError(prefix, "holds several Locust runs; give one prefix: "
+                                   + ", ".join(runs))
     for suffix in SUFFIXES:
         if prefix.endswith(suffix):
             return prefix[: -len(suffix)]

@@ -19,9 +19,11 @@ import itertools
 import os
 import random
 import uuid
+from time import perf_counter
 from pathlib import Path
 from typing import Any
 
+from gevent import GreenletExit
 from locust import User, events, task
 
 from loadkit.clients.chldo import ChldoClient
@@ -164,6 +166,8 @@ class ChldoUser(User):
         self.room_uid = f"lk{tag}r{n}"
         if self.api_key is None:
             self.api_key = get("chldo_api_key", "demo-key")
+        if isinstance(self.api_key, str):
+            self.measure.secrets.append(self.api_key)
         if self.return_voice is None:
             self.return_voice = parse_return_voice(get("chldo_return_voice", ""))
         if self.prompts is None:
@@ -231,7 +235,12 @@ class ChldoUser(User):
         prompts = self.prompts
         prompt = prompts[self._prompt_index % len(prompts)]
         self._prompt_index += 1
-        turn = self.client.sendmsg(self.build_request(prompt), self.turn_timeout)
+        t0 = perf_counter()
+        try:
+            turn = self.client.sendmsg(self.build_request(prompt), self.turn_timeout)
+        except GreenletExit:  # stopped (end of the run) while the turn streams: recorded, not lost
+            self.measure.unfinished("sendmsg", (perf_counter() - t0) * 1000.0)
+            raise
         self.report(turn)
         self._turns_on_connection += 1
         if isinstance(turn.error, (ChldoTimeout, ChldoConnectionLost)) or (

@@ -27,6 +27,8 @@ from locust import events
 from loadkit import plugin
 from loadkit.metrics import hdr
 from loadkit.metrics.catalog import LATENCY, metric as catalog_metric
+from loadkit.metrics.counters import counters
+from loadkit.redact import redact_exception
 
 PHASE_SUFFIX = "-phase"
 
@@ -41,26 +43,60 @@ def _add_options(parser: Any) -> None:
 events.init.add_listener(plugin.on_init)
 
 
+class _Event:
+    __slots__ = ("fire",)
+
+    def __init__(self, fire: Any) -> None:
+        self.fire = fire
+
+
 class Measure:
     """One user's (or client's) reporting handle for one protocol ``request_type``."""
 
-    __slots__ = ("fire", "request_type", "_record", "_phase_rows", "_kinds")
+    __slots__ = ("fire", "request_type", "secrets", "_record", "_phase_rows", "_kinds", "_counters")
 
     def __init__(self, environment: Any, request_type: str) -> None:
         plugin.install(environment)  # library mode: no Locust ``init`` ran our listener
         #: Locust's request event; the only way a loadkit user reports a request
         self.fire = environment.events.request.fire
         self.request_type = request_type
+        #: literal secrets of this user (its password, current token, API key) that no failure text
+        #: may show; patterns (``"password": …``, JWTs, session ids) are masked anyway (loadkit.redact)
+        self.secrets: list[str] = []
         self._record = hdr.METRICS.record
         options = getattr(environment, "parsed_options", None)
         self._phase_rows = getattr(options, "loadkit_phase_rows", "off") == "on"
         self._kinds: dict[str, str] = {}
+        self._counters = counters(request_type)
 
     def request(self, name: str, response_time: float, response_length: int = 0,
                 exception: BaseException | None = None, context: dict | None = None) -> None:
-        """Report one request a user sent (completed, or failed with ``exception``)."""
+        """Report one request a user sent (completed, or failed with ``exception``, whose text is
+        masked of secrets first)."""
+        if exception is not None:
+            redact_exception(exception, self.secrets)
         self.fire(request_type=self.request_type, name=name, response_time=response_time,
                   response_length=response_length, exception=exception, context=context or {})
+
+    def fire_checked(self, **request_meta: Any) -> None:
+        """Locust's request-event signature, failures masked of secrets: for clients that fire
+        events themselves (``FastHttpSession``'s ``request_event.fire``; see :attr:`rest_event`)."""
+        exception = request_meta.get("exception")
+        if exception is not None:
+            redact_exception(exception, self.secrets)
+        self.fire(**request_meta)
+
+    @property
+    def rest_event(self) -> Any:
+        """An object with ``fire`` = :meth:`fire_checked`, to hand to ``FastHttpSession``."""
+        return _Event(self.fire_checked)
+
+    def unfinished(self, name: str, age_ms: float) -> None:
+        """A request still waiting when its user was stopped (the end of the run): neither a
+        success nor a failure of the server — counted as ``unfinished:<name>`` with its age as the
+        metric ``unfinished_age``, never dropped (see :mod:`loadkit.metrics.unfinished`)."""
+        self._counters.bump(f"unfinished:{name}")
+        self._record(self.request_type, "unfinished_age", age_ms)
 
     def metric(self, name: str, value: float) -> None:
         """Record one loadkit metric sample, ``value`` in the catalog unit of ``name``."""

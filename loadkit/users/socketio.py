@@ -29,8 +29,10 @@ import os
 import time
 from typing import Any, Callable
 
+from gevent import GreenletExit
 from locust import User
 
+from loadkit.redact import redact_exception
 from loadkit.users.measure import Measure
 from loadkit.clients.socketio import (
     Answer,
@@ -63,6 +65,8 @@ class LocustSocketIOClient:
     ) -> None:
         self.raw = SocketIOClient(url, **client_kwargs)
         self._fire = request_event.fire
+        self._unfinished = getattr(request_event, "unfinished", None)  # a Measure records them
+        self._measure = request_event
         self.request_type = request_type
         self.classify_error = classify_error or (lambda e: e)
         self.user = user
@@ -83,6 +87,8 @@ class LocustSocketIOClient:
 
     # measured operations -----------------------------------------------------------------------
     def _report(self, name: str, t0: float, t1: float, length: int, exc: BaseException | None) -> None:
+        if exc is not None:  # a failure's text shows no secret the server echoed (loadkit.redact)
+            redact_exception(exc, getattr(self._measure, "secrets", ()))
         self._fire(
             request_type=self.request_type,
             name=name,
@@ -131,6 +137,10 @@ class LocustSocketIOClient:
             t_sent = getattr(exc, "t_sent", None) or t0
             self._report(name or event, t_sent, getattr(exc, "t_recv", None) or perf_counter(),
                          getattr(exc, "nbytes", 0), exc)
+            raise
+        except GreenletExit:  # the user is being stopped (end of the run) while this request waits
+            if self._unfinished is not None:
+                self._unfinished(name or event, (perf_counter() - t0) * 1000.0)
             raise
         self._fire(
             request_type=self.request_type,

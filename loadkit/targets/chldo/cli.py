@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve from N pre-forked processes sharing the port, one core each (default 1)")
     parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
                         help="keep-alive ping interval in seconds, 0 = off (default 20)")
+    parser.add_argument("--fault", default="", metavar="KIND=P,...",
+                        help="inject faults per sendmsg, seeded: drop (close the connection mid-stream), error "
+                             "(an error frame, then END), stall (START, then nothing), noend (the answer, no END); "
+                             "e.g. drop=0.01,error=0.02,stall=0.005")
+    parser.add_argument("--fault-seed", type=int, default=0, metavar="N",
+                        help="seed of the fault draws: the same seed gives the same faults (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:

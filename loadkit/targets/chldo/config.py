@@ -46,6 +46,8 @@ class ServerConfig:
     max_streams_per_connection: int = 4
     ping_interval: float = 20.0
     processes: int = 1
+    faults: dict[str, float] = field(default_factory=dict)  # loadkit.targets.faults: kind -> probability
+    fault_seed: int = 0
     spaces: dict[str, Space] = field(default_factory=lambda: {DEMO_KEY: Space(DEMO_KEY)})
 
 
@@ -115,6 +117,12 @@ def from_args(args: Any) -> ServerConfig:
     processes = getattr(args, "processes", 1)
     if not 1 <= processes <= 256:
         raise ConfigError(f"--processes must be within 1..256, got {processes}")
+    from loadkit.targets.faults import parse_faults
+
+    try:
+        faults = parse_faults(getattr(args, "fault", "") or "")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     cfg = ServerConfig(
         host=args.host,
         port=args.port,
@@ -129,6 +137,8 @@ def from_args(args: Any) -> ServerConfig:
         max_streams_per_connection=args.max_streams_per_connection,
         ping_interval=nonneg("ping-interval", args.ping_interval),
         processes=processes,
+        faults=faults,
+        fault_seed=int(getattr(args, "fault_seed", 0) or 0),
     )
     if args.api_keys:
         cfg.spaces = load_spaces(args.api_keys)

@@ -45,6 +45,7 @@ from loadkit.targets.chldo.fakellm import Answer, FakeLLM
 from loadkit.targets.chldo.validation import Invalid, SendMsg, parse_request
 
 LLM_FAILURE_TEXT = "Error code: 503 - {'status': 'failure', 'message': 'simulated LLM failure (loadkit)'}"
+FAULT_ERROR_TEXT = "Error code: 500 - {'status': 'failure', 'message': 'injected server fault (loadkit --fault error)'}"
 ERR_TOO_MANY_STREAMS = "too many concurrent sendmsg streams on this connection"
 VOICE_BASE = "https://voice.chldo.invalid/room_uid_voice"
 _ALNUM = string.ascii_letters + string.digits
@@ -70,6 +71,9 @@ class ChldoServer:
         self._rng = random.Random()
         self._secret = os.urandom(16)
         self._failure_n = 0
+        from loadkit.targets.faults import FaultDice
+
+        self.faults = FaultDice(cfg.faults, cfg.fault_seed)
 
     # ---- ids -------------------------------------------------------------------------------------
     def _uid(self, n: int) -> str:
@@ -174,6 +178,14 @@ class ChldoServer:
                 run_event("on_chain_end", step, [root], ["graph:step:1", "langsmith:hidden"]),
                 run_event("on_chain_start", agent, [root], ["graph:step:2"]),
             ]
+        fault = self.faults.draw() if self.faults else None
+        if fault in ("drop", "stall"):
+            await send(frames[0])  # START: the stream has begun
+            stats.frames += 1
+            if fault == "drop":
+                ws.transport.abort()  # no close frame: the connection just goes away
+                return
+            await asyncio.Event().wait()  # stall: answer nothing more, until the connection closes
         for f in frames:
             await send(f)
         n += len(frames)
@@ -188,14 +200,14 @@ class ChldoServer:
         if req.space.credit < MIN_CREDIT:
             await send(error(ERR_CREDIT.format(credit=format_credit(req.space.credit))))
             n += 1
-        elif self._next_is_failure():
+        elif fault == "error" or self._next_is_failure():
             if lc:
                 await send(run_event("on_chat_model_start", model, [root, agent], ["seq:step:1", "agent_llm"]))
                 n += 1
             delay = deadline - loop.time()
             if delay > 0:
                 await sleep(delay)
-            await send(error(LLM_FAILURE_TEXT))
+            await send(error(FAULT_ERROR_TEXT if fault == "error" else LLM_FAILURE_TEXT))
             n += 1
         else:
             if lc:
@@ -230,6 +242,9 @@ class ChldoServer:
                     run_event("on_chain_end", agent, [root], ["graph:step:2"]),
                     run_event("on_chain_end", root, [], []),
                 ]
+        if fault == "noend":
+            stats.frames += n
+            await asyncio.Event().wait()  # the answer was streamed; END never comes
         for f in end_frames:
             await send(f)
         n += len(end_frames)

@@ -13,8 +13,12 @@ from loadkit.argtypes import non_negative_float, port, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", choices=["java", "node"], default="java",
+                        help="which KTB backend to reproduce: java (REST and Socket.IO on two ports, default) or "
+                             "node (the Node.js backend: one port for both, no acks, ...; see docs/ktb-server.md)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=port, default=5002, help="Socket.IO port (default 5002)")
+    parser.add_argument("--port", type=port, default=None,
+                        help="Socket.IO port (default 5002; --variant node: the one port, default 5000)")
     parser.add_argument("--rest-port", type=port, default=None,
                         help="REST port (default 5001; equal to --port = one port for both, like the Node deployment)")
     parser.add_argument("--single-port", action="store_true", help="serve REST and Socket.IO on --port only")
@@ -27,7 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duplicate-login-delay", type=non_negative_float, default=10.0, metavar="SECONDS",
                         help="delay between duplicate_login and session_ended on the old socket (default 10)")
     parser.add_argument("--delay-ms", type=non_negative_float, default=0.0, metavar="N",
-                        help="fixed processing delay before answering each chatMessage (default 0)")
+                        help="fixed processing delay at the start of each joinRoom, chatMessage and "
+                             "markMessagesAsRead (default 0): a ground truth for latency figures")
+    parser.add_argument("--auth-cost-ms", type=non_negative_float, default=0.0, metavar="N",
+                        help="--variant node: time one password hash/compare takes, one at a time like bcrypt "
+                             "on Node's single event loop (default 0; the real server: ~500 ms per register/login)")
+    parser.add_argument("--db-latency-ms", type=non_negative_float, default=2.0, metavar="N",
+                        help="--variant node: simulated MongoDB round trip between the steps of leaveRoom "
+                             "(default 2), which makes a joinRoom sent right after it overtake it, as on the real server")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="server log level (default WARNING)")
 
@@ -38,7 +49,14 @@ def _config_error(msg: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    rest_port = args.rest_port if args.rest_port is not None else (args.port if args.single_port else 5001)
+    if args.variant == "node":
+        if args.rest_port is not None and args.port is not None and args.rest_port != args.port:
+            return _config_error("--variant node serves REST and Socket.IO on one port: give --port only")
+        args.port = args.port or args.rest_port or 5000
+        rest_port = args.port
+    else:
+        args.port = args.port or 5002
+        rest_port = args.rest_port if args.rest_port is not None else (args.port if args.single_port else 5001)
     if args.banned_words is not None and not os.path.isfile(args.banned_words):
         return _config_error(f"--banned-words file not found: {args.banned_words}")
     if args.db not in ("", ":memory:"):
@@ -66,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ServerConfig(host=args.host, port=args.port, rest_port=rest_port, single_port=args.single_port,
                        db=args.db, rate_limit=args.rate_limit, banned_words=args.banned_words,
-                       duplicate_login_delay=args.duplicate_login_delay, delay_ms=args.delay_ms)
+                       duplicate_login_delay=args.duplicate_login_delay, delay_ms=args.delay_ms,
+                       variant=args.variant, auth_cost_ms=args.auth_cost_ms, db_ms=args.db_latency_ms)
     try:
         return serve(cfg)
     except (OSError, UnicodeDecodeError) as exc:

@@ -35,10 +35,13 @@ class ServerConfig:
     delay_ms: float = 0.0
     max_payload: int = 65536
     env_name: str | None = None
+    variant: str = "java"  # "node": loadkit.targets.ktb.node (one port, Node backend behaviour)
+    auth_cost_ms: float = 0.0  # node: time per password hash/compare (bcrypt), serialised
+    db_ms: float = 2.0  # node: simulated MongoDB round trip inside leaveRoom (makes its race observable)
 
     @property
     def one_port(self) -> bool:
-        return self.single_port or self.rest_port == self.port
+        return self.variant == "node" or self.single_port or self.rest_port == self.port
 
 
 def limit_websocket_frames(max_bytes: int) -> None:
@@ -122,18 +125,32 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
     from .sockets import ChatSockets, make_socket_server
     from .store import Store
 
-    limit_websocket_frames(cfg.max_payload)
-    banned = BannedWordChecker.from_file(cfg.banned_words or DEFAULT_LIST)
     store = Store(cfg.db)
-    auth = Auth(store)
-    sio = make_socket_server(max_payload=cfg.max_payload)
-    ChatSockets(sio, store, auth, banned, rate_limit=cfg.rate_limit,
-                duplicate_login_delay=cfg.duplicate_login_delay, delay_ms=cfg.delay_ms)
+    if cfg.variant == "node":
+        from .node import NodeAuth, NodeChatSockets, NodeRestApp, make_node_socket_server
+
+        limit_websocket_frames(1_000_000)
+        banned_count = 0
+        node_auth = NodeAuth(store, cfg.auth_cost_ms / 1000.0)
+        sio = make_node_socket_server()
+        NodeChatSockets(sio, store, node_auth, duplicate_login_delay=cfg.duplicate_login_delay,
+                        delay_ms=cfg.delay_ms, db_ms=cfg.db_ms)
+    else:
+        limit_websocket_frames(cfg.max_payload)
+        banned = BannedWordChecker.from_file(cfg.banned_words or DEFAULT_LIST)
+        banned_count = len(banned)
+        auth = Auth(store)
+        sio = make_socket_server(max_payload=cfg.max_payload)
+        ChatSockets(sio, store, auth, banned, rate_limit=cfg.rate_limit,
+                    duplicate_login_delay=cfg.duplicate_login_delay, delay_ms=cfg.delay_ms)
 
     def emit(event: str, data: Any, room: str) -> None:
         sio.emit(event, data, to=room)
 
-    rest = RestApp(store, auth, emit, env_name=cfg.env_name)
+    if cfg.variant == "node":
+        rest: Any = NodeRestApp(store, node_auth, emit, env_name=cfg.env_name or "production")
+    else:
+        rest = RestApp(store, auth, emit, env_name=cfg.env_name)
 
     class Handler(WebSocketHandler):
         """pywsgi handler with TCP_NODELAY: pywsgi may write a response in two segments, and with
@@ -154,7 +171,7 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
         servers = [make(cfg.port, socketio.WSGIApp(sio, rest))]
     else:
         servers = [make(cfg.rest_port, rest), make(cfg.port, socketio.WSGIApp(sio, _not_found))]
-    servers[0]._loadkit_banned = len(banned)  # for the ready line
+    servers[0]._loadkit_banned = banned_count  # for the ready line
     return store, servers, sio
 
 
@@ -191,9 +208,14 @@ def serve(cfg: ServerConfig, ready: Callable[[str], None] | None = None) -> int:
         where = f"REST + Socket.IO http://{cfg.host}:{cfg.port} (path /socket.io)"
     else:
         where = f"REST http://{cfg.host}:{cfg.rest_port}, Socket.IO http://{cfg.host}:{cfg.port} (path /socket.io)"
-    line = (f"loadkit ktb server ready: {where}; db={cfg.db} rate-limit={cfg.rate_limit}/min "
-            f"banned-words={servers[0]._loadkit_banned} duplicate-login-delay={cfg.duplicate_login_delay}s "
-            f"delay-ms={cfg.delay_ms:g}")
+    if cfg.variant == "node":
+        line = (f"loadkit ktb server ready (variant node): {where}; db={cfg.db} "
+                f"duplicate-login-delay={cfg.duplicate_login_delay}s delay-ms={cfg.delay_ms:g} "
+                f"auth-cost-ms={cfg.auth_cost_ms:g}")
+    else:
+        line = (f"loadkit ktb server ready (variant java): {where}; db={cfg.db} rate-limit={cfg.rate_limit}/min "
+                f"banned-words={servers[0]._loadkit_banned} duplicate-login-delay={cfg.duplicate_login_delay}s "
+                f"delay-ms={cfg.delay_ms:g}")
     (ready or (lambda text: print(text, flush=True)))(line)
     stop_event.wait()
     for s in servers:

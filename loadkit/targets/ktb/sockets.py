@@ -36,24 +36,12 @@ log = logging.getLogger("loadkit.ktb.socket")
 
 DROP = object()  # handler result: the payload did not deserialise → no answer, no ack (Java drops it)
 
-# error texts (facts §5)
-E_NO_DATA = "메시지 데이터가 없습니다."
-E_SESSION = "세션이 만료되었습니다. 다시 로그인해주세요."
-E_RATE = "메시지 전송 횟수 제한을 초과했습니다. 잠시 후 다시 시도해주세요."
-E_NO_ROOM_INFO = "채팅방 정보가 없습니다."
-E_ROOM_ACCESS = "채팅방 접근 권한이 없습니다."
-E_BANNED = "금칙어가 포함된 메시지는 전송할 수 없습니다."
-E_FILE_DATA = "파일 데이터가 올바르지 않습니다."
-E_FILE_ACCESS = "파일을 찾을 수 없거나 접근 권한이 없습니다."
-E_ROOM_NOT_FOUND = "채팅방을 찾을 수 없습니다."
-E_ID_NULL = "The given id must not be null"
-E_LEAVE = "채팅방 퇴장 중 오류가 발생했습니다."
-E_READ = "읽음 상태 업데이트 중 오류가 발생했습니다."
-E_REACTION = "리액션 처리 중 오류가 발생했습니다."
-E_MSG_NOT_FOUND = "메시지를 찾을 수 없습니다."
-E_REACTION_TYPE = "지원하지 않는 리액션 타입입니다."
-E_CONNECT = "연결 처리 중 오류가 발생했습니다."
-SESSION_ENDED_DUP = "다른 기기에서 로그인하여 현재 세션이 종료되었습니다."
+# error texts (facts §5): the vocabulary shared with the load users
+from loadkit.protocols.ktb_vocab import (  # noqa: E402
+    E_BANNED, E_CONNECT, E_FILE_ACCESS, E_FILE_DATA, E_ID_NULL, E_LEAVE, E_MSG_NOT_FOUND, E_NO_DATA,
+    E_NO_ROOM_INFO, E_RATE, E_REACTION, E_REACTION_TYPE, E_READ, E_ROOM_ACCESS, E_ROOM_NOT_FOUND, E_SESSION,
+    SESSION_ENDED_DUP,
+)
 
 # event -> (error event, code, message) sent when a handler fails unexpectedly (Java's catch blocks)
 FALLBACK_ERRORS: dict[str, tuple[str, str | None, str]] = {
@@ -349,6 +337,8 @@ class ChatSockets:
         room_id = _str_arg(args[0]) if args else None
         if room_id is DROP:
             return DROP
+        if self.delay_s:
+            _precise_sleep(self.delay_s)
         su = self.sock_users.get(sid)
         if su is None:
             self.sio.emit("joinRoomError", {"message": "Unauthorized"}, to=sid)
@@ -530,6 +520,8 @@ class ChatSockets:
         ids_s = [_str_arg(i) for i in ids] if ids else []
         if DROP in ids_s:
             return DROP
+        if self.delay_s:
+            _precise_sleep(self.delay_s)
         su = self.sock_users.get(sid)
         if su is None:
             self._error(sid, None, E_READ)
