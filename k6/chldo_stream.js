@@ -13,11 +13,13 @@
 //
 // Options (-e NAME=value): HOST (required, ws:// or wss://), API_KEY (demo-key), RETURN_VOICE (unset:
 // server default; 0 or 1), TURNS (turns per connection, default 10), THINK_MS (default 1000),
-// TURN_TIMEOUT_MS (default 60000). Run length and VUs: k6's own --duration / --vus.
+// TURN_TIMEOUT_MS (default 60000), SLO (loadkit --slo expressions as thresholds, ';'-separated, e.g.
+// "ttft:p95<500ms;sendmsg:fail_rate<1%"; see loadkit_slo.js). Run length and VUs: k6's own --duration / --vus.
 
 import { WebSocket } from 'k6/experimental/websockets'; // k6/websockets in k6 >= 1.2
-import { Trend, Counter } from 'k6/metrics';
+import { Trend, Counter, Rate } from 'k6/metrics';
 import exec from 'k6/execution';
+import { sloThresholds } from './loadkit_slo.js';
 
 const HOST = __ENV.HOST;
 const API_KEY = __ENV.API_KEY || 'demo-key';
@@ -41,6 +43,7 @@ export const options = {
   thresholds: {
     'loadkit_failures{op:connect}': ['count>=0'],
     'loadkit_failures{op:sendmsg}': ['count>=0'],
+    ...sloThresholds(__ENV.SLO),
   },
 };
 
@@ -51,6 +54,7 @@ const tTtft = new Trend('ttft', true);
 const tSomEom = new Trend('som_to_eom', true);
 const tVoice = new Trend('first_voice', true);
 const failures = new Counter('loadkit_failures');
+const failRate = new Rate('loadkit_fail_rate'); // per request {op}: 1 failed, 0 succeeded (SLO fail_rate)
 
 export function setup() {
   if (!HOST || !/^wss?:\/\//.test(HOST)) {
@@ -62,6 +66,7 @@ function fail(op, kind, text) {
   const tags = { op: op, kind: kind };
   if (text) tags.error = String(text).slice(0, 100); // the server's own text, like Locust's failure message
   failures.add(1, tags);
+  failRate.add(1, { op: op });
 }
 
 export default function () {
@@ -88,6 +93,7 @@ export default function () {
     const now = Date.now();
     if (ok) {
       tSendmsg.add(now - turn.t0);
+      failRate.add(0, { op: 'sendmsg' });
       if (turn.tStart !== null) { tStart.add(turn.tStart - turn.t0); tSomEom.add(now - turn.tStart); }
       if (turn.tFirst !== null) tTtft.add(turn.tFirst - turn.t0);
       if (turn.tVoice !== null) tVoice.add(turn.tVoice - turn.t0);
@@ -102,6 +108,7 @@ export default function () {
 
   ws.onopen = () => {
     tConnect.add(Date.now() - t0);
+    failRate.add(0, { op: 'connect' });
     sendTurn();
   };
   ws.onerror = (e) => {

@@ -43,7 +43,8 @@
 
 import http from 'k6/http';
 import { WebSocket } from 'k6/experimental/websockets'; // k6/websockets in k6 >= 1.2
-import { Trend, Counter } from 'k6/metrics';
+import { Trend, Counter, Rate } from 'k6/metrics';
+import { sloThresholds } from './loadkit_slo.js';
 import exec from 'k6/execution';
 
 const HOST = (__ENV.HOST || '').replace(/\/+$/, '');
@@ -61,9 +62,12 @@ const WEIGHTS = [['chatMessage', 10], ['fetchPreviousMessages', 2], ['markMessag
 export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'],
   // always-true thresholds make k6 keep per-operation failure counts in its end-of-test summary
-  thresholds: Object.fromEntries(
-    ['connect', 'joinRoom', 'chatMessage', 'fetchPreviousMessages', 'markMessagesAsRead', 'messageReaction', 'leaveRoom', 'login']
-      .map((op) => [`loadkit_failures{op:${op}}`, ['count>=0']])),
+  thresholds: {
+    ...Object.fromEntries(
+      ['connect', 'joinRoom', 'chatMessage', 'fetchPreviousMessages', 'markMessagesAsRead', 'messageReaction', 'leaveRoom', 'login']
+        .map((op) => [`loadkit_failures{op:${op}}`, ['count>=0']])),
+    ...sloThresholds(__ENV.SLO), // loadkit --slo expressions (-e SLO="chatMessage:p99<200ms;delivery:p99<300ms")
+  },
 };
 
 const trends = {};
@@ -71,6 +75,7 @@ for (const n of ['connect', 'joinRoom', 'chatMessage', 'fetchPreviousMessages', 
   trends[n] = new Trend(n, true);
 }
 const failures = new Counter('loadkit_failures');
+const failRate = new Rate('loadkit_fail_rate'); // per request {op}: 1 failed, 0 succeeded (SLO fail_rate)
 const emitted = new Counter('loadkit_emitted'); // fire-and-forget emits (Node), tagged {op}
 
 // "1795260867123" -> "1.795.260.867.123": never 4 digits in a row
@@ -270,12 +275,14 @@ async function timed(op, fn) {
   try {
     const v = await fn();
     trends[op].add(Date.now() - t0);
+    failRate.add(0, { op: op });
     return v;
   } catch (err) {
     const tags = { op: op, kind: kindOf(err) };
     const text = String((err && err.message) || err);
     if (tags.kind !== 'timeout' && tags.kind !== 'disconnect') tags.error = text.slice(0, 100); // the server's text
     failures.add(1, tags);
+    failRate.add(1, { op: op });
     throw err;
   }
 }

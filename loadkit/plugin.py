@@ -16,6 +16,11 @@ What it installs (each module's own ``install`` says more):
 - :mod:`loadkit.metrics.saturation` — intervals in which a load generator's CPU was saturated,
   ``<prefix>_saturation.csv``;
 - :mod:`loadkit.metrics.webui` — on a run with a web UI: the "loadkit" tabs and the live page.
+- :mod:`loadkit.users.pacing` — ``--arrival-rate``/``--arrival-stages`` (open model): users take
+  iterations from a schedule, schedule lag and dropped iterations recorded;
+- :mod:`loadkit.users.sweep` — ``--sweep``: stage after stage, the highest rate where every SLO held;
+- :mod:`loadkit.metrics.slo_gate` — ``--slo`` judged on the merged figures, ``<prefix>_slo.csv``,
+  the exit code of a failed SLO; ``--goodput``.
 
 The Locust *patches* (not listeners) are applied at import, because a worker connects to its
 master before ``init``: :func:`patch_locust`.
@@ -65,6 +70,8 @@ def install(environment: Any, **_kw: Any) -> bool:
     setattr(events, _FLAG, True)
     from loadkit import options
     from loadkit.metrics import counters, distributed, early_warning, failures, hdr, prometheus, saturation, unfinished
+    from loadkit.metrics import slo_gate
+    from loadkit.users import pacing, sweep
 
     options.check_at_init(environment)  # bad values: one line each, exit 2, before any user starts
     options.install_web_ui(environment)
@@ -78,6 +85,12 @@ def install(environment: Any, **_kw: Any) -> bool:
     unfinished.install(environment)
     prometheus.start(environment)
     _print_metrics_in_console(environment)
+    pacing.install(events)
+    pacing.start(environment)
+    sweep.install(events)
+    sweep.start(environment)
+    slo_gate.install(events)  # after the metrics block: its verdict lines are printed last
+    slo_gate.start(environment)
     _install_web_ui(environment)
     return True
 
@@ -139,3 +152,6 @@ def on_init(environment: Any, **_kw: Any) -> None:
 
 
 patch_locust()
+from loadkit.metrics import slo_gate as _slo_gate  # noqa: E402,F401 - registers --slo before Locust parses
+from loadkit.users import pacing as _pacing  # noqa: E402,F401 - registers --arrival-* before Locust parses
+from loadkit.users import sweep as _sweep  # noqa: E402,F401 - registers --sweep before Locust parses

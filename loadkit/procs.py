@@ -130,6 +130,13 @@ class ManagedProcess:
         self.stop()
 
 
+def own_master_port_args() -> list[str]:
+    """Locust options giving a ``--processes`` run a master port of its own: its forked workers
+    connect to Locust's default 5557 otherwise, where another run on the machine may listen."""
+    port = str(free_port())
+    return ["--master-bind-port", port, "--master-port", port]
+
+
 def loadkit_argv(*args: str) -> list[str]:
     """argv that runs the ``loadkit`` command with this interpreter (no reliance on PATH)."""
     return [sys.executable, "-m", "loadkit", *args]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from loadkit.procs import free_port, loadkit_argv
+from loadkit.procs import free_port, loadkit_argv, own_master_port_args
 from loadkit.protocols.chldo import (
     ERR_API_KEY_NOT_EXIST,
     ERR_API_KEY_NOT_USABLE,
@@ -27,6 +27,8 @@ from loadkit.protocols.chldo import (
     ERR_ROOM_UID_REQUIRED,
     ERR_USER_ID_REQUIRED,
 )
+
+
 
 FIX = Path(__file__).parent / "fixtures" / "chldo"
 FIRST_MS, TOKEN_MS, TOKENS = 300.0, 20.0, 20
@@ -119,7 +121,7 @@ def test_langchain_mode_measures_the_same_with_worker_processes(spawn, tmp_path)
     spawn(loadkit_argv("serve", "chldo", "--port", str(port), "--first-token-ms", str(FIRST_MS), "--token-ms",
                        str(TOKEN_MS), "--answer-tokens", str(TOKENS), "--langchain-events"), port=port, name="chldo")
     stats, metrics, failures, events, stderr = run_locust(tmp_path, f"ws://127.0.0.1:{port}", "plain", 8, 8,
-                                                          "--processes", "2")
+                                                          "--processes", "2", *own_master_port_args())
     assert not failures, failures
     check_timing(metrics, events)
     pids = {e["pid"] for e in events}

@@ -288,3 +288,38 @@ def test_prefork_processes_share_the_port(spawn):
     assert len(stopped) == 2 and "Traceback" not in out
     turns = sum(int(line.split(" turns")[0].rsplit(" ", 1)[1]) for line in stopped)
     assert turns == 6
+
+
+def test_max_concurrent_serves_n_turns_at_a_time_and_queues_the_rest(spawn):
+    """--max-concurrent 2: of 6 simultaneous turns, 2 are served at once; the first-token delay of a
+    queued turn starts when it is served, so first tokens come in three waves one turn time apart."""
+    proc, url = start(spawn, "--first-token-ms", "200", "--token-ms", "10", "--answer-tokens", "3",
+                      "--max-concurrent", "2")
+
+    async def one(i: int, t0: float) -> float:
+        from websockets.asyncio.client import connect as aconnect
+
+        async with aconnect(url) as ws:
+            await ws.send(sendmsg(room_uid=f"r{i}", user_id=f"u{i}"))
+            first = None
+            async for message in ws:
+                frame = json.loads(message)
+                if frame.get("status") == "stream" and first is None:
+                    first = time.perf_counter() - t0
+                if frame.get("status") == "END":
+                    return first
+
+    async def main() -> list:
+        from websockets.asyncio.client import connect as aconnect
+
+        async with aconnect(url):  # the server is up and warm
+            pass
+        t0 = time.perf_counter()
+        return await asyncio.gather(*(one(i, t0) for i in range(6)))
+
+    firsts = sorted(asyncio.run(main()))
+    turn = 0.200 + 2 * 0.010  # first token + 2 more tokens
+    waves = [firsts[0:2], firsts[2:4], firsts[4:6]]
+    for k, wave in enumerate(waves):
+        for t in wave:
+            assert 0.2 + k * turn - 0.01 < t < 0.2 + k * turn + 0.12, (k, firsts)

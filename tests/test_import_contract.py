@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent / "loadkit"
 ALLOWED: dict[str, set[str]] = {
     "protocols": set(),
     "clients": {"protocols"},
-    "users": {"clients", "protocols", "metrics", "options", "plugin", "redact"},
+    "users": {"clients", "protocols", "metrics", "options", "plugin", "redact", "pacing"},
 }
 #: third-party or stdlib modules a pure core must not import
 IMPURE = ("gevent", "socket", "ssl", "select", "selectors", "websocket", "locust", "requests")

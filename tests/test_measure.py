@@ -15,8 +15,10 @@ import gevent
 import pytest
 import requests
 
-from loadkit.procs import free_port, loadkit_argv
+from loadkit.procs import free_port, loadkit_argv, own_master_port_args
 from loadkit.protocols import ktb
+
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,7 +140,7 @@ def test_processes_sharing_a_room_never_share_a_sender_identity(spawn, tmp_path)
     room = requests.post(f"{base}/api/rooms", json={"name": "shared"}, headers=headers, timeout=10).json()["data"]["_id"]
     prefix = tmp_path / "run"
     argv = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "ktb_chat.py"), "--headless",
-            "--processes", "2", "-u", "4", "-r", "4", "-t", "6s", "--host", base, "--ktb-room-id", room,
+            "--processes", "2", *own_master_port_args(), "-u", "4", "-r", "4", "-t", "6s", "--host", base, "--ktb-room-id", room,
             "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
             "--ktb-wait-min", "0.05", "--ktb-wait-max", "0.1", "--csv", str(prefix), "--only-summary"]
     locust = spawn(argv, name="locust")

@@ -61,7 +61,16 @@ _DEFS: tuple[tuple[str, str, str, str], ...] = (
     ("ktb", "leave_seen", LATENCY,
      "leaver's perf_counter() just before the leaveRoom emit → the first receipt, by a member who stays "
      "(same process), of the system message announcing the leave"),
+    # open-model pacing (--arrival-rate): per iteration of any user
+    ("loadkit", "schedule_lag", LATENCY,
+     "intended start of an iteration (its arrival time) → the moment a user actually started it"),
 )
+
+#: ``<request name>_from_intended`` (open model): completion of a request − intended start of the
+#: iteration that sent it = the request's time + schedule lag + the iteration's work before sending
+FROM_INTENDED_SUFFIX = "_from_intended"
+FROM_INTENDED_DEFINITION = ("intended start of the iteration (its arrival time) → this request completed: "
+                            "its own time + the schedule lag + the iteration's work before sending")
 
 CATALOG: dict[tuple[str, str], Metric] = {(t, n): Metric(t, n, k, d) for t, n, k, d in _DEFS}
 
@@ -82,6 +91,8 @@ def metric(request_type: str, name: str, kind: str = LATENCY, definition: str = 
     found = CATALOG.get((request_type, name))
     if found is not None:
         return found
+    if name.endswith(FROM_INTENDED_SUFFIX) and not definition:
+        kind, definition = LATENCY, FROM_INTENDED_DEFINITION
     if kind not in KINDS:
         raise ValueError(f"metric kind {kind!r} is not one of {', '.join(KINDS)}")
     made = CATALOG[(request_type, name)] = Metric(request_type, name, kind, definition)

@@ -33,10 +33,10 @@ def metrics_table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     if not rows:
         return []
     lines = [METRIC_HEADER,
-             f"{'type':<6} {'name':<24} {'kind':<8} {'samples':>9} {'p50':>11} {'p90':>11} {'p99':>11} {'max':>11}  unit"]
+             f"{'type':<7} {'name':<30} {'kind':<8} {'samples':>9} {'p50':>11} {'p90':>11} {'p99':>11} {'max':>11}  unit"]
     for r in rows:
         lines.append(
-            f"{str(r.get('Type'))[:6]:<6} {str(r.get('Name'))[:24]:<24} {str(r.get('Kind'))[:8]:<8} "
+            f"{str(r.get('Type'))[:7]:<7} {str(r.get('Name'))[:30]:<30} {str(r.get('Kind'))[:8]:<8} "
             f"{int(_num(r.get('Count'))):>9} {_num(r.get('50%')):>11.3f} {_num(r.get('90%')):>11.3f} "
             f"{_num(r.get('99%')):>11.3f} {_num(r.get('Max')):>11.3f}  {r.get('Unit', '')}"
         )

@@ -152,6 +152,13 @@ def _extra_info(info: dict) -> str:
     return "; ".join(parts)
 
 
+def _gates_html(runs: list[Run]) -> str:
+    """Sections of :mod:`.gates` (SLOs, goodput, sweep; own module, so this file changes by a line)."""
+    from .gates import goodput_section, slo_section, sweep_section
+
+    return "\n".join(filter(None, (slo_section(runs), goodput_section(runs), sweep_section(runs))))
+
+
 def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, timeseries: pd.DataFrame,
           failures: pd.DataFrame, pngs: list[tuple[str, str, str, str]], workers: pd.DataFrame | None = None,
           counters: pd.DataFrame | None = None, metrics: pd.DataFrame | None = None) -> None:  # fmt: skip
@@ -179,6 +186,7 @@ def write(path: Path, *, title: str, runs: list[Run], summary: pd.DataFrame, tim
         has_hdr=bool((summary.get("pct_source") == "hdr exact").any()) if "pct_source" in summary else False,
         n_ts=len(timeseries),
         escape=_html.escape,
+        gates_html=_gates_html(runs),
     )
     try:
         path.write_text(text, encoding="utf-8")

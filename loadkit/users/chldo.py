@@ -252,6 +252,10 @@ class ChldoUser(User):
         """Turn → one ``sendmsg`` request event, then the turn's metrics (module docstring)."""
         measure = self.measure
         measure.request("sendmsg", turn.sendmsg_ms or 0.0, turn.chars, turn.error, self._ctx)
+        if measure.goodput is not None:  # --goodput: the turn's figures judged together
+            measure.goodput.judge_phases(REQUEST_TYPE, "sendmsg", turn.error is None, {
+                "sendmsg": turn.sendmsg_ms, "ttft": turn.ttft_ms, "time_to_start": turn.time_to_start_ms,
+                "som_to_eom": turn.som_to_eom_ms, "first_voice": turn.first_voice_ms})
         if turn.error is not None:
             return
         metric = measure.metric

@@ -33,6 +33,7 @@ from collections import deque
 from typing import Any
 
 import gevent
+from gevent import GreenletExit
 from gevent.event import AsyncResult, Event
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
@@ -592,6 +593,9 @@ class KtbChatUser(SocketIOUser):
             t_sent = getattr(exc, "t_sent", None) or t0
             self._fire("joinRoom", ((getattr(exc, "t_recv", None) or time.perf_counter()) - t_sent) * 1000.0,
                        getattr(exc, "nbytes", 0), exc)
+            raise
+        except GreenletExit:  # stopped (end of the run) while the join waits: counted, not lost
+            self.measure.unfinished("joinRoom", (time.perf_counter() - t0) * 1000.0)
             raise
         return a, variants.join_reply(a.data, self.user_id)
 

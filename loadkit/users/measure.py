@@ -25,7 +25,7 @@ from typing import Any
 from locust import events
 
 from loadkit import plugin
-from loadkit.metrics import hdr
+from loadkit.metrics import hdr, slo_gate
 from loadkit.metrics.catalog import LATENCY, metric as catalog_metric
 from loadkit.metrics.counters import counters
 from loadkit.redact import redact_exception
@@ -53,7 +53,7 @@ class _Event:
 class Measure:
     """One user's (or client's) reporting handle for one protocol ``request_type``."""
 
-    __slots__ = ("fire", "request_type", "secrets", "_record", "_phase_rows", "_kinds", "_counters")
+    __slots__ = ("fire", "request_type", "secrets", "_record", "_phase_rows", "_kinds", "_counters", "goodput")
 
     def __init__(self, environment: Any, request_type: str) -> None:
         plugin.install(environment)  # library mode: no Locust ``init`` ran our listener
@@ -68,6 +68,9 @@ class Measure:
         self._phase_rows = getattr(options, "loadkit_phase_rows", "off") == "on"
         self._kinds: dict[str, str] = {}
         self._counters = counters(request_type)
+        #: ``--goodput`` counts, or None without the option: a user that knows a request's phases
+        #: together (a chldo turn) calls ``goodput.judge_phases(...)`` only when this is not None
+        self.goodput = slo_gate.goodput_recorder()
 
     def request(self, name: str, response_time: float, response_length: int = 0,
                 exception: BaseException | None = None, context: dict | None = None) -> None:

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest accepted client frame; bigger ones close with 1009 (default 65536)")
     parser.add_argument("--max-streams-per-connection", type=int, default=4, metavar="N",
                         help="concurrent sendmsg streams allowed on one connection (default 4)")
+    parser.add_argument("--max-concurrent", type=int, default=0, metavar="N",
+                        help="serve at most N turns at a time (per process), queue the rest: a server of known "
+                             "capacity, N / turn time turns/s (default 0 = no limit)")
     parser.add_argument("--processes", type=int, default=1, metavar="N",
                         help="serve from N pre-forked processes sharing the port, one core each (default 1)")
     parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",

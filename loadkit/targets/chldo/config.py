@@ -44,6 +44,7 @@ class ServerConfig:
     split_sentences: bool = True
     max_frame_bytes: int = 65536
     max_streams_per_connection: int = 4
+    max_concurrent: int = 0  # turns served at once per process; 0 = no limit (the rest wait in a queue)
     ping_interval: float = 20.0
     processes: int = 1
     faults: dict[str, float] = field(default_factory=dict)  # loadkit.targets.faults: kind -> probability
@@ -112,6 +113,9 @@ def from_args(args: Any) -> ServerConfig:
         raise ConfigError(f"--llm-failure-rate must be within 0..1, got {args.llm_failure_rate}")
     if args.max_frame_bytes < 1024:
         raise ConfigError(f"--max-frame-bytes must be >= 1024, got {args.max_frame_bytes}")
+    max_concurrent = getattr(args, "max_concurrent", 0)
+    if max_concurrent < 0:
+        raise ConfigError(f"--max-concurrent must be >= 0, got {max_concurrent}")
     if args.max_streams_per_connection < 1:
         raise ConfigError(f"--max-streams-per-connection must be >= 1, got {args.max_streams_per_connection}")
     processes = getattr(args, "processes", 1)
@@ -135,6 +139,7 @@ def from_args(args: Any) -> ServerConfig:
         split_sentences=not args.no_sentence_split,
         max_frame_bytes=args.max_frame_bytes,
         max_streams_per_connection=args.max_streams_per_connection,
+        max_concurrent=max_concurrent,
         ping_interval=nonneg("ping-interval", args.ping_interval),
         processes=processes,
         faults=faults,

@@ -74,6 +74,8 @@ class ChldoServer:
         from loadkit.targets.faults import FaultDice
 
         self.faults = FaultDice(cfg.faults, cfg.fault_seed)
+        #: --max-concurrent: turns beyond N wait here; a turn's first-token delay starts when it is served
+        self._slots = asyncio.Semaphore(cfg.max_concurrent) if cfg.max_concurrent > 0 else None
 
     # ---- ids -------------------------------------------------------------------------------------
     def _uid(self, n: int) -> str:
@@ -134,7 +136,11 @@ class ChldoServer:
     # ---- one sendmsg stream ------------------------------------------------------------------------
     async def _stream(self, ws: ServerConnection, cid: str, req: SendMsg, t_recv: float) -> None:
         try:
-            await self._stream_frames(ws, cid, req, t_recv)
+            if self._slots is None:
+                await self._stream_frames(ws, cid, req, t_recv)
+            else:
+                async with self._slots:
+                    await self._stream_frames(ws, cid, req, asyncio.get_running_loop().time())
         except (ConnectionClosed, asyncio.CancelledError):
             pass
 
