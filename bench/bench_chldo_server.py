@@ -8,7 +8,11 @@ how far the server's delays were from the configured ones, as the client saw the
 * gap error         = per-turn mean inter-token gap − token_ms, and the per-turn max gap
 * server CPU share, from /proc
 
-    python bench/bench_chldo_server.py [--connections 1000] [--seconds 20]
+    python bench/bench_chldo_server.py [--connections 1000] [--seconds 20] [--pin]
+
+``--pin`` puts the server on CPU 1 and this client on CPU 0 (``taskset``), so that "client CPU per
+frame" is one core's figure with the target on the other core (the chldo client's speed goal,
+>= 60k frames/s per core, is measured that way).
 """
 
 from gevent import monkey
@@ -17,6 +21,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -69,11 +74,19 @@ def main() -> int:
     ap.add_argument("--server-processes", type=int, default=1, help="loadkit serve chldo --processes")
     ap.add_argument("--url", help="measure an already running server (first token/token delays must match)")
     ap.add_argument("--ramp-per-s", type=float, default=500.0, help="new connections per second")
+    ap.add_argument("--pin", action="store_true", help="server on CPU 1, this client on CPU 0 (taskset)")
     args = ap.parse_args()
+    pin: list[str] = []
+    if args.pin:
+        if not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
+            print("--pin needs taskset and two CPUs", file=sys.stderr)
+            return 2
+        os.sched_setaffinity(0, {0})
+        pin = ["taskset", "-c", "1"]
 
     port = free_port()
     server = None if args.url else ManagedProcess(
-        loadkit_argv("serve", "chldo", "--port", str(port), "--first-token-ms", str(args.first_token_ms),
+        pin + loadkit_argv("serve", "chldo", "--port", str(port), "--first-token-ms", str(args.first_token_ms),
                      "--token-ms", str(args.token_ms), "--answer-tokens", str(args.answer_tokens),
                      "--processes", str(args.server_processes)),
         log_path="/tmp/bench_chldo_server_timing.log", wait_port=("127.0.0.1", port),

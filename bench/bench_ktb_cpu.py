@@ -2,6 +2,7 @@
 
     python bench/bench_ktb_cpu.py [--users 500] [--round-trips 60000] [--repeat 4]
                                   [--classes LoadkitChat,MinimalChat] [--opcodes]
+                                  [--trees /work/main,.]
 
 Why next to bench_ktb_users.py: round trips/s on a shared VM swing by ±30 % from one minute to the
 next, so a change worth 10 % is invisible in single runs. Here each measurement is one fresh
@@ -9,6 +10,11 @@ process (pinned to CPU 0, the Node echo target of bench_ktb_users.py on CPU 1) t
 users in-process until they are all connected and warm, then counts ``time.process_time()`` over
 exactly ``--round-trips`` chat round trips; the classes take turns ``--repeat`` times and the
 medians are printed.
+
+``--trees A,B`` compares code trees instead of (or as well as) classes: each measurement runs
+``A/bench/bench_ktb_cpu.py`` with ``PYTHONPATH=A`` (so it imports A's ``loadkit``), the trees take
+turns like the classes, and the medians are printed per tree and class (an A/B of a refactor:
+``--trees /path/to/main,. --classes LoadkitChat``).
 
 ``--opcodes`` instead traces one process and prints the Python bytecodes executed per round trip,
 per function (deterministic: the same code gives the same counts on any machine, so it shows
@@ -95,6 +101,8 @@ def main() -> int:
     ap.add_argument("--classes", default="LoadkitChat,MinimalChat")
     ap.add_argument("--warm", type=float, default=2.0, help="seconds of steady state before counting")
     ap.add_argument("--opcodes", action="store_true", help="count bytecodes per round trip instead (one run)")
+    ap.add_argument("--trees", default="", help="comma-separated code trees to compare (each run imports that "
+                    "tree's loadkit and bench scripts); default: this script's own tree")
     ap.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -106,14 +114,23 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="bench-ktb-cpu-"))
     target, url, _ = start_target("node", logdir)
     classes = [c for c in args.classes.split(",") if c]
-    results: dict[str, list[float]] = {c: [] for c in classes}
+    trees = [Path(t).resolve() for t in args.trees.split(",") if t] or [ROOT]
+    runs = [(t, c) for c in classes for t in trees]
+
+    def label(tree: Path, cls: str) -> str:
+        return cls if len(trees) == 1 else f"{tree}:{cls}"
+
+    results: dict[str, list[float]] = {label(t, c): [] for t, c in runs}
     try:
         for i in range(1 if args.opcodes else max(1, args.repeat)):
-            for cls in classes:
-                argv = pinned("0", [sys.executable, __file__, "--users", str(args.users), "--round-trips",
+            for tree, cls in runs:
+                script = tree / "bench" / "bench_ktb_cpu.py"
+                argv = pinned("0", [sys.executable, str(script), "--users", str(args.users), "--round-trips",
                                     str(args.round_trips), "--warm", str(args.warm), "--measure", cls, url]
                               + (["--opcodes"] if args.opcodes else []))
-                res = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+                env = dict(os.environ, PYTHONPATH=str(tree))
+                res = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env, cwd=str(tree))
+                cls = label(tree, cls)
                 if args.opcodes:
                     print(res.stdout.strip() or res.stderr[-2000:])
                     continue

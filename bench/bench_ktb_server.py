@@ -265,7 +265,6 @@ def bench_rt(args: argparse.Namespace) -> None:
         rtt = sum(r[0] for r in results)
         lat = sum(r[1] for r in results)
         errs = sum(r[2] for r in results)
-        wall = min(t1 - t0, args.duration) if t1 - t0 > 0 else args.duration
         cpu = (c1.user + c1.system - c0.user - c0.system) / (t1 - t0)
         rate = rtt / args.duration
         print(f"rooms of {args.room_size}: {args.clients} clients, {args.procs} generator procs, {args.duration:.0f}s")

@@ -34,3 +34,34 @@ def spawn(tmp_path):
 
 
 __all__ = ["free_port", "loadkit_argv"]
+
+
+# ---------------------------------------------------------------------------------------- markers
+# ``slow``: a test that starts processes (a server, Locust, k6, docker-compose) or runs a load for
+# seconds. ``pytest -m "not slow"`` runs the pure, in-process tests alone (< 30 s: the cores'
+# decisions, codecs, options, report building from fixtures). Marked here, by rule, so a new test
+# is classified without anyone remembering to: every test that uses the ``spawn`` fixture (at any
+# depth) is slow, and so is every test of the modules below, which start processes by other means,
+# every test of the report (``test_report_*``: pandas + matplotlib build a whole report, seconds
+# each), and the single tests listed in SLOW_TESTS (seconds of CPU in-process).
+SLOW_MODULES = {
+    "test_chldo_acceptance", "test_compose", "test_demo", "test_distributed", "test_early_warning",
+    "test_hdr", "test_k8s", "test_ktb_server", "test_ktb_server_fuzz", "test_ktb_users_locust",
+    "test_measure", "test_multihost", "test_options", "test_prometheus", "test_report_bad_input",
+    "test_report_k6_scripts", "test_report_locust", "test_report_workers", "test_web_ui_options",
+    "test_chldo_server", "test_chldo_users", "test_hostile_handshake",
+}
+
+SLOW_TESTS = {"test_banned_words_match_java_contains_semantics_on_a_10k_list"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts processes or runs a load for seconds (pytest -m 'not slow' skips them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if ("spawn" in item.fixturenames or module in SLOW_MODULES or module.startswith("test_report_")
+                or item.originalname in SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)

@@ -44,7 +44,7 @@ def client(url, **kw):
 
 
 def no_waiters(c: SocketIOClient) -> bool:
-    return not c._pending and not c._acks
+    return not c._requests.waiting and not c._requests.acks
 
 
 @pytest.mark.timeout(60)

@@ -1,26 +1,28 @@
-"""gevent WebSocket client for the chldo ``sendmsg`` stream: one receive greenlet per connection.
+"""gevent WebSocket client for the chldo ``sendmsg`` stream, on the shared transport.
 
-websocket-client does the opening handshake and the (masked) sending; the receive direction is one
-greenlet that reads up to 64 KiB at a time and feeds the bytes through :class:`FrameDecoder` and
-:class:`ChldoSession` (both sans-I/O), so a recv that carries forty token frames costs one syscall and
-forty ``json.loads``. Timestamps (``time.perf_counter()``) are taken once per recv, right after the
-bytes arrive.
+:class:`~loadkit.clients.transport.WsTransport` does the opening handshake, the masked sending and
+the reading. Unlike the Socket.IO client, nothing here takes the reader role: the stream is read in
+the io watcher's callback itself (``WsTransport._read_in_hub``), because processing a frame never
+waits; a token frame then costs no greenlet switch at all (the greenlet in :meth:`sendmsg` is woken
+once, at the end of its turn), which is what lets one core absorb a fast stream of single-frame reads.
+Each read's bytes go through :class:`FrameDecoder` and :class:`ChldoSession` (both sans-I/O), so a
+recv that carries forty token frames costs one syscall and forty JSON parses. Timestamps
+(``time.perf_counter()``) are taken once per recv, right after the bytes arrive.
 
 Needs a gevent-patched process (Locust patches on import; scripts call ``gevent.monkey.patch_all()``
-first): the socket calls must yield to the hub, or the receive greenlet would block the thread.
+first): the socket calls must yield to the hub.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 from time import perf_counter
 from typing import Any, Callable
 
 import gevent
-from gevent.event import Event
-import websocket
 
+from loadkit.clients.schedulers import _Expired, _Result
+from loadkit.clients.transport import UpgradeFailed, WsTransport
 from loadkit.protocols.chldo_turn import (
     ChldoConnectError,
     ChldoProtocolError,
@@ -31,8 +33,8 @@ from loadkit.protocols.wsframe import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
+    OP_PONG,
     OP_TEXT,
-    FrameDecoder,
     WireError,
     parse_close,
 )
@@ -41,8 +43,11 @@ RECV_BYTES = 65536
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-class ChldoClient:
+class ChldoClient(WsTransport):
     """One WebSocket connection to a chldo endpoint, carrying one sendmsg turn at a time."""
+
+    recv_size = RECV_BYTES  # a fast stream packs dozens of token frames into one read
+    eof_reason = "connection closed by the server without a close frame"
 
     def __init__(
         self,
@@ -53,20 +58,19 @@ class ChldoClient:
         max_message: int = 16 * 1024 * 1024,
         on_stray: Callable[[ChldoProtocolError], None] | None = None,
     ) -> None:
+        self._init_transport()
         self.url = url
         self.connect_timeout = connect_timeout
         self.max_message = max_message
         self.on_stray = on_stray
         self.session = ChldoSession(keep_text=keep_text)
-        self._ws: websocket.WebSocket | None = None
-        self._reader: gevent.Greenlet | None = None
-        self._done = Event()
-        self._closing = False
+        self._turn: _Result | None = None  # what the sendmsg greenlet waits for: the turn's end
+        self._ended = False  # the socket was shut after a loss (self.ws is kept: close() still runs)
         self.lost_reason: str | None = None
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None and self.lost_reason is None
+        return self.ws is not None and self.lost_reason is None
 
     # ---- connection ------------------------------------------------------------------------------
     def connect(self) -> float:
@@ -76,51 +80,33 @@ class ChldoClient:
         self.lost_reason = None
         self._closing = False
         t0 = perf_counter()
-        # the whole handshake is bounded, not only each read: a server that drip-feeds its answer
-        # one byte a second would otherwise hold the user for ever
-        deadline = gevent.Timeout(self.connect_timeout)
-        deadline.start()
         try:
-            ws = websocket.create_connection(
-                self.url,
-                timeout=self.connect_timeout,
-                enable_multithread=True,
-                skip_utf8_validation=True,
-                sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-            )
-        except (websocket.WebSocketException, OSError, ValueError) as exc:
-            raise ChldoConnectError(f"connect {self.url}: {type(exc).__name__}: {exc}") from None
-        except gevent.Timeout as exc:
-            if exc is not deadline:
-                raise
-            raise ChldoConnectError(
-                f"connect {self.url}: handshake not complete within {self.connect_timeout:g}s") from None
-        finally:
-            deadline.close()
+            ws = self._upgrade(self.url, self.connect_timeout)
+        except UpgradeFailed as exc:
+            if exc.timed_out:
+                raise ChldoConnectError(
+                    f"connect {self.url}: handshake not complete within {self.connect_timeout:g}s") from None
+            raise ChldoConnectError(f"connect {self.url}: {exc}") from None
         elapsed = (perf_counter() - t0) * 1000.0
-        ws.sock.settimeout(None)
-        self._ws = ws
-        self._reader = gevent.spawn(self._receive_loop, ws)
+        self._start_reading(ws)
         return elapsed
 
+    # the stream is read in the io watcher's callback (see WsTransport._read_in_hub): nothing in
+    # _process waits (pongs and close replies go out without blocking or from a spawned greenlet;
+    # on_stray runs in a spawned greenlet), so a token frame costs no greenlet switch
+    _on_readable = WsTransport._read_in_hub
+
     def close(self) -> None:
-        """Stop the receive loop and close the socket (a close frame, no waiting for its echo)."""
-        ws, reader = self._ws, self._reader
-        self._ws = self._reader = None
-        if ws is None:
+        """Stop reading and close the socket (a close frame, no waiting for its echo)."""
+        if self.ws is None:
             return
         self._closing = True
-        if reader is not None and not reader.dead:
-            reader.kill(block=True, timeout=2)
-        try:
-            if self.lost_reason is None:
-                ws.send_close(1000, b"bye")  # no waiting for the echo: the receive loop is gone
-        except Exception:  # the peer may be long gone; closing must never raise
-            pass
-        try:
-            ws.shutdown()
-        except Exception:
-            pass
+        if self.lost_reason is None:
+            try:
+                self._send_control(OP_CLOSE, (1000).to_bytes(2, "big") + b"bye")
+            except Exception:  # noqa: BLE001 - the peer may be long gone; closing must never raise
+                pass
+        self._shutdown()
 
     # ---- one turn -----------------------------------------------------------------------------------
     def sendmsg(self, request: dict[str, Any], timeout: float) -> Turn:
@@ -128,24 +114,27 @@ class ChldoClient:
 
         Always returns the :class:`Turn`; ``turn.error`` says what went wrong.
         """
-        ws = self._ws
-        if ws is None:
+        if self.ws is None:
             raise RuntimeError("sendmsg on a client that is not connected")
-        data = _dumps(request)
-        done = self._done = Event()
+        data = _dumps(request).encode("utf-8")
+        res = self._turn = _Result()
         turn = self.session.begin(perf_counter())
         if self.lost_reason is not None:
             self.session.connection_lost(self.lost_reason, perf_counter())
             return turn
         turn.t_send = perf_counter()
         try:
-            ws.send(data)
-        except (websocket.WebSocketException, OSError) as exc:
-            self._lost(f"send failed: {type(exc).__name__}: {exc}")
+            self._send_frame(OP_TEXT, data)
+        except ConnectionError as exc:
+            self._lost(self._io, str(exc))
             return turn
-        if not done.wait(timeout):
+        try:
+            self._wait(res, timeout)
+        except _Expired:
             if self.session.timed_out(timeout, perf_counter()) is not None:
                 self.close()  # the rest of that stream would land in the next turn
+        finally:
+            self._turn = None
         return turn
 
     def drain_stray(self) -> list[ChldoProtocolError]:
@@ -156,58 +145,49 @@ class ChldoClient:
         self.session.stray = []
         return stray
 
-    # ---- receive loop ----------------------------------------------------------------------------------
-    def _lost(self, reason: str) -> None:
+    # ---- reading (called in the hub, by the io watcher's callback: nothing below may wait) -------
+    def _end_turn(self) -> None:
+        res = self._turn
+        if res is not None:
+            res.set(True)
+
+    def _lost(self, io: Any, reason: str) -> bool:
+        if self._closing:
+            return False
         if self.lost_reason is None:
             self.lost_reason = reason
         if self.session.connection_lost(reason, perf_counter()) is not None:
-            self._done.set()
+            self._end_turn()
+        self._stop_reading()
+        return False
 
-    def _receive_loop(self, ws: websocket.WebSocket) -> None:
-        sock = ws.sock
-        recv = sock.recv
-        feed = FrameDecoder(self.max_message).feed
+    def _process(self, data: bytes) -> str | None:
+        now = perf_counter()
         session = self.session
+        try:
+            messages = self._decoder.feed(data)
+        except WireError as exc:
+            session._violation(f"bad WebSocket framing: {exc}", now)
+            return f"bad WebSocket framing: {exc}"
         on_text = session.on_text
-        clock = perf_counter
-        while True:
-            try:
-                data = recv(RECV_BYTES)
-            except (OSError, ValueError) as exc:
-                if not self._closing:
-                    self._lost(f"connection lost: {type(exc).__name__}: {exc}")
-                return
-            now = clock()
-            if not data:
-                if not self._closing:
-                    self._lost("connection closed by the server without a close frame")
-                return
-            try:
-                messages = feed(data)
-            except WireError as exc:
-                session._violation(f"bad WebSocket framing: {exc}", now)
-                self._lost(f"bad WebSocket framing: {exc}")
-                return
-            for op, payload in messages:
-                if op == OP_TEXT:
-                    if on_text(payload, now) is not None:
-                        self._done.set()
-                elif op == OP_PING:
-                    try:
-                        ws.pong(payload)
-                    except (websocket.WebSocketException, OSError):
-                        pass
-                elif op == OP_CLOSE:
-                    code, reason = parse_close(payload)
-                    try:
-                        ws.send_close(1000 if code is None else code)
-                    except (websocket.WebSocketException, OSError):
-                        pass
-                    self._lost(f"server closed the connection: code {code} {reason}".rstrip())
-                    return
-                elif op == OP_BINARY:
-                    session.on_binary(payload, now)
-                # PONG: nothing to do
-            if session.stray and self.on_stray is not None:
-                for violation in self.drain_stray():
-                    self.on_stray(violation)
+        for op, payload in messages:
+            if op == OP_TEXT:
+                if on_text(payload, now) is not None:
+                    self._end_turn()
+            elif op == OP_PING:
+                gevent.spawn(self._send_control, OP_PONG, payload)
+            elif op == OP_CLOSE:
+                code, reason = parse_close(payload)
+                gevent.spawn(self._send_control, OP_CLOSE, (1000 if code is None else code).to_bytes(2, "big"))
+                return f"server closed the connection: code {code} {reason}".rstrip()
+            elif op == OP_BINARY:
+                session.on_binary(payload, now)
+            # PONG: nothing to do
+        if session.stray and self.on_stray is not None:
+            gevent.spawn(self._report_stray)
+        return None
+
+    def _report_stray(self) -> None:
+        if self.on_stray is not None:
+            for violation in self.drain_stray():
+                self.on_stray(violation)

@@ -15,7 +15,7 @@ dict lookups and integer/float updates; no allocation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from orjson import loads as _loads  # about 3x faster than json on these frames
 
@@ -179,7 +179,7 @@ class Turn:
         self.done = True
         self.t_end = now
 
-    def feed(self, obj: dict, now: float) -> bool:
+    def feed(self, obj: dict[str, Any], now: float) -> bool:
         """Classify one parsed frame of this turn; True when the turn is over."""
         self.frames += 1
         get = obj.get
@@ -242,7 +242,7 @@ class Turn:
         self.info_frames += 1
         return False
 
-    def _token(self, obj: dict, get, now: float) -> None:
+    def _token(self, obj: dict[str, Any], get: Callable[[str], Any], now: float) -> None:
         if not self.started:
             self.fail(ChldoProtocolError("stream frame before START"))
         try:

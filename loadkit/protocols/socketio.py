@@ -29,6 +29,8 @@ import importlib
 
 import orjson
 
+from loadkit.protocols.wsframe import client_frame  # noqa: F401 - re-exported (it lived here)
+
 
 class _LazyModule:
     """A module imported on first attribute use, then read like the module itself.
@@ -82,7 +84,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _C_ENCODE = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
     None, _ENCODER.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
 ) if getattr(json.encoder, "c_make_encoder", None) else None
-_SCAN = json.JSONDecoder().scan_once  # json.loads minus its wrappers (~1.0 vs ~2.2 us)
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads minus its wrappers (~1.0 vs ~2.2 us)
 
 
 def _encode_json(obj: Any) -> str:
@@ -115,7 +117,7 @@ class EioOpen:
     ping_interval: float  # seconds
     ping_timeout: float  # seconds
     max_payload: int | None
-    upgrades: list
+    upgrades: list[Any]
 
 
 @dataclass(slots=True)
@@ -150,7 +152,7 @@ class ConnectError:
 class Event:
     namespace: str
     name: str
-    args: list
+    args: list[Any]
     ack_id: int | None
     nbytes: int  # bytes on the wire (text frame + attachments)
 
@@ -159,7 +161,7 @@ class Event:
 class Ack:
     namespace: str
     ack_id: int
-    args: list
+    args: list[Any]
     nbytes: int
 
 
@@ -187,26 +189,6 @@ def websocket_url(base_url: str, path: str = "/socket.io", query: dict[str, str]
     return urlunsplit((scheme, parts.netloc, p, urlencode(q), ""))
 
 
-def client_frame(opcode: int, payload: bytes, mask_key: bytes) -> bytes:
-    """One final, masked client-to-server websocket frame (RFC 6455 §5.2).
-
-    Why here and not websocket-client's ``ABNF``: building an ABNF object per message costs several
-    times more than these few integer operations, and a load generator sends one per round trip.
-    """
-    n = len(payload)
-    b0 = 0x80 | opcode
-    if n < 126:
-        head = bytes((b0, 0x80 | n))
-    elif n < 65536:
-        head = bytes((b0, 0xFE)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((b0, 0xFF)) + n.to_bytes(8, "big")
-    if not n:
-        return head + mask_key
-    key = int.from_bytes((mask_key * ((n + 3) >> 2))[:n], "big")
-    return head + mask_key + (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
-
-
 def _nsp(ns: str | None) -> str:
     return ns or "/"
 
@@ -216,7 +198,7 @@ def _nsp(ns: str | None) -> str:
 ANNOUNCED_MS_RANGE = (100.0, 3_600_000.0)
 
 
-def announced_seconds(data: dict, key: str, default_ms: float) -> float:
+def announced_seconds(data: dict[str, Any], key: str, default_ms: float) -> float:
     """A server-announced duration of the Engine.IO OPEN, in seconds: a number of milliseconds,
     clamped into :data:`ANNOUNCED_MS_RANGE`; anything else (a string, NaN, zero, negative) is the
     server breaking the protocol."""
@@ -242,25 +224,25 @@ class SocketIOProtocol:
     max_payload: int | None = None
     opened: bool = False
     closed: bool = False
-    namespaces: dict = field(default_factory=dict)  # ns -> "connecting" | "connected"
+    namespaces: dict[str, str] = field(default_factory=dict)  # ns -> "connecting" | "connected"
     _next_ack: int = 0
     _partial: Any = None  # socketio Packet waiting for binary attachments
     _partial_bytes: int = 0
-    _out: list = field(default_factory=list)
+    _out: list[str | bytes] = field(default_factory=list)
 
     # ---------------------------------------------------------------- encoding (client -> server)
-    def connect(self, namespace: str = "/", auth: Any = None) -> list:
+    def connect(self, namespace: str = "/", auth: Any = None) -> list[Any]:
         """Socket.IO CONNECT for ``namespace`` with an optional ``auth`` payload."""
         self.namespaces[_nsp(namespace)] = "connecting"
         pkt = sio_packet.Packet(sio_packet.CONNECT, data=auth, namespace=namespace, binary=False)
         return self._wrap(pkt.encode())
 
-    def disconnect(self, namespace: str = "/") -> list:
+    def disconnect(self, namespace: str = "/") -> list[Any]:
         self.namespaces.pop(_nsp(namespace), None)
         pkt = sio_packet.Packet(sio_packet.DISCONNECT, namespace=namespace, binary=False)
         return self._wrap(pkt.encode())
 
-    def close(self) -> list:
+    def close(self) -> list[Any]:
         """Engine.IO CLOSE (the polite goodbye before closing the websocket)."""
         self.closed = True
         return [EIO_CLOSE]
@@ -270,7 +252,7 @@ class SocketIOProtocol:
         self._next_ack += 1
         return ack_id
 
-    def emit(self, event: str, args: Iterable = (), namespace: str = "/", ack_id: int | None = None) -> list:
+    def emit(self, event: str, args: Iterable[Any] = (), namespace: str = "/", ack_id: int | None = None) -> list[Any]:
         """EVENT (or BINARY_EVENT when an argument holds bytes) packet(s) for ``event(*args)``.
 
         Fast path: encode as a plain EVENT (``binary=False`` skips python-socketio's recursive
@@ -289,7 +271,7 @@ class SocketIOProtocol:
             encoded = sio_packet.Packet(sio_packet.EVENT, data=data, namespace=namespace, id=ack_id).encode()
         return self._wrap(encoded)
 
-    def emit_utf8(self, event: str, args: Iterable = (), namespace: str = "/") -> bytes | None:
+    def emit_utf8(self, event: str, args: Iterable[Any] = (), namespace: str = "/") -> bytes | None:
         """A plain EVENT on "/" as the UTF-8 bytes of one text frame, or None when the fast
         encoding does not apply (another namespace, bytes inside, or values orjson refuses: then use
         ``emit``).
@@ -306,7 +288,7 @@ class SocketIOProtocol:
         except TypeError:  # orjson.JSONEncodeError: bytes (attachments), int keys, huge ints, ...
             return None
 
-    def receive_text(self, payload: bytes) -> list:
+    def receive_text(self, payload: bytes) -> list[Any]:
         """``receive`` for a text message given as the UTF-8 bytes read off the wire.
 
         The hot shape (a plain EVENT on "/") is parsed by orjson straight from the bytes, with no
@@ -323,24 +305,24 @@ class SocketIOProtocol:
                 return [Event("/", obj[0], obj[1:], None, len(payload))]
         return self.receive(payload.decode("utf-8", "replace"), len(payload))
 
-    def ack(self, ack_id: int, args: Iterable = (), namespace: str = "/") -> list:
+    def ack(self, ack_id: int, args: Iterable[Any] = (), namespace: str = "/") -> list[Any]:
         pkt = sio_packet.Packet(sio_packet.ACK, data=list(args), namespace=namespace, id=ack_id)
         return self._wrap(pkt.encode())
 
     @staticmethod
-    def _wrap(encoded: str | list) -> list:
+    def _wrap(encoded: str | list[Any]) -> list[Any]:
         if isinstance(encoded, list):  # [text, attachment, ...]
             first = eio_packet.Packet(eio_packet.MESSAGE, data=encoded[0]).encode()
             return [first, *(eio_packet.Packet(eio_packet.MESSAGE, data=bytes(b)).encode() for b in encoded[1:])]
         return [eio_packet.Packet(eio_packet.MESSAGE, data=encoded).encode()]
 
-    def data_to_send(self) -> list:
+    def data_to_send(self) -> list[Any]:
         """Frames the protocol itself wants sent (pongs). Drains the queue."""
         out, self._out = self._out, []
         return out
 
     # ---------------------------------------------------------------- decoding (server -> client)
-    def receive(self, frame: str | bytes, nbytes: int | None = None) -> list:
+    def receive(self, frame: str | bytes, nbytes: int | None = None) -> list[Any]:
         """Feed one websocket message; return the events it completes.
 
         ``nbytes`` is the message's size on the wire (defaults to ``len(frame)``, which for text
@@ -392,7 +374,7 @@ class SocketIOProtocol:
             return []
         raise ProtocolError(f"unexpected Engine.IO packet type {t} in {frame[:80]!r}")
 
-    def _receive_binary(self, data: bytes) -> list:
+    def _receive_binary(self, data: bytes) -> list[Any]:
         pkt = self._partial
         if pkt is None:
             raise ProtocolError(f"binary frame of {len(data)} bytes without a pending BINARY_EVENT/ACK")
@@ -406,7 +388,7 @@ class SocketIOProtocol:
         self._partial = None
         return self._sio_event(pkt, self._partial_bytes)
 
-    def _receive_sio(self, text: str, nbytes: int) -> list:
+    def _receive_sio(self, text: str, nbytes: int) -> list[Any]:
         if self._partial is not None:
             raise ProtocolError("text packet while binary attachments are still expected")
         if text[:2] == "2[":  # hot path: EVENT on "/", no ack id, no attachments
@@ -427,7 +409,7 @@ class SocketIOProtocol:
             return []
         return self._sio_event(pkt, nbytes)
 
-    def _sio_event(self, pkt: Any, nbytes: int) -> list:
+    def _sio_event(self, pkt: Any, nbytes: int) -> list[Any]:
         t = pkt.packet_type
         ns = _nsp(pkt.namespace)
         if t == sio_packet.EVENT or t == sio_packet.BINARY_EVENT:

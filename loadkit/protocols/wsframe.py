@@ -1,4 +1,5 @@
-"""Decoder for server-to-client WebSocket frames (RFC 6455 section 5), sans-I/O.
+"""WebSocket framing (RFC 6455 section 5), sans-I/O: the decoder for server-to-client frames and
+the encoder of masked client-to-server frames.
 
 Shared by the chldo and Socket.IO clients.
 
@@ -6,13 +7,14 @@ Why not websocket-client's own reader: it issues two or three ``recv`` calls per
 ABNF object each time, which caps a load generator far below the frame rates an LLM token stream
 produces. This decoder takes whatever one ``recv`` returned (often dozens of frames), and returns the
 complete messages in it, allocating nothing per frame but the payload slice and one small tuple.
-websocket-client still does the opening handshake and all sending (masking), so only the hot,
-simple direction (unmasked server frames) is hand-written here.
+websocket-client still does the opening handshake; :func:`client_frame` masks what the clients send
+(the mask key is the caller's: this module draws no random numbers).
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
 OP_CONT = 0x0
 OP_TEXT = 0x1
@@ -109,7 +111,7 @@ class FrameDecoder:
         self._buf = buf[pos:] if pos < n else b""
         return out
 
-    def _fragment(self, op: int, fin: bool, payload: bytes, append) -> None:
+    def _fragment(self, op: int, fin: bool, payload: bytes, append: Callable[[tuple[int, bytes]], None]) -> None:
         if op in (OP_TEXT, OP_BINARY):
             if self._frag_op:
                 raise WireError("new data frame inside a fragmented message")
@@ -146,3 +148,23 @@ def encode_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     else:
         head = bytes((b0, 127)) + _U64.pack(n)
     return head + payload
+
+
+def client_frame(opcode: int, payload: bytes, mask_key: bytes) -> bytes:
+    """One final, masked client-to-server websocket frame (RFC 6455 §5.2).
+
+    Why here and not websocket-client's ``ABNF``: building an ABNF object per message costs several
+    times more than these few integer operations, and a load generator sends one per round trip.
+    """
+    n = len(payload)
+    b0 = 0x80 | opcode
+    if n < 126:
+        head = bytes((b0, 0x80 | n))
+    elif n < 65536:
+        head = bytes((b0, 0xFE)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((b0, 0xFF)) + n.to_bytes(8, "big")
+    if not n:
+        return head + mask_key
+    key = int.from_bytes((mask_key * ((n + 3) >> 2))[:n], "big")
+    return head + mask_key + (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
