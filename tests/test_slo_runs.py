@@ -156,9 +156,13 @@ def test_slo_typed_into_the_web_ui_is_judged_and_a_bad_one_stops_that_run(spawn,
     assert post("/swarm", {"user_count": 2, "spawn_rate": 2, "host": chldo_url,
                            "slo": "ttft:p95<500ms; ttft:p95<200ms"})["success"]
     time.sleep(4)
+    with urllib.request.urlopen(base + "/stats/requests", timeout=10) as r:  # live, in the loadkit events tab
+        events = {e["key"]: e["data"] for e in json.loads(r.read().decode())["extended_stats"]}["loadkitevents"]
+    live = {e["operation"]: e["what"] for e in events if e["what"].startswith("SLO ")}
+    assert live == {"ttft:p95<500ms": "SLO PASS", "ttft:p95<200ms": "SLO FAIL"}, events
     post("/stop")
     deadline = time.monotonic() + 20
-    while not Path(f"{prefix}_slo.csv").exists():
+    while state() not in ("stopped", "ready") or not Path(f"{prefix}_slo.csv").exists():
         assert time.monotonic() < deadline, proc.output()[-2000:]
         time.sleep(0.3)
     results = {r["SLO"]: (r["Result"], r["Measured"]) for r in rows(Path(f"{prefix}_slo.csv"))}

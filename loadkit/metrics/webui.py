@@ -51,6 +51,20 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("what", "What"), ("type", "Type"), ("operation", "Name"), ("count", "Count"), ("detail", "Detail"),
 )
+def slo_rows() -> list[dict[str, Any]]:
+    """The run's ``--slo`` gates as last judged (live every few seconds, final at the end), first in
+    the loadkit events tab: passing or failing, measured against target, and for how long a
+    failing one has failed (what ``--slo-abort-after`` counts)."""
+    from loadkit.metrics import slo_gate
+
+    rows = []
+    for r in slo_gate.live_status()["slos"]:
+        failing = f"; failing for {r['failing_for']:g} s" if r.get("failing_for") else ""
+        rows.append({"what": f"SLO {r['Result']}", "type": r["Type"], "operation": r["SLO"], "count": r["Measured"],
+                     "detail": f"measured {r['Measured']} {r['Unit']}, target {r['Op']} {r['Target']} {r['Unit']}{failing}"})
+    return rows
+
+
 PERCENTILE_KEYS = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 #: latencies charted over time: (type, name) as in the tables
 CHART_OPS: tuple[tuple[str, str], ...] = (
@@ -292,7 +306,7 @@ def install(environment: Any) -> bool:
     @blueprint.route("/events.csv")
     @guard
     def events_csv() -> Response:
-        return download(_csv(EVENT_COLUMNS, LIVE.snapshot()["events"]), "events")
+        return download(_csv(EVENT_COLUMNS, [*slo_rows(), *LIVE.snapshot()["events"]]), "events")
 
     @blueprint.route("/saturation.csv")
     @guard
@@ -312,7 +326,7 @@ def install(environment: Any) -> bool:
             snap = LIVE.snapshot()
             others = [e for e in body.get("extended_stats") or () if e.get("key") not in (TAB, EVENTS_TAB)]
             body["extended_stats"] = [*others, {"key": TAB, "data": snap["rows"]},
-                                      {"key": EVENTS_TAB, "data": snap["events"]}]
+                                      {"key": EVENTS_TAB, "data": [*slo_rows(), *snap["events"]]}]
             response.set_data(json.dumps(body))
         except Exception:  # noqa: BLE001 - never break Locust's own stats endpoint
             logger.exception("loadkit web UI: could not add the loadkit tabs' figures")
