@@ -313,3 +313,59 @@ def test_node_rejoin_alone_in_the_room_waits_for_rest_to_show_the_leave(spawn, s
     assert all(exc is None for _, exc in seen), seen
     delta = counters_delta(before)
     assert "join_raced" not in delta and delta.get("emitted:leaveRoom") == 2, delta
+
+
+@pytest.mark.timeout(60)
+def test_a_register_that_timed_out_but_succeeded_is_followed_by_a_login_that_works(spawn):
+    """The register reaches the server (the account is made) but its answer comes after
+    --ktb-rest-timeout: the register is a failure of its own, and the user logs in anyway."""
+    import http.server
+    import threading
+    import urllib.request
+
+    backend = start_ktb(spawn)  # the Java reference server (REST on its own port)
+
+    class SlowRegisterProxy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            req = urllib.request.Request(backend + self.path, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    status, answer = r.status, r.read()
+            except urllib.error.HTTPError as exc:
+                status, answer = exc.code, exc.read()
+            if self.path == "/api/auth/register":
+                time.sleep(1.5)  # the account exists now; the answer is late
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting: the point of the test
+
+        def log_message(self, *_a):
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowRegisterProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    rest: list[tuple[str, object]] = []
+
+    def record(request_type, name, exception=None, **_kw):
+        if request_type == "POST":
+            rest.append((name, exception))
+
+    events.request.add_listener(record)
+    try:
+        env = make_env(f"http://127.0.0.1:{proxy.server_address[1]}", "--ktb-rest-timeout", "0.5",
+                       "--ktb-server", "java")
+        user = ReactingUser(env)
+        user.login()
+    finally:
+        events.request.remove_listener(record)
+        proxy.shutdown()
+    assert [name for name, _ in rest] == ["/api/auth/register", "/api/auth/login"], rest
+    assert "timed out after 0.5 s" in str(rest[0][1]) and rest[1][1] is None, rest
+    assert user.token and user.session_id
