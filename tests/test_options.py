@@ -77,19 +77,24 @@ def _swarm(port: int, **form) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-@pytest.mark.timeout(60)
-def test_the_web_ui_refuses_bad_values_before_locust_keeps_them(spawn):
+def _web_ui(spawn, locustfile: str, host: str) -> int:
+    """A Locust web UI of ``locustfile`` (no run started); returns its port once it serves."""
     port = free_port()
-    spawn([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "chldo_stream.py"), "--web-host", "127.0.0.1",
-           "--web-port", str(port), "--host", "ws://127.0.0.1:9"], port=port, name="webui")
+    spawn([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / locustfile), "--web-host", "127.0.0.1",
+           "--web-port", str(port), "--host", host], port=port, name="webui")
     deadline = time.monotonic() + 20
     while True:
         try:
             _page_options(port)
-            break
+            return port
         except OSError:
             assert time.monotonic() < deadline
             time.sleep(0.3)
+
+
+@pytest.mark.timeout(60)
+def test_the_web_ui_refuses_bad_values_before_locust_keeps_them(spawn):
+    port = _web_ui(spawn, "chldo_stream.py", "ws://127.0.0.1:9")
     status, body = _swarm(port, host="ws://127.0.0.1:9", chldo_turns_per_connection="abc")
     assert status == 400 and body["success"] is False
     assert "--chldo-turns-per-connection: expected a whole number, got 'abc'" in body["message"]
@@ -104,17 +109,7 @@ def test_the_web_ui_refuses_bad_values_before_locust_keeps_them(spawn):
 
 @pytest.mark.timeout(60)
 def test_the_web_ui_refuses_bad_ktb_values(spawn):
-    port = free_port()
-    spawn([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "ktb_chat.py"), "--web-host", "127.0.0.1",
-           "--web-port", str(port), "--host", "http://127.0.0.1:9"], port=port, name="webui")
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            _page_options(port)
-            break
-        except OSError:
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+    port = _web_ui(spawn, "ktb_chat.py", "http://127.0.0.1:9")
     for value, says in (("0", "--ktb-room-size: must be >= 1"), ("abc", "--ktb-room-size: expected a whole number")):
         status, body = _swarm(port, host="http://127.0.0.1:9", ktb_room_size=value)
         assert status == 400 and body["success"] is False and says in body["message"], body
