@@ -62,6 +62,24 @@ def require_columns(path, header: list[str], needed: list[str], what: str) -> No
         )
 
 
+def checked_rows(path: str, needed: list[str], what: str):
+    """``(line number, {column: text})`` of each non-empty data row of the CSV at ``path``, after
+    checking that the header has the ``needed`` columns and every row as many fields as the header
+    (a short row says the file was truncated)."""
+    text = read_text(path)
+    header = header_of(path, text)
+    require_columns(path, header, needed, what)
+    reader = csv.reader(io.StringIO(text))
+    next(reader, None)
+    for lineno, fields in enumerate(reader, start=2):
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise ReportInputError(path, f"line {lineno} has {len(fields)} fields, the header has {len(header)}"
+                                   + (": file truncated?" if len(fields) < len(header) else ""))  # fmt: skip
+        yield lineno, dict(zip(header, fields))
+
+
 def read_typed(
     path,
     text: str,

@@ -18,8 +18,6 @@ Like every other input, a present but unreadable file is an input error naming i
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 
@@ -96,19 +94,8 @@ def _number(path, lineno: int, col: str, text: str) -> float:
 
 def read_saturation(path: str) -> pd.DataFrame:
     """Columns worker, start, end (UTC timestamps), seconds, mean_cpu, peak_cpu; empty = none recorded."""
-    text = csvutil.read_text(path)
-    header = csvutil.header_of(path, text)
-    csvutil.require_columns(path, header, SATURATION_COLUMNS, "loadkit _saturation.csv")
     rows = []
-    reader = csv.reader(io.StringIO(text))
-    next(reader, None)
-    for lineno, fields in enumerate(reader, start=2):
-        if not fields:
-            continue
-        if len(fields) != len(header):
-            raise ReportInputError(path, f"line {lineno} has {len(fields)} fields, the header has {len(header)}"
-                                   + (": file truncated?" if len(fields) < len(header) else ""))  # fmt: skip
-        raw = dict(zip(header, fields))
+    for lineno, raw in csvutil.checked_rows(path, SATURATION_COLUMNS, "loadkit _saturation.csv"):
         start, end = (_number(path, lineno, c, raw[c]) for c in ("Start", "End"))
         if end < start:
             raise ReportInputError(path, f"line {lineno}: End {raw['End']} is before Start {raw['Start']}")

@@ -13,8 +13,6 @@ report that silently dropped it could hide the very lost worker it exists to sho
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 
@@ -127,19 +125,8 @@ def read_workers_json(path: str) -> pd.DataFrame:
 
 
 def read_workers_csv(path: str) -> pd.DataFrame:
-    text = csvutil.read_text(path)
-    header = csvutil.header_of(path, text)
-    csvutil.require_columns(path, header, REQUIRED, "loadkit _workers.csv")
-    rows = []
-    reader = csv.reader(io.StringIO(text))
-    next(reader, None)
-    for lineno, fields in enumerate(reader, start=2):
-        if not fields:
-            continue
-        if len(fields) != len(header):
-            raise ReportInputError(path, f"line {lineno} has {len(fields)} fields, the header has {len(header)}"
-                                   + (": file truncated?" if len(fields) < len(header) else ""))  # fmt: skip
-        rows.append(_row(path, f"line {lineno}", dict(zip(header, fields))))
+    rows = [_row(path, f"line {lineno}", raw)
+            for lineno, raw in csvutil.checked_rows(path, REQUIRED, "loadkit _workers.csv")]
     return _frame(rows)
 
 
