@@ -51,12 +51,14 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("what", "What"), ("type", "Type"), ("operation", "Name"), ("count", "Count"), ("detail", "Detail"),
 )
-def slo_rows() -> list[dict[str, Any]]:
+def slo_rows(environment: Any) -> list[dict[str, Any]]:
     """The run's ``--slo`` gates as last judged (live every few seconds, final at the end), first in
     the loadkit events tab: passing or failing, measured against target, and for how long a
-    failing one has failed (what ``--slo-abort-after`` counts)."""
+    failing one has failed (what ``--slo-abort-after`` counts). None when this run has no SLO."""
     from loadkit.metrics import slo_gate
 
+    if not getattr(getattr(environment, "parsed_options", None), "slo", None):
+        return []
     rows = []
     for r in slo_gate.live_status()["slos"]:
         failing = f"; failing for {r['failing_for']:g} s" if r.get("failing_for") else ""
@@ -306,7 +308,7 @@ def install(environment: Any) -> bool:
     @blueprint.route("/events.csv")
     @guard
     def events_csv() -> Response:
-        return download(_csv(EVENT_COLUMNS, [*slo_rows(), *LIVE.snapshot()["events"]]), "events")
+        return download(_csv(EVENT_COLUMNS, [*slo_rows(environment), *LIVE.snapshot()["events"]]), "events")
 
     @blueprint.route("/saturation.csv")
     @guard
@@ -326,7 +328,7 @@ def install(environment: Any) -> bool:
             snap = LIVE.snapshot()
             others = [e for e in body.get("extended_stats") or () if e.get("key") not in (TAB, EVENTS_TAB)]
             body["extended_stats"] = [*others, {"key": TAB, "data": snap["rows"]},
-                                      {"key": EVENTS_TAB, "data": [*slo_rows(), *snap["events"]]}]
+                                      {"key": EVENTS_TAB, "data": [*slo_rows(environment), *snap["events"]]}]
             response.set_data(json.dumps(body))
         except Exception:  # noqa: BLE001 - never break Locust's own stats endpoint
             logger.exception("loadkit web UI: could not add the loadkit tabs' figures")
