@@ -14,7 +14,8 @@ stall      stop answering the request (the stream never ends, the answer never c
 noend      chldo: stream the answer but never send END
 =========  ======================================================================================
 
-Pure code: parsing and the dice, no I/O.
+One syntax and one validation for every server: each passes the kinds it implements to
+:func:`parse_faults` (``loadkit serve ktb`` has no ``noend``). Pure code: parsing and the dice, no I/O.
 """
 
 from __future__ import annotations
@@ -24,21 +25,24 @@ import random
 KINDS = ("drop", "error", "stall", "noend")
 
 
-def parse_faults(text: str) -> dict[str, float]:
-    """``"drop=0.01,error=0.02"`` → ``{"drop": 0.01, "error": 0.02}``; ValueError says what is wrong."""
+def parse_faults(text: str, kinds: tuple[str, ...] = KINDS) -> dict[str, float]:
+    """``"drop=0.01,error=0.02"`` → ``{"drop": 0.01, "error": 0.02}``; ValueError says what is wrong.
+
+    ``kinds``: the fault kinds the server implements (a kind it does not know is an error, never
+    silently ignored)."""
     rates: dict[str, float] = {}
     for part in (p.strip() for p in (text or "").split(",")):
         if not part:
             continue
         kind, sep, value = part.partition("=")
         kind = kind.strip()
-        if not sep or kind not in KINDS:
-            raise ValueError(f"--fault: expected KIND=P with KIND one of {', '.join(KINDS)}, got {part!r}")
+        if not sep or kind not in kinds:
+            raise ValueError(f"--fault: expected KIND=P with KIND one of {', '.join(kinds)}, got {part!r}")
         try:
             p = float(value)
         except ValueError:
             raise ValueError(f"--fault: {kind}={value!r} is not a probability") from None
-        if not 0.0 <= p <= 1.0:
+        if not 0.0 <= p <= 1.0:  # NaN fails this too
             raise ValueError(f"--fault: {kind}={value} must be between 0 and 1")
         rates[kind] = p
     if sum(rates.values()) > 1.0 + 1e-9:
@@ -54,6 +58,7 @@ class FaultDice:
         self._table = [(kind, rates[kind]) for kind in KINDS if rates.get(kind, 0.0) > 0.0]
         self._rng = random.Random(seed)
         self.drawn = {kind: 0 for kind in KINDS}
+        self.draws = 0  # requests that drew (faulted or not)
 
     def __bool__(self) -> bool:
         return bool(self._table)
@@ -61,6 +66,7 @@ class FaultDice:
     def draw(self) -> str | None:
         if not self._table:
             return None
+        self.draws += 1
         u = self._rng.random()
         for kind, p in self._table:
             if u < p:
@@ -68,3 +74,8 @@ class FaultDice:
                 return kind
             u -= p
         return None
+
+    def summary(self) -> str:
+        """``"drop 3, error 5, stall 1 of 412 requests"``: what the server injected (its stop line)."""
+        parts = ", ".join(f"{kind} {self.drawn[kind]}" for kind, _ in self._table)
+        return f"{parts} of {self.draws} requests"

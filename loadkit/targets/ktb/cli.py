@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db-latency-ms", type=non_negative_float, default=2.0, metavar="N",
                         help="--variant node: simulated MongoDB round trip between the steps of leaveRoom "
                              "(default 2), which makes a joinRoom sent right after it overtake it, as on the real server")
+    parser.add_argument("--fault", default="", metavar="KIND=P,...",
+                        help="inject faults, seeded, one draw per REST call, Socket.IO CONNECT and client event: "
+                             "drop (close the connection), error (the server's own error answer: HTTP 500 / "
+                             "joinRoomError / error / CONNECT_ERROR), stall (never answer); e.g. "
+                             "drop=0.01,error=0.02,stall=0.005 (see docs/ktb-server.md#fault-injection)")
+    parser.add_argument("--fault-seed", type=int, default=0, metavar="N",
+                        help="seed of the fault draws: the same seed and requests give the same faults (default 0)")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="server log level (default WARNING)")
 
@@ -59,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
         rest_port = args.rest_port if args.rest_port is not None else (args.port if args.single_port else 5001)
     if args.banned_words is not None and not os.path.isfile(args.banned_words):
         return _config_error(f"--banned-words file not found: {args.banned_words}")
+    from loadkit.targets.faults import parse_faults
+
+    from .faults import KINDS as FAULT_KINDS
+
+    try:
+        faults = parse_faults(args.fault, FAULT_KINDS)
+    except ValueError as exc:
+        return _config_error(str(exc))
     if args.db not in ("", ":memory:"):
         parent = os.path.dirname(os.path.abspath(args.db))
         if not os.path.isdir(parent):
@@ -85,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ServerConfig(host=args.host, port=args.port, rest_port=rest_port, single_port=args.single_port,
                        db=args.db, rate_limit=args.rate_limit, banned_words=args.banned_words,
                        duplicate_login_delay=args.duplicate_login_delay, delay_ms=args.delay_ms,
-                       variant=args.variant, auth_cost_ms=args.auth_cost_ms, db_ms=args.db_latency_ms)
+                       variant=args.variant, auth_cost_ms=args.auth_cost_ms, db_ms=args.db_latency_ms,
+                       faults=faults, fault_seed=args.fault_seed)
     try:
         return serve(cfg)
     except (OSError, UnicodeDecodeError) as exc:

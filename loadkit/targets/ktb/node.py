@@ -224,6 +224,10 @@ class NodeRestApp:
         except Exception as exc:  # Express's final error handler
             log.exception("REST handler error")
             resp = Response(500, {"success": False, "message": str(exc) or V.R_SERVER_ERROR})
+        return self.respond(environ, start_response, resp)
+
+    def respond(self, environ: dict, start_response: Callable, resp: Response) -> Iterable[bytes]:
+        """Send ``resp`` with Express's headers (also used by ``--fault error``)."""
         headers = [("X-Powered-By", "Express")] + list(resp.headers) + CORS_HEADERS
         origin = environ.get("HTTP_ORIGIN")
         if origin:

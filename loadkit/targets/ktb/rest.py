@@ -136,6 +136,10 @@ class RestApp:
             log.exception("REST handler error")
             resp = Response(500, {"success": False, "message": MSG_INTERNAL, "code": "INTERNAL_SERVER_ERROR",
                                   "path": environ.get("PATH_INFO", "")})
+        return self.respond(environ, start_response, resp)
+
+    def respond(self, environ: dict, start_response: Callable, resp: Response) -> Iterable[bytes]:
+        """Send ``resp`` with this server's headers (also used by ``--fault error``)."""
         headers = list(resp.headers) + CORS_HEADERS
         origin = environ.get("HTTP_ORIGIN")
         if origin:

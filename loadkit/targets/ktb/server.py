@@ -13,7 +13,7 @@ import signal
 import socket
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import gevent
@@ -38,6 +38,8 @@ class ServerConfig:
     variant: str = "java"  # "node": loadkit.targets.ktb.node (one port, Node backend behaviour)
     auth_cost_ms: float = 0.0  # node: time per password hash/compare (bcrypt), serialised
     db_ms: float = 2.0  # node: simulated MongoDB round trip inside leaveRoom (makes its race observable)
+    faults: dict[str, float] = field(default_factory=dict)  # --fault: kind -> probability (targets/ktb/faults.py)
+    fault_seed: int = 0
 
     @property
     def one_port(self) -> bool:
@@ -115,7 +117,11 @@ class QuietErrorLog:
 
 
 def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
-    """Create (store, wsgi servers, socket server) without starting them."""
+    """Create (store, wsgi servers, socket server) without starting them.
+
+    With ``cfg.faults`` the REST app and the Socket.IO handlers are wrapped by
+    :mod:`loadkit.targets.ktb.faults` (the dice is ``servers[0]._loadkit_faults``); without, nothing
+    of it is installed."""
     import socketio
     from geventwebsocket.handler import WebSocketHandler
 
@@ -163,6 +169,25 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
                 pass
             return super().handle()
 
+    dice = None
+    if cfg.faults:
+        from loadkit.targets.faults import FaultDice
+
+        from .faults import SOCKET_KEY, install
+
+        dice = FaultDice(cfg.faults, cfg.fault_seed)
+        rest = install(sio, rest, dice, cfg.variant)
+
+        class FaultHandler(Handler):
+            """Hands the request's TCP socket to the fault layer (drop and stall act on it)."""
+
+            def get_environ(self) -> Any:
+                environ = super().get_environ()
+                environ[SOCKET_KEY] = self.socket
+                return environ
+
+        Handler = FaultHandler  # type: ignore[misc]
+
     def make(port: int, app: Any) -> pywsgi.WSGIServer:
         return pywsgi.WSGIServer((cfg.host, port), app, handler_class=Handler, log=None,
                                  error_log=QuietErrorLog(), backlog=2048)
@@ -172,6 +197,7 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
     else:
         servers = [make(cfg.rest_port, rest), make(cfg.port, socketio.WSGIApp(sio, _not_found))]
     servers[0]._loadkit_banned = banned_count  # for the ready line
+    servers[0]._loadkit_faults = dice  # for the ready and stop lines
     return store, servers, sio
 
 
@@ -216,6 +242,9 @@ def serve(cfg: ServerConfig, ready: Callable[[str], None] | None = None) -> int:
         line = (f"loadkit ktb server ready (variant java): {where}; db={cfg.db} rate-limit={cfg.rate_limit}/min "
                 f"banned-words={servers[0]._loadkit_banned} duplicate-login-delay={cfg.duplicate_login_delay}s "
                 f"delay-ms={cfg.delay_ms:g}")
+    dice = servers[0]._loadkit_faults
+    if dice is not None:
+        line += " faults=" + ",".join(f"{k}={p:g}" for k, p in cfg.faults.items()) + f" fault-seed={cfg.fault_seed}"
     (ready or (lambda text: print(text, flush=True)))(line)
     stop_event.wait()
     for s in servers:
@@ -234,5 +263,6 @@ def serve(cfg: ServerConfig, ready: Callable[[str], None] | None = None) -> int:
             pass
     flush_task.kill()
     store.close()
-    print("loadkit ktb server stopped", flush=True)
+    print("loadkit ktb server stopped" + (f"; faults injected: {dice.summary()}" if dice is not None else ""),
+          flush=True)
     return 0
