@@ -66,6 +66,28 @@ def test_injected_error_events_are_the_servers_own_and_claimed_by_their_operatio
     assert other["message"] == ("서버 에러가 발생했습니다." if variant == "node" else "서버 내부 오류가 발생했습니다.")
 
 
+@pytest.mark.parametrize("variant", ["java", "node"])
+def test_without_faults_nothing_is_installed(variant):
+    """No ``--fault`` (or only zero rates): the server's handlers and REST app are its own, so the
+    normal path pays nothing; with a rate, the CONNECT handling, the six events and REST draw."""
+    from loadkit.targets.ktb.rest import RestApp
+    from loadkit.targets.ktb.server import ServerConfig, build
+
+    for faults, wrapped in (({}, False), ({"drop": 0.0}, False), ({"stall": 0.5}, True)):
+        store, servers, sio = build(ServerConfig(variant=variant, single_port=True, faults=faults))
+        try:
+            assert (servers[0]._loadkit_faults is not None) is wrapped
+            assert ("_handle_connect" in vars(sio)) is wrapped
+            handlers = sio.handlers["/"]
+            assert all((getattr(handlers[e], "__qualname__", "").startswith("install_socket_faults")) is wrapped
+                       for e in kf.EVENTS), handlers
+            rest = servers[0].application.wsgi_app
+            assert isinstance(rest, kf.RestFaults) is wrapped
+            assert wrapped or type(rest).__name__ == ("NodeRestApp" if variant == "node" else RestApp.__name__)
+        finally:
+            store.close()
+
+
 # ------------------------------------------------------------------------- against a server
 def start(spawn, variant: str, spec: str, seed: int) -> tuple[str, object]:
     port = free_port()

@@ -170,7 +170,7 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
             return super().handle()
 
     dice = None
-    if cfg.faults:
+    if any(cfg.faults.values()):  # "--fault drop=0" installs nothing either
         from loadkit.targets.faults import FaultDice
 
         from .faults import SOCKET_KEY, install
