@@ -52,6 +52,18 @@ def test_the_suite_is_big_enough_and_documented():
     assert not missing, f"behaviours missing from docs/chldo.md: {missing}"
 
 
+def test_the_receive_limit_option_is_checked_like_the_others():
+    from loadkit.options import problems
+    from loadkit.users.chldo import DEFAULT_MAX_MESSAGE, parse_max_message
+
+    assert DEFAULT_MAX_MESSAGE == 16 * 1024 * 1024 == parse_max_message("16777216")
+    assert problems({"chldo_max_message_size": "0"}) == [
+        "--chldo-max-message-size: must be from 1 to 1073741824 bytes (1 GiB), got 0"]
+    assert problems({"chldo_max_message_size": "16MiB"}) == [
+        "--chldo-max-message-size: expected a whole number of bytes, e.g. 16777216, got '16MiB'"]
+    assert problems({"chldo_max_message_size": "4096"}) == []
+
+
 # ---------------------------------------------------------------------------------------- in process
 def _drive(base: str, b: Behaviour) -> list[str]:
     """Two turns (connecting again when needed) against one behaviour; the mismatches found."""
