@@ -433,7 +433,9 @@ def _wrong(field: str, kind: str, make: Callable[[str, object], dict], expect: E
     def answer(p: Peer, suid: str) -> None:
         ok_turn(p, suid, [text(make(suid, value))])
     name = f"wrong-{field}-{kind}"
-    BEHAVIOURS[name] = Behaviour(name, f"`{field}` as {json.dumps(value)} in one frame of the stream", expect,
+    label = {"content": "data.chunk.content", "error-msg": "msg of an error frame",
+             "event": "event of a frame without status"}.get(field, field)
+    BEHAVIOURS[name] = Behaviour(name, f"`{label}` as {json.dumps(value)} in one frame of the stream", expect,
                                  answer=answer)
 
 
@@ -463,7 +465,7 @@ for _kind in ("number", "null", "list"):
            Expect("ok") if _null else Expect("turn", PROTO, r"^voice_length is not a number"))
 
 
-@behaviour("wrong-stream_uid-everywhere", "a whole turn whose stream_uid is the number 5",
+@behaviour("wrong-stream_uid-everywhere", "a whole turn whose stream_uid is a number",
            Expect("turn", PROTO, r"^stream_uid is not a string: \d+$"))
 def _int_uid(p: Peer, suid: str) -> None:
     p.send(text({**info("START", suid), "stream_uid": p.n}) + text({**token(suid), "stream_uid": p.n})

@@ -178,7 +178,9 @@ def test_one_locust_run_against_every_behaviour(spawn, tmp_path):
                    name="locust", env={"HOSTILE_CHLDO_URL": base})
     samples = []
     while locust.returncode is None and time.monotonic() - t0 < seconds + 40:
-        samples.append(_rss_mb(locust.proc.pid))
+        rss = _rss_mb(locust.proc.pid)
+        if rss:  # 0: exiting (a zombie has no pages)
+            samples.append(rss)
         time.sleep(0.5)
     rc = locust.wait(5)
     took = time.monotonic() - t0
@@ -215,7 +217,7 @@ def test_one_locust_run_against_every_behaviour(spawn, tmp_path):
     assert not wrong, "\n".join(wrong)
     assert any("16000000-byte limit" in err for err in errors[("h-oversized-frame", "sendmsg")])  # the option
     assert counters.get(("chldo", "protocol_violation:ChldoProtocolError"), 0) >= 3  # frames-after-end
-    # bounded memory: 67 users, 15 MB frames, floods; one sample every 0.5 s
+    # bounded memory: 68 users, 15 MB frames, floods; one sample every 0.5 s (measured: 135-190 MB)
     assert samples and max(samples) < 400, samples
     settled = samples[len(samples) // 3:]
     assert max(settled) - min(settled) < 100, samples
