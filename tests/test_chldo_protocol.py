@@ -337,6 +337,9 @@ def test_decoder_collects_a_large_frame_once_and_reports_it():
     wire = encode_frame(OP_TEXT, b"y" * 200_000)
     assert small.feed(wire[:1000]) == [] and small.feed(wire[1000:]) == [(OP_TEXT, b"y" * 200_000)]
     assert seen == [len(payload) + 10]  # under 1 MiB: not reported
+    pieces = [encode_frame(OP_TEXT if i == 0 else OP_CONT, b"z" * 60_000, fin=i == 19) for i in range(20)]
+    assert FrameDecoder(on_large=seen.append).feed(b"".join(pieces)) == [(OP_TEXT, b"z" * 1_200_000)]
+    assert seen == [len(payload) + 10, 1_200_000]  # a message of small fragments: reported once, whole
 
 
 def test_decoder_limit_applies_to_a_large_frame_before_it_is_buffered():

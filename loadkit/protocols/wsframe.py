@@ -46,8 +46,9 @@ class FrameDecoder:
 
     def __init__(self, max_message: int = 16 * 1024 * 1024,
                  on_large: Callable[[int], None] | None = None) -> None:
-        """``on_large(size)`` is called when a frame of at least 1 MiB is complete: the I/O shell
-        may then give the memory it took back to the OS once the frame has been processed."""
+        """``on_large(size)`` is called when a frame, or a fragmented message, of at least 1 MiB is
+        complete: the I/O shell may then give the memory it took back to the OS once the message
+        has been processed."""
         self._buf = b""
         self._max = max_message
         self._on_large = on_large
@@ -159,6 +160,8 @@ class FrameDecoder:
             raise WireError(f"unknown data opcode {op:#x}")
         if fin:
             append((self._frag_op, b"".join(self._frag_parts)))
+            if self._frag_len >= _HUGE and self._on_large is not None:
+                self._on_large(self._frag_len)
             self._frag_op, self._frag_parts, self._frag_len = 0, [], 0
 
 
