@@ -266,3 +266,83 @@ def test_decoder_size_limit():
 def test_parse_close():
     assert parse_close(encode_frame(OP_CLOSE, b"\x03\xe9bye")[2:]) == (1001, "bye")
     assert parse_close(b"") == (None, "")
+
+
+# ---- what a hostile server may send (issue #15; the live suite is tests/test_hostile_chldo.py) ----------
+def _with(frame: str, **fields) -> str:
+    return json.dumps({**json.loads(frame), **fields})
+
+
+@pytest.mark.parametrize("bad, text", [
+    (_with(f("think"), status=5), "status is not a string: 5"),
+    (_with(f("think"), status=[1]), "status is not a string: [1]"),
+    (_with(f("think"), msgtype=5), "msgtype is not a string: 5"),
+    (_with(f("think"), msgtype={"a": 1}), "msgtype is not a string: {'a': 1}"),
+    (_with(tok("x"), data=[1]), "data.chunk is not an object: [1]"),
+    (_with(tok("x"), data={"chunk": "x"}), "data.chunk is not an object: 'x'"),
+    (_with(f("voice_ready", sent_uid="A"), voice_length="2.5"), "voice_length is not a number of seconds: '2.5'"),
+    (_with(f("voice_ready", sent_uid="A"), voice_length=-1), "voice_length is not a number of seconds: -1"),
+    (_with(f("voice_ready", sent_uid="A"), voice_length=True), "voice_length is not a number of seconds: True"),
+    (_with(tok("x"), stream_uid=7), "unknown stream_uid 7 (turn is S1)"),
+])
+def test_a_field_of_the_wrong_type_is_a_protocol_violation_and_the_turn_still_ends(bad, text):
+    turn = replay([f("START"), tok("a"), bad, tok("b"), f("END")])
+    assert turn.done and isinstance(turn.error, ChldoProtocolError) and str(turn.error) == text
+
+
+@pytest.mark.parametrize("tolerated", [
+    _with(f("think"), msgtype=None), _with(tok("x"), stream_uid=None), _with(tok("x"), data=None),
+    _with(f("voice_ready", sent_uid="A"), voice_length=None), _with(tok("x"), sent_uid=[1]),
+])
+def test_null_is_an_absent_field(tolerated):
+    assert replay([f("START"), tok("a"), tolerated, f("END")]).ok
+
+
+def test_a_stream_uid_that_is_not_a_string_fails_the_turn_which_still_ends():
+    turn = replay([_with(f("START"), stream_uid=9), _with(tok("a"), stream_uid=9), _with(f("END"), stream_uid=9)])
+    assert turn.done and str(turn.error) == "stream_uid is not a string: 9"
+
+
+def test_error_texts_of_any_type_are_kept_and_bounded():
+    err = {"status": "connected", "msgtype": "error"}
+    assert str(replay([json.dumps({**err, "msg": [1, 2]})]).error) == "[1, 2]"
+    assert str(replay([json.dumps({**err, "msg": None})]).error) == "None"
+    long = replay([json.dumps({**err, "msg": "x" * 100_000})]).error
+    assert isinstance(long, ChldoValidationError) and len(str(long)) == 301 and str(long).endswith("x…")
+
+
+def test_huge_or_deep_frames_give_a_short_text():
+    deep = '{"a":' + "[" * 50_000 + "]" * 50_000 + "}"  # a plain repr would raise RecursionError
+    turn = replay([f("START"), deep, f("END")])
+    assert isinstance(turn.error, ChldoProtocolError) and len(str(turn.error)) < 200
+    huge = replay([f("START"), "<" + "x" * 10_000_000, f("END")]).error
+    assert str(huge) == "non-JSON frame: <" + "x" * 79 + "…"
+    wide = replay([f("START"), json.dumps({"k%d" % i: "v" * 1000 for i in range(10_000)}), f("END")]).error
+    assert str(wide).startswith("unclassifiable frame: {'k0': 'vvv") and len(str(wide)) < 200
+
+
+def test_decoder_collects_a_large_frame_once_and_reports_it():
+    seen = []
+    payload = bytes(i % 251 for i in range(3 << 20))
+    wire = encode_frame(OP_TEXT, payload) + encode_frame(OP_TEXT, b"next")
+    dec = FrameDecoder(on_large=seen.append)
+    got = []
+    for i in range(0, len(wire), 65536):
+        got += dec.feed(wire[i:i + 65536])
+        if not got:
+            assert 0 < dec.buffered <= i + 65536
+    assert got == [(OP_TEXT, payload), (OP_TEXT, b"next")] and dec.buffered == 0
+    assert seen == [len(payload) + 10]  # header included; reported once
+    small = FrameDecoder(on_large=seen.append)
+    wire = encode_frame(OP_TEXT, b"y" * 200_000)
+    assert small.feed(wire[:1000]) == [] and small.feed(wire[1000:]) == [(OP_TEXT, b"y" * 200_000)]
+    assert seen == [len(payload) + 10]  # under 1 MiB: not reported
+    pieces = [encode_frame(OP_TEXT if i == 0 else OP_CONT, b"z" * 60_000, fin=i == 19) for i in range(20)]
+    assert FrameDecoder(on_large=seen.append).feed(b"".join(pieces)) == [(OP_TEXT, b"z" * 1_200_000)]
+    assert seen == [len(payload) + 10, 1_200_000]  # a message of small fragments: reported once, whole
+
+
+def test_decoder_limit_applies_to_a_large_frame_before_it_is_buffered():
+    dec = FrameDecoder(max_message=1 << 20)
+    with pytest.raises(WireError, match="frame of 2097152 bytes exceeds the 1048576-byte limit"):
+        dec.feed(encode_frame(OP_TEXT, b"x" * (2 << 20))[:65536])

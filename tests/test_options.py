@@ -50,6 +50,8 @@ def test_checks_say_what_is_wrong():
      "--chldo-prompts: no such file: '/nonexistent/p.txt'"),
     ("chldo_stream.py", ["--host", "ws://127.0.0.1:9", "--chldo-turn-timeout", "nan"],
      "--chldo-turn-timeout: expected a finite number, got 'nan'"),
+    ("chldo_stream.py", ["--host", "ws://127.0.0.1:9", "--chldo-max-message-size", "0"],
+     "--chldo-max-message-size: must be from 1 to 1073741824 bytes (1 GiB), got 0"),
     ("mixed.py", ["--mixed-ktb-url", "banana", "--mixed-chldo-url", "ws://127.0.0.1:9"],
      "--mixed-ktb-url: needs a URL starting with http:// or https://"),
 ])

@@ -67,6 +67,7 @@ class ChldoClient(WsTransport):
         self._turn: _Result | None = None  # what the sendmsg greenlet waits for: the turn's end
         self._ended = False  # the socket was shut after a loss (self.ws is kept: close() still runs)
         self.lost_reason: str | None = None
+        self._pong: bytes | None = None  # payload of the latest ping not answered yet
 
     @property
     def connected(self) -> bool:
@@ -79,6 +80,7 @@ class ChldoClient(WsTransport):
         self.session = ChldoSession(keep_text=self.session.keep_text)
         self.lost_reason = None
         self._closing = False
+        self._pong = None
         t0 = perf_counter()
         try:
             ws = self._upgrade(self.url, self.connect_timeout)
@@ -175,7 +177,11 @@ class ChldoClient(WsTransport):
                 if on_text(payload, now) is not None:
                     self._end_turn()
             elif op == OP_PING:
-                gevent.spawn(self._send_control, OP_PONG, payload)
+                # one pong greenlet at a time, answering the latest ping (RFC 6455 5.5.3): a ping
+                # flood must not pile up a greenlet per ping behind a full send buffer
+                pending, self._pong = self._pong, payload
+                if pending is None:
+                    gevent.spawn(self._send_pongs)
             elif op == OP_CLOSE:
                 code, reason = parse_close(payload)
                 gevent.spawn(self._send_control, OP_CLOSE, (1000 if code is None else code).to_bytes(2, "big"))
@@ -186,6 +192,12 @@ class ChldoClient(WsTransport):
         if session.stray and self.on_stray is not None:
             gevent.spawn(self._report_stray)
         return None
+
+    def _send_pongs(self) -> None:
+        while (payload := self._pong) is not None:
+            self._send_control(OP_PONG, payload)
+            if self._pong is payload:  # no newer ping meanwhile
+                self._pong = None
 
     def _report_stray(self) -> None:
         if self.on_stray is not None:

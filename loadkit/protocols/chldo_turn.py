@@ -15,6 +15,8 @@ dict lookups and integer/float updates; no allocation.
 
 from __future__ import annotations
 
+import reprlib
+from math import isfinite
 from typing import Any, Callable
 
 from orjson import loads as _loads  # about 3x faster than json on these frames
@@ -74,9 +76,24 @@ class ChldoConnectError(ChldoConnectionLost):
     kind = "connect"
 
 
+#: a bounded repr for values a hostile server chose: a plain ``repr`` of a 15 MB object costs its size,
+#: and of one nested 100 000 deep a RecursionError
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 4, 8, 8, 100, 100
+
+
 def _short(value: Any, limit: int = 80) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else _REPR.repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _typed(value: Any) -> str:
+    """A value as JSON-ish text that shows its type (a string in quotes)."""
+    return _short(_REPR.repr(value))
+
+
+#: the longest server text a failure keeps (failure texts are grouped by Locust and written to CSVs)
+TEXT_LIMIT = 300
 
 
 class Turn:
@@ -186,6 +203,8 @@ class Turn:
         suid = get("stream_uid")
         if suid is not None and suid != self.stream_uid:
             if self.stream_uid is None:
+                if type(suid) is not str:  # kept all the same: the turn can still end at its END
+                    self.fail(ChldoProtocolError(f"stream_uid is not a string: {_typed(suid)}"))
                 self.stream_uid = suid
             else:
                 self.fail(ChldoProtocolError(f"unknown stream_uid {_short(suid)} (turn is {self.stream_uid})"))
@@ -206,15 +225,21 @@ class Turn:
             else:
                 self.fail(ChldoProtocolError(f"unclassifiable frame: {_short(obj)}"))
             return False
-        if get("msgtype") == MSGTYPE_ERROR:
-            text = get("msg")
-            text = text if isinstance(text, str) else _short(text)
+        if type(status) is not str:
+            self.fail(ChldoProtocolError(f"status is not a string: {_typed(status)}"))
+            return False
+        msgtype = get("msgtype")
+        if msgtype == MSGTYPE_ERROR:
+            text = _short(get("msg"), TEXT_LIMIT)
             if not self.started:
                 self.fail(ChldoValidationError(text))
                 self.finish(now)
                 return True
             self.stream_errors += 1
             self.fail(ChldoStreamError(text))
+            return False
+        if msgtype is not None and type(msgtype) is not str:
+            self.fail(ChldoProtocolError(f"msgtype is not a string: {_typed(msgtype)}"))
             return False
         if status == STATUS_START:
             if self.started:
@@ -235,8 +260,13 @@ class Turn:
             if self.t_first_voice is None:
                 self.t_first_voice = now
             length = get("voice_length")
-            if isinstance(length, (int, float)):
-                self.voice_seconds += length
+            if type(length) is float or type(length) is int:
+                if length >= 0 and isfinite(length):
+                    self.voice_seconds += length
+                    return False
+            elif length is None:  # absent: a voice of unknown length
+                return False
+            self.fail(ChldoProtocolError(f"voice_length is not a number of seconds: {_typed(length)}"))
             return False
         # received / history / memory / think and statuses the vendor may add later
         self.info_frames += 1
@@ -247,8 +277,14 @@ class Turn:
             self.fail(ChldoProtocolError("stream frame before START"))
         try:
             content = obj["data"]["chunk"]["content"]
-        except (KeyError, TypeError):
+        except KeyError:
             content = get("msg")
+        except TypeError:  # data or data.chunk is not an object (null data: as if absent)
+            content = get("msg")
+            data = get("data")
+            if data is not None:
+                chunk = data.get("chunk") if type(data) is dict else data
+                self.fail(ChldoProtocolError(f"data.chunk is not an object: {_typed(chunk)}"))
         if not isinstance(content, str):
             self.fail(ChldoProtocolError(f"stream frame without text content: {_short(obj)}"))
             content = ""
@@ -299,7 +335,7 @@ class ChldoSession:
         try:
             obj = _loads(payload)
         except ValueError:
-            shown = payload.decode("utf-8", "replace") if isinstance(payload, (bytes, bytearray)) else payload
+            shown = payload[:200].decode("utf-8", "replace") if isinstance(payload, (bytes, bytearray)) else payload
             return self._violation(f"non-JSON frame: {_short(shown)}", now)
         if type(obj) is not dict:
             return self._violation(f"frame is not a JSON object: {_short(obj)}", now)

@@ -25,6 +25,10 @@ OP_PONG = 0xA
 
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
+#: a frame longer than this that arrives over several reads is collected as a list of reads
+_LARGE = 1 << 16
+#: a frame at least this long is reported to ``on_large``
+_HUGE = 1 << 20
 
 
 class WireError(Exception):
@@ -38,19 +42,28 @@ class FrameDecoder:
     (CLOSE/PING/PONG) come back as they arrive, even in the middle of a fragmented message.
     """
 
-    __slots__ = ("_buf", "_max", "_frag_op", "_frag_parts", "_frag_len")
+    __slots__ = ("_buf", "_max", "_frag_op", "_frag_parts", "_frag_len", "_parts", "_have", "_need", "_on_large")
 
-    def __init__(self, max_message: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, max_message: int = 16 * 1024 * 1024,
+                 on_large: Callable[[int], None] | None = None) -> None:
+        """``on_large(size)`` is called when a frame, or a fragmented message, of at least 1 MiB is
+        complete: the I/O shell may then give the memory it took back to the OS once the message
+        has been processed."""
         self._buf = b""
         self._max = max_message
+        self._on_large = on_large
         self._frag_op = 0
         self._frag_parts: list[bytes] = []
         self._frag_len = 0
+        # a large frame still arriving: its reads so far, their bytes, and the bytes it needs
+        self._parts: list[bytes] = []
+        self._have = 0
+        self._need = 0
 
     @property
     def buffered(self) -> int:
         """Bytes held back because they are the start of a frame not yet complete."""
-        return len(self._buf)
+        return self._have if self._need else len(self._buf)
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         if not self._buf and not self._frag_op and len(data) >= 2:
@@ -66,9 +79,23 @@ class FrameDecoder:
                     length = (data[2] << 8) | data[3]
                     if len(data) == length + 4 and length <= self._max:
                         return [(b0 & 0x0F, data[4:])]
-        buf = self._buf + data if self._buf else data
+        if self._need:
+            # the rest of a large frame: keep the reads and join them once, when the frame is
+            # complete (appending each read to one growing bytes would copy it again every read:
+            # quadratic in the frame's size, and a trail of ever larger freed blocks)
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._parts)
+            if self._need >= _HUGE and self._on_large is not None:
+                self._on_large(self._need)
+            self._parts, self._have, self._need = [], 0, 0
+        else:
+            buf = self._buf + data if self._buf else data
         n = len(buf)
         pos = 0
+        want = 0
         out: list[tuple[int, bytes]] = []
         append = out.append
         while n - pos >= 2:
@@ -94,6 +121,7 @@ class FrameDecoder:
                 raise WireError(f"frame of {length} bytes exceeds the {self._max}-byte limit")
             end = head + length
             if end > n:
+                want = end - pos
                 break
             payload = buf[head:end]
             pos = end
@@ -108,7 +136,12 @@ class FrameDecoder:
                 append((op, payload))
             else:
                 self._fragment(op, bool(b0 & 0x80), payload, append)
-        self._buf = buf[pos:] if pos < n else b""
+        if pos < n:
+            self._buf = buf[pos:]
+            if want > _LARGE:
+                self._parts, self._have, self._need = [self._buf], n - pos, want
+        else:
+            self._buf = b""
         return out
 
     def _fragment(self, op: int, fin: bool, payload: bytes, append: Callable[[tuple[int, bytes]], None]) -> None:
@@ -127,6 +160,8 @@ class FrameDecoder:
             raise WireError(f"unknown data opcode {op:#x}")
         if fin:
             append((self._frag_op, b"".join(self._frag_parts)))
+            if self._frag_len >= _HUGE and self._on_large is not None:
+                self._on_large(self._frag_len)
             self._frag_op, self._frag_parts, self._frag_len = 0, [], 0
 
 

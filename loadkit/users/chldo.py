@@ -31,7 +31,7 @@ from loadkit.metrics.counters import counters
 from loadkit.options import choice, file_or_inline, number, parsed_by, rule
 from loadkit.users.measure import Measure
 from loadkit.protocols.chldo import build_sendmsg
-from loadkit.protocols.chldo_turn import ChldoConnectError, ChldoConnectionLost, ChldoError, ChldoTimeout, Turn
+from loadkit.protocols.chldo_turn import ChldoConnectError, ChldoError, ChldoTimeout, Turn
 
 REQUEST_TYPE = "chldo"
 DEFAULT_PROMPTS = (
@@ -43,6 +43,8 @@ DEFAULT_PROMPTS = (
 )
 OMITTABLE = ("api_key", "room_uid", "user_id", "msg", "action")
 COUNTERS = counters(REQUEST_TYPE)
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+MAX_MAX_MESSAGE = 1 << 30
 
 # ids unique per worker process, even across machines (pid + random) and across fork: Locust's
 # --processes forks after this module was imported, so the tag is (re)made in whichever process asks.
@@ -77,6 +79,10 @@ def _add_chldo_options(parser: Any) -> None:
                         help="reconnect after this many turns; 0 = keep one connection (default)")
     parser.add_argument("--chldo-omit", default="",
                         help=f"comma-separated request fields to leave out (negative tests): {', '.join(OMITTABLE)}")
+    parser.add_argument("--chldo-max-message-size", type=int, default=DEFAULT_MAX_MESSAGE,
+                        help="largest message in bytes the client accepts; a bigger one fails the turn "
+                             "(ChldoProtocolError) and closes the connection (default 16777216 = 16 MiB, "
+                             "like the websockets library's max_size)")
     parser.add_argument("--chldo-detail-metrics", type=int, default=1,
                         help="1 = also record the metrics chunks, chars, chunks_per_s, chunk_gap, chunk_gap_max, "
                              "voice_ms (default); 0 = only sendmsg and the phase latencies")
@@ -127,6 +133,18 @@ def _checks() -> None:
     rule("--chldo-connect-timeout", number(0, 3600, above=True))
     rule("--chldo-turns-per-connection", number(0, integer=True))
     rule("--chldo-detail-metrics", choice("0", "1"))
+    rule("--chldo-max-message-size", parsed_by(parse_max_message))
+
+
+def parse_max_message(text: str) -> int:
+    """Bytes, 1 .. 1 GiB (a limit above that protects nothing: one message could take the memory)."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number of bytes, e.g. {DEFAULT_MAX_MESSAGE}, got {text!r}") from None
+    if not 1 <= size <= MAX_MAX_MESSAGE:
+        raise ValueError(f"must be from 1 to {MAX_MAX_MESSAGE} bytes (1 GiB), got {text}")
+    return size
 
 
 def parse_return_voice(text: str) -> Any:
@@ -186,6 +204,7 @@ class ChldoUser(User):
         self.client = ChldoClient(
             self.host,
             connect_timeout=float(get("chldo_connect_timeout", 10.0)),
+            max_message=int(get("chldo_max_message_size", DEFAULT_MAX_MESSAGE)),
             on_stray=self._report_stray,
         )
         self._ctx = {"room_uid": self.room_uid, "user_id": self.user_id}
@@ -203,11 +222,15 @@ class ChldoUser(User):
         self.client.close()
 
     def _connect(self) -> bool:
+        t0 = perf_counter()
         try:
             ms = self.client.connect()
         except ChldoConnectError as exc:
             self.measure.request("connect", 0.0, 0, exc, self._ctx)
             return False
+        except GreenletExit:  # stopped (end of the run) in the handshake: recorded, not lost
+            self.measure.unfinished("connect", (perf_counter() - t0) * 1000.0)
+            raise
         self._turns_on_connection = 0
         self.measure.request("connect", ms, 0, None, self._ctx)
         return True
@@ -243,9 +266,9 @@ class ChldoUser(User):
             raise
         self.report(turn)
         self._turns_on_connection += 1
-        if isinstance(turn.error, (ChldoTimeout, ChldoConnectionLost)) or (
+        if not self.client.connected or isinstance(turn.error, ChldoTimeout) or (
             self.turns_per_connection and self._turns_on_connection >= self.turns_per_connection
-        ):
+        ):  # lost (also after bad framing or a message over the limit): the socket goes at once
             self.client.close()
 
     def report(self, turn: Turn) -> None:
