@@ -50,8 +50,8 @@ def acyclic(hist: HdrHistogram) -> HdrHistogram:
     Why: an ``HdrHistogram`` and its ``HdrHistogramEncoder`` point at each other, so a dropped
     histogram (and its ~190 KB counts array) waits for CPython's cyclic collector; in a process
     that tunes the collector for speed (``loadkit.users.socketio._tune_gc``) that can be minutes,
-    and a soak saw a worker grow by 250 MB that way (docs/distributed.md#soak-long-runs-stay-flat). The encoder only
-    reads the histogram's attributes, so a weak proxy serves it as well.
+    and a soak saw a worker grow by 250 MB that way (docs/distributed.md#soak-long-runs-stay-flat).
+    The encoder only reads the histogram's attributes, so a weak proxy serves it as well.
     """
     hist.encoder.histogram = weakref.proxy(hist)
     return hist

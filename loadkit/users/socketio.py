@@ -207,8 +207,8 @@ def _collect_every(seconds: float) -> None:
     surviving allocations, i.e. practically never, so cyclic garbage (exceptions with their
     tracebacks, the ctypes array types hdrh makes per encoding, ...) piled up for the whole run:
     a 10-minute soak saw the worker running the KTB users grow from 100 to 350 MB
-    (docs/distributed.md#soak-long-runs-stay-flat). The heap alive at the spawn is frozen, so a collection only scans
-    what was allocated since: a few milliseconds every ``seconds``.
+    (docs/distributed.md#soak-long-runs-stay-flat). The heap alive at the spawn is frozen, so a
+    collection only scans what was allocated since (a few hundred objects in that soak).
     """
     while True:
         gevent.sleep(seconds)
