@@ -5,7 +5,9 @@ test and falls over in a one-hour soak of the service it measures. This starts b
 servers, a Locust master and two workers (``locustfiles/mixed.py``) at a steady user count, samples
 every process's RSS and descriptor count from ``/proc`` every ``--every`` seconds, and prints the
 growth from the end of the first minute (warm-up: imports, pools, histograms filling) to the end.
-The goal (issue #15): under 5 % for every process.
+The goal (issue #15): under 5 % for every process. It also says which worker runs which user kind
+(its TCP connections to each server) and the machine's load average (a soak on a shared machine
+measures the neighbours too). Figures: docs/distributed.md#soak-long-runs-stay-flat.
 
     python3 bench/soak.py                      # 10 minutes, 40 users
     python3 bench/soak.py --minutes 3 --users 20 --every 5
@@ -14,6 +16,7 @@ The goal (issue #15): under 5 % for every process.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +37,23 @@ def sample(pid: int) -> tuple[int, int] | None:
     except (OSError, StopIteration):
         return None
     return rss, fds
+
+
+def peers(pid: int, ports: dict[int, str]) -> dict[str, int]:
+    """How many TCP connections ``pid`` holds to each server of ``ports`` ({port: name})."""
+    try:
+        inodes = {os.readlink(fd.path)[8:-1] for fd in os.scandir(f"/proc/{pid}/fd")
+                  if os.readlink(fd.path).startswith("socket:[")}
+        lines = [line.split() for name in ("tcp", "tcp6")
+                 for line in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]]
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    for f in lines:
+        port = int(f[2].rsplit(":", 1)[1], 16)
+        if port in ports and f[9] in inodes:
+            out[ports[port]] = out.get(ports[port], 0) + 1
+    return out
 
 
 def main() -> int:
@@ -66,14 +86,21 @@ def main() -> int:
         print(f"soak: {args.users} users for {run_s}s; logs and CSVs in {tmp}", flush=True)
         t0 = time.monotonic()
         series: dict[str, list[tuple[float, int, int]]] = {name: [] for name in procs}
+        runs: dict[str, str] = {}  # worker -> the user kinds it runs (from its connections)
+        load: list[float] = []
         while procs["master"].returncode is None and time.monotonic() - t0 < run_s + 60:
             now = time.monotonic() - t0
+            if now <= run_s:
+                load.append(os.getloadavg()[0])
             for name, p in procs.items():
                 s = sample(p.proc.pid) if p.proc else None
                 if s:
                     series[name].append((now, *s))
+                if name.startswith("worker") and p.proc and args.warmup <= now <= run_s - 5 and name not in runs:
+                    runs[name] = " ".join(f"{k}:{v}" for k, v in sorted(peers(p.proc.pid, {ktb: "ktb", chldo: "chldo"}).items()))
             time.sleep(args.every)
-        print(f"{'process':<14} {'RSS @warm-up':>13} {'RSS end':>10} {'growth':>8} {'fds @warm-up':>13} {'fds end':>8}")
+        print(f"{'process':<14} {'RSS @warm-up':>13} {'RSS end':>10} {'growth':>8} {'fds @warm-up':>13} {'fds end':>8}"
+              "  connections to")
         worst = 0.0
         for name, points in series.items():
             # from the end of the warm-up to the last sample before the run ends (not the shutdown)
@@ -83,11 +110,15 @@ def main() -> int:
             (_, r0, f0), (_, r1, f1) = warm[0], warm[-1]
             growth = (r1 - r0) / r0 * 100.0 if r0 else 0.0
             worst = max(worst, growth)
-            print(f"{name:<14} {r0 / 1024:>10.1f} MiB {r1 / 1024:>6.1f} MiB {growth:>7.1f}% {f0:>13} {f1:>8}")
+            print(f"{name:<14} {r0 / 1024:>10.1f} MiB {r1 / 1024:>6.1f} MiB {growth:>7.1f}% {f0:>13} {f1:>8}"
+                  f"  {runs.get(name, '')}")
         stats = (tmp / "soak_stats.csv").read_text().splitlines() if (tmp / "soak_stats.csv").exists() else []
         agg = next((line for line in stats if ",Aggregated," in line), "")
         print(f"Aggregated row: {agg}")
         print(f"largest RSS growth after warm-up: {worst:.1f}% (goal < 5%)")
+        if load:
+            print(f"load average (1 min) during the run: min {min(load):.2f}, mean {sum(load) / len(load):.2f}, "
+                  f"max {max(load):.2f} on {os.cpu_count()} CPUs")
         return 0
     finally:
         for p in reversed(list(procs.values())):
