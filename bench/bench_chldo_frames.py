@@ -320,6 +320,32 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_micro(args: argparse.Namespace) -> int:
+    """--micro: the trees take turns, each run a fresh process pinned to CPU 0."""
+    trees = [Path(t).resolve() for t in args.trees.split(",") if t] or [ROOT]
+    results: dict[Path, list[float]] = {t: [] for t in trees}
+    for i in range(1 if args.opcodes else max(1, args.repeat)):
+        for tree in trees:
+            argv = ["taskset", "-c", "0", sys.executable, str(Path(__file__).resolve()), "--micro-run",
+                    str(args.micro), "--answer-tokens", str(args.answer_tokens)] + (["--opcodes"] if args.opcodes else [])
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=str(tree),
+                                 env=dict(os.environ, PYTHONPATH=str(tree)))
+            if args.opcodes:
+                print(f"== {tree}\n{res.stdout.strip() or res.stderr[-2000:]}")
+                continue
+            line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                print(f"{tree}: no result\n{res.stderr[-2000:]}")
+                continue
+            results[tree].append(float(line.split()[2]))
+            print(f"run {i + 1} {tree}: {results[tree][-1]:.2f} CPU us per frame (micro)", flush=True)
+    for tree, values in results.items():
+        if values:
+            print(f"  {tree}: median {statistics.median(values):.2f} us/frame (micro; runs: "
+                  f"{', '.join(f'{v:.2f}' for v in values)}), load average {os.getloadavg()[0]:.2f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=300)
@@ -335,10 +361,18 @@ def main() -> int:
     ap.add_argument("--target", choices=("serve", "blaster"), default="serve",
                     help="serve: loadkit serve chldo (first token 300 ms); blaster: this script's minimal "
                     "frame sender (for the client's capacity: use --think 0 and ~1500 connections)")
+    ap.add_argument("--micro", type=int, metavar="TURNS", help="the per-frame path alone, no event loop: "
+                    "TURNS turns through a socketpair per run, CPU us and bytecodes per frame (see micro())")
     ap.add_argument("--blaster", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--micro-run", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--target-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.micro_run:
+        micro(args.micro_run, args.answer_tokens, args.opcodes)
+        return 0
+    if args.micro:
+        return run_micro(args)
     if args.blaster:
         blaster(args.blaster, args.answer_tokens, args.token_ms)
         return 0
