@@ -85,19 +85,11 @@ def measure(url: str, connections: int, seconds: float, warm: float, think: floa
     gevent.sleep(warm)
     frames0 = sum(c.session.frames for c in clients)
     cpu0, t0, target0 = time.process_time(), time.perf_counter(), proc_cpu_seconds(target_pid)
-    perf = shutil.which("perf") if not opcodes else None
-    reads = None
-    if perf:  # count this process's recv calls during the window: is it one frame per read?
-        reads = subprocess.Popen([perf, "stat", "-x,", "-e", "syscalls:sys_enter_recvfrom", "-p", str(os.getpid())],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    reads = RecvCounter() if not opcodes else None  # is it one frame per read?
     counting[0] = True
     gevent.sleep(seconds)
     counting[0] = False
-    n_reads = "n/a"
-    if reads is not None:
-        reads.send_signal(signal.SIGINT)
-        out = reads.communicate(timeout=10)[1]
-        n_reads = next((x.split(",")[0] for x in out.splitlines() if "recvfrom" in x), "n/a")
+    n_reads = reads.stop() if reads is not None else None
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
     target = proc_cpu_seconds(target_pid) - target0
     frames = sum(c.session.frames for c in clients) - frames0
@@ -108,9 +100,35 @@ def measure(url: str, connections: int, seconds: float, warm: float, think: floa
         for name, k in counts.most_common(30):
             print(f"  {k / n:8.2f}  {name}")
     else:
-        print(f"RESULT {frames} {cpu / n * 1e6:.2f} {frames / wall:.0f} {100 * cpu / wall:.0f} {100 * target / wall:.0f} {n_reads}")
+        print(f"RESULT {frames} {cpu / n * 1e6:.2f} {frames / wall:.0f} {100 * cpu / wall:.0f} {100 * target / wall:.0f} {n_reads or 'n/a'}")
     sys.stdout.flush()
     os._exit(0)
+
+
+class RecvCounter:
+    """Counts this process's ``recv`` system calls from construction to :meth:`stop` (``perf stat``
+    on the syscall tracepoint, in another process: no cost here). ``stop()`` is None without perf
+    or its permission. Why: the client's CPU per frame depends on how many frames one read carries
+    (a target that falls behind sends bursts), so a figure means "one frame per read" only next to
+    the frames-per-recv it was measured at."""
+
+    def __init__(self) -> None:
+        perf = shutil.which("perf")
+        self.proc = None if perf is None else subprocess.Popen(
+            [perf, "stat", "-x,", "-e", "syscalls:sys_enter_recvfrom", "-p", str(os.getpid())],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            out = self.proc.communicate(timeout=10)[1]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        first = next((x.split(",")[0] for x in out.splitlines() if "recvfrom" in x), "")
+        return int(first) if first.isdigit() else None
 
 
 def turn_frames(turn: int, tokens: int) -> list[bytes]:

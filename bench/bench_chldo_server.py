@@ -29,6 +29,8 @@ import time  # noqa: E402
 import gevent  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_chldo_frames import RecvCounter  # noqa: E402
 from loadkit.clients.chldo import ChldoClient  # noqa: E402
 from loadkit.procs import ManagedProcess, free_port, loadkit_argv  # noqa: E402
 from loadkit.protocols.chldo import build_sendmsg  # noqa: E402
@@ -152,7 +154,9 @@ def main() -> int:
             gevent.sleep(1.0 / args.ramp_per_s)
         measure_from[0] = time.perf_counter()
         my_ramp = proc_cpu_seconds(os.getpid())
+        reads = RecvCounter()
         pool.join(timeout=args.seconds + 60)
+        n_reads = reads.stop()
     finally:
         wall = time.perf_counter() - t0
         cpu = (tree_cpu_seconds(server_pid) - cpu0) if server_pid else float("nan")
@@ -165,8 +169,9 @@ def main() -> int:
           f"({100 * my_cpu / wall:.0f}%), of which the ramp {my_ramp - my0:.1f} s; measured after the ramp only")
     if frames_after_ramp[0]:
         per = (my_cpu - (my_ramp - my0)) / frames_after_ramp[0] * 1e6
-        print(f"client CPU per frame after the ramp: {per:.1f} us (frames arrive one per recv here) "
-              f"-> {1e6 / per:,.0f} frames/s per client core at this spacing")
+        fpr = f"{frames_after_ramp[0] / n_reads:.2f}" if n_reads else "n/a (no perf)"
+        print(f"client CPU per frame after the ramp: {per:.1f} us ({fpr} frames per recv) "
+              f"-> {1e6 / per:,.0f} frames/s per client core at this spacing and this client load")
     for label, vals in (("first-token error ms", first_err), ("mean-gap error ms", gap_err),
                         ("max gap per turn ms", gap_max), ("client loop lag ms", lag)):
         if vals:
