@@ -1,22 +1,34 @@
 """Client CPU per chldo frame when tokens arrive spread out (one frame per recv), interleaved A/B.
 
-    python bench/bench_chldo_frames.py [--connections 300] [--seconds 8] [--repeat 3]
-                                       [--trees /work/main,.] [--opcodes]
+    python bench/bench_chldo_frames.py [--connections 300] [--seconds 8] [--repeat 3] [--trees A,B]
+    python bench/bench_chldo_frames.py --target blaster --think 0 --connections 2000   # saturated
+    python bench/bench_chldo_frames.py --micro 2000 [--opcodes] [--trees A,B]          # no event loop
 
 Why next to bench_chldo_server.py (which prints the same "client CPU per frame" once, beside the
 server's timing accuracy): on a shared 2-core VM one run's figure swings by ±20 %, so a change
-worth 20 % needs the two code trees measured in turns against the same target. Here one target
-(``loadkit serve chldo``, first token 300 ms, 20 ms/token: every token its own write, so every
-frame its own recv on the client) runs pinned to CPU 1 for the whole benchmark; each measurement is
-a fresh process pinned to CPU 0 with ``PYTHONPATH=<tree>`` (it imports that tree's ``loadkit``)
-that opens the connections, lets them run turn after turn with a think time, and after a warm-up
-counts ``time.process_time()`` and the frames its sessions classified over ``--seconds``: CPU µs
-per frame (the goal of issue #14 item 7: >= 60k frames/s per client core, i.e. <= 16.7 µs). The
-target's CPU share over each window is printed too: the client figure is only the client's when
-the target is not saturated (below ~90 % of its core).
+needs the code trees measured in turns against the same target. One target runs pinned to CPU 1
+for the whole benchmark; each measurement is a fresh process pinned to CPU 0 with
+``PYTHONPATH=<tree>`` (it imports that tree's ``loadkit``) that opens the connections, lets them
+run turn after turn with a think time, and after a warm-up counts ``time.process_time()`` and the
+frames its sessions classified over ``--seconds``: CPU µs per frame (issue #14 item 7's goal:
+>= 60k frames/s per client core, i.e. <= 16.7 µs). Printed with it: the frames per ``recv``
+(counted by ``perf``, when it is there) and the target's CPU share.
 
-``--opcodes`` traces one window per tree instead and prints the Python bytecodes executed per frame,
-per function (deterministic: where the Python work goes, without timing noise).
+How to read the figures: the CPU per frame depends on how many frames a read carries and on how
+busy the client is. An idle client pays a wakeup (``epoll_wait``, a context switch) every frame or
+two, so at 300 connections (client ~15 % busy) a frame costs about twice what it costs when the
+core is saturated; and a target that falls behind sends bursts (several frames per read), which
+makes the client look cheaper. The capacity of one client core is the saturated figure, at ~1
+frame per read: ``--target blaster`` with ``--think 0`` and enough connections (every connection
+gets a frame every ``--token-ms``).
+
+Targets: ``serve`` = ``loadkit serve chldo`` (first token 300 ms, then 20 ms/token, every frame its
+own write; one process manages ~20-30k such frames/s, and on a shared core falls behind before
+that); ``blaster`` = :func:`blaster` below, a minimal frame sender (~100k frames/s on one core).
+
+``--micro TURNS`` runs the client's per-frame path alone (socketpair, the io callback called
+directly): deterministic bytecodes per frame with ``--opcodes``, CPU per frame without. ``--opcodes``
+without ``--micro`` traces the live run (slowed down so much that reads carry several frames).
 """
 
 from __future__ import annotations
@@ -132,7 +144,7 @@ class RecvCounter:
 
 
 def turn_frames(turn: int, tokens: int) -> list[bytes]:
-    """One turn's frames as ``loadkit serve chldo`` sends them (START, 7 info, tokens, think, END)."""
+    """One turn's frames as ``loadkit serve chldo`` sends them (START, 6 info, tokens, think, END)."""
     import json
 
     from loadkit.protocols.wsframe import OP_TEXT, encode_frame

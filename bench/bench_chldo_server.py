@@ -103,11 +103,14 @@ def main() -> int:
     failures: dict[str, int] = {}
     open_now = [0, 0]  # current, peak
     stop_at = time.perf_counter() + args.seconds
-    frames_after_ramp = [0]
+    frames_after_ramp = [0]  # every frame the clients classified after the ramp (for the CPU per frame)
+    clients: list[ChldoClient] = []
+    frames_at_ramp = [0]
     measure_from = [stop_at]  # set when the ramp is over: turns of the ramp are not measured
 
     def visitor(i: int) -> None:
         client = ChldoClient(url, connect_timeout=30)
+        clients.append(client)
         try:
             client.connect()
         except Exception as exc:  # counted, not fatal
@@ -125,7 +128,6 @@ def main() -> int:
                     if not client.connected:
                         client.connect()
                 elif turn.t_send >= measure_from[0]:
-                    frames_after_ramp[0] += turn.frames
                     first_err.append(turn.ttft_ms - turn.time_to_start_ms - args.first_token_ms)
                     if turn.gap_mean_ms is not None:
                         gap_err.append(turn.gap_mean_ms - args.token_ms)
@@ -153,10 +155,14 @@ def main() -> int:
             pool.spawn(visitor, i)
             gevent.sleep(1.0 / args.ramp_per_s)
         measure_from[0] = time.perf_counter()
+        frames_at_ramp[0] = sum(c.session.frames for c in clients)
         my_ramp = proc_cpu_seconds(os.getpid())
         reads = RecvCounter()
         pool.join(timeout=args.seconds + 60)
         n_reads = reads.stop()
+        # not the frames of the good turns that began after the ramp: the turns in flight when it
+        # ended count too (their frames cost CPU in the window), and so do failed ones
+        frames_after_ramp[0] = sum(c.session.frames for c in clients) - frames_at_ramp[0]
     finally:
         wall = time.perf_counter() - t0
         cpu = (tree_cpu_seconds(server_pid) - cpu0) if server_pid else float("nan")
