@@ -29,6 +29,8 @@ import time  # noqa: E402
 import gevent  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_chldo_frames import RecvCounter  # noqa: E402
 from loadkit.clients.chldo import ChldoClient  # noqa: E402
 from loadkit.procs import ManagedProcess, free_port, loadkit_argv  # noqa: E402
 from loadkit.protocols.chldo import build_sendmsg  # noqa: E402
@@ -101,11 +103,14 @@ def main() -> int:
     failures: dict[str, int] = {}
     open_now = [0, 0]  # current, peak
     stop_at = time.perf_counter() + args.seconds
-    frames_after_ramp = [0]
+    frames_after_ramp = [0]  # every frame the clients classified after the ramp (for the CPU per frame)
+    clients: list[ChldoClient] = []
+    frames_at_ramp = [0]
     measure_from = [stop_at]  # set when the ramp is over: turns of the ramp are not measured
 
     def visitor(i: int) -> None:
         client = ChldoClient(url, connect_timeout=30)
+        clients.append(client)
         try:
             client.connect()
         except Exception as exc:  # counted, not fatal
@@ -123,7 +128,6 @@ def main() -> int:
                     if not client.connected:
                         client.connect()
                 elif turn.t_send >= measure_from[0]:
-                    frames_after_ramp[0] += turn.frames
                     first_err.append(turn.ttft_ms - turn.time_to_start_ms - args.first_token_ms)
                     if turn.gap_mean_ms is not None:
                         gap_err.append(turn.gap_mean_ms - args.token_ms)
@@ -151,8 +155,14 @@ def main() -> int:
             pool.spawn(visitor, i)
             gevent.sleep(1.0 / args.ramp_per_s)
         measure_from[0] = time.perf_counter()
+        frames_at_ramp[0] = sum(c.session.frames for c in clients)
         my_ramp = proc_cpu_seconds(os.getpid())
+        reads = RecvCounter()
         pool.join(timeout=args.seconds + 60)
+        n_reads = reads.stop()
+        # not the frames of the good turns that began after the ramp: the turns in flight when it
+        # ended count too (their frames cost CPU in the window), and so do failed ones
+        frames_after_ramp[0] = sum(c.session.frames for c in clients) - frames_at_ramp[0]
     finally:
         wall = time.perf_counter() - t0
         cpu = (tree_cpu_seconds(server_pid) - cpu0) if server_pid else float("nan")
@@ -165,8 +175,9 @@ def main() -> int:
           f"({100 * my_cpu / wall:.0f}%), of which the ramp {my_ramp - my0:.1f} s; measured after the ramp only")
     if frames_after_ramp[0]:
         per = (my_cpu - (my_ramp - my0)) / frames_after_ramp[0] * 1e6
-        print(f"client CPU per frame after the ramp: {per:.1f} us (frames arrive one per recv here) "
-              f"-> {1e6 / per:,.0f} frames/s per client core at this spacing")
+        fpr = f"{frames_after_ramp[0] / n_reads:.2f}" if n_reads else "n/a (no perf)"
+        print(f"client CPU per frame after the ramp: {per:.1f} us ({fpr} frames per recv) "
+              f"-> {1e6 / per:,.0f} frames/s per client core at this spacing and this client load")
     for label, vals in (("first-token error ms", first_err), ("mean-gap error ms", gap_err),
                         ("max gap per turn ms", gap_max), ("client loop lag ms", lag)):
         if vals:

@@ -226,6 +226,42 @@ def test_decoder_one_whole_frame_per_read(op, n):
             FrameDecoder(max_message=n - 1).feed(encode_frame(op, payload))
 
 
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 300, 65535, 65536])
+def test_whole_text_agrees_with_feed(n):
+    # the chldo client's shortcut for one whole text frame per read: the payload exactly when feed
+    # would return that one text message, None for everything feed must decide
+    payload = bytes(i % 251 for i in range(n))
+    frame = encode_frame(OP_TEXT, payload)
+    dec = FrameDecoder()
+    if n < 65536:
+        assert dec.whole_text(frame) == payload
+    else:  # 64-bit length form: left to feed
+        assert dec.whole_text(frame) is None
+    assert dec.feed(frame) == [(OP_TEXT, payload)]
+    assert dec.whole_text(frame + encode_frame(OP_TEXT, b"!")) is None  # two frames
+    assert dec.whole_text(encode_frame(OP_BINARY, payload)) is None
+    assert dec.whole_text(encode_frame(OP_TEXT, payload, fin=False)) is None
+    if n:
+        assert dec.whole_text(frame[:-1]) is None  # not complete yet
+        assert FrameDecoder(max_message=n - 1).whole_text(frame) is None  # feed raises the limit
+    assert dec.whole_text(b"\x81") is None
+    assert dec.buffered == 0
+
+
+def test_whole_text_defers_to_feed_when_bytes_are_buffered_or_a_message_is_fragmented():
+    dec = FrameDecoder()
+    frame = encode_frame(OP_TEXT, b"hello")
+    assert dec.feed(frame[:3]) == []
+    assert dec.whole_text(frame) is None  # 3 bytes of a frame wait: feed must join them
+    dec = FrameDecoder()
+    assert dec.feed(encode_frame(OP_TEXT, b"ab", fin=False)) == []
+    assert dec.whole_text(frame) is None  # a new text frame inside a fragmented message: feed's error
+    with pytest.raises(WireError):
+        dec.feed(frame)
+    masked = bytes([0x81, 0x80 | 5]) + b"\0\0\0\0" + b"hello"
+    assert FrameDecoder().whole_text(masked) is None  # feed's "masked frame from server"
+
+
 def test_decoder_byte_by_byte():
     wire = encode_frame(OP_TEXT, "안녕".encode()) + encode_frame(OP_PING, b"p")
     dec = FrameDecoder()

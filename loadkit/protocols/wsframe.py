@@ -65,6 +65,26 @@ class FrameDecoder:
         """Bytes held back because they are the start of a frame not yet complete."""
         return self._have if self._need else len(self._buf)
 
+    def whole_text(self, data: bytes) -> bytes | None:
+        """The payload when ``data`` is exactly one whole text frame (FIN, no RSV bits, unmasked,
+        under 64 KiB and within the limit) and nothing is buffered; None otherwise: then pass the
+        same bytes to :meth:`feed`, which decides everything else.
+
+        Why beside ``feed``'s own one-frame fast path: a token stream spread in time arrives one
+        frame per read, and this returns the payload alone: no list, no tuple, no loop over
+        messages in the caller (64 bytecodes here against 75 in ``feed`` plus ~25 in the
+        caller's loop, bench_chldo_frames.py --micro --opcodes).
+        """
+        n = len(data)
+        if n < 2 or data[0] != 0x81 or self._buf or self._frag_op:
+            return None
+        b1 = data[1]
+        if b1 < 126:
+            return data[2:] if n == b1 + 2 and b1 <= self._max else None
+        if b1 == 126 and n >= 4 and n == ((data[2] << 8) | data[3]) + 4 and n - 4 <= self._max:
+            return data[4:]
+        return None
+
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         if not self._buf and not self._frag_op and len(data) >= 2:
             # the hot case of a request/answer client: one read holds exactly one whole text or
