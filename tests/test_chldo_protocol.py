@@ -260,6 +260,14 @@ def test_whole_text_defers_to_feed_when_bytes_are_buffered_or_a_message_is_fragm
         dec.feed(frame)
     masked = bytes([0x81, 0x80 | 5]) + b"\0\0\0\0" + b"hello"
     assert FrameDecoder().whole_text(masked) is None  # feed's "masked frame from server"
+    # a large frame is being collected: a read that looks like a whole text frame is its payload
+    big = encode_frame(OP_TEXT, b"x" * 300_000)
+    dec = FrameDecoder()
+    assert dec.feed(big[:100_000]) == []
+    middle = encode_frame(OP_TEXT, b"y" * 100)
+    assert dec.whole_text(middle) is None
+    rest = big[100_000:]
+    assert dec.feed(rest[:50]) == [] and dec.feed(rest[50:]) == [(OP_TEXT, b"x" * 300_000)]
 
 
 def test_decoder_byte_by_byte():

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import gevent
 
 from loadkit.clients.schedulers import _Expired, _Result
-from loadkit.clients.transport import _WOULD_BLOCK, UpgradeFailed, WsTransport
+from loadkit.clients.transport import _MAX_READS, _WOULD_BLOCK, UpgradeFailed, WsTransport
 from loadkit.protocols.chldo_turn import (
     ChldoConnectError,
     ChldoProtocolError,
@@ -116,6 +116,7 @@ class ChldoClient(WsTransport):
             self._read_in_hub()
             return
         size = self.recv_size
+        reads = _MAX_READS
         try:
             while True:
                 try:
@@ -139,6 +140,9 @@ class ChldoClient(WsTransport):
                     if session.stray and self.on_stray is not None:
                         gevent.spawn(self._report_stray)
                 if len(data) < size or io is not self._io:
+                    return
+                reads -= 1
+                if not reads:  # fair to the other connections, as in WsTransport._read_some
                     return
         except Exception as exc:  # noqa: BLE001 - mapped to a reason, or raised again
             self._lost(io, self._read_failure(exc))

@@ -67,7 +67,8 @@ class FrameDecoder:
 
     def whole_text(self, data: bytes) -> bytes | None:
         """The payload when ``data`` is exactly one whole text frame (FIN, no RSV bits, unmasked,
-        under 64 KiB and within the limit) and nothing is buffered; None otherwise: then pass the
+        under 64 KiB and within the limit) and nothing is buffered (no partial frame, no large
+        frame being collected, no fragmented message); None otherwise: then pass the
         same bytes to :meth:`feed`, which decides everything else.
 
         Why beside ``feed``'s own one-frame fast path: a token stream spread in time arrives one
@@ -76,7 +77,7 @@ class FrameDecoder:
         caller's loop, bench_chldo_frames.py --micro --opcodes).
         """
         n = len(data)
-        if n < 2 or data[0] != 0x81 or self._buf or self._frag_op:
+        if n < 2 or data[0] != 0x81 or self._buf or self._frag_op or self._need:
             return None
         b1 = data[1]
         if b1 < 126:
