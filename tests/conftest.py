@@ -4,9 +4,56 @@ from __future__ import annotations
 
 # Patch before anything imports ssl (python-socketio pulls in requests): a later `import locust`
 # would otherwise recurse forever in gevent's ssl patch (gevent issue #1016).
+import os
+
 from gevent import monkey
 
 monkey.patch_all()
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist (the suite runs in parallel worker processes: ``-n`` in pyproject's addopts). A
+    # worker takes its next test from a queue that execnet's I/O *thread* (started before this patch)
+    # fills. After patch_all the exec model would build that queue from gevent locks and events, which
+    # a real thread cannot wake ("LoopExit: This operation would block forever"): give it primitives
+    # made of the unpatched OS lock. Waiting on them blocks the hub, which is right between tests.
+    import execnet.gateway_base as _execnet
+
+    _os_lock = monkey.get_original("_thread", "allocate_lock")
+
+    class _OsEvent:
+        """threading.Event on real OS locks (the only operations xdist's TestQueue uses)."""
+
+        def __init__(self) -> None:
+            self._flag = False
+            self._mutex = _os_lock()
+            self._waiters: list = []
+
+        def is_set(self) -> bool:
+            return self._flag
+
+        def set(self) -> None:
+            with self._mutex:
+                self._flag = True
+                for w in self._waiters:
+                    w.release()
+                self._waiters.clear()
+
+        def clear(self) -> None:
+            with self._mutex:
+                self._flag = False
+
+        def wait(self, timeout: float | None = None) -> bool:
+            with self._mutex:
+                if self._flag:
+                    return True
+                w = _os_lock()
+                w.acquire()
+                self._waiters.append(w)
+            return w.acquire(True, -1 if timeout is None else timeout)
+
+    _execnet.ThreadExecModel.Event = lambda self: _OsEvent()  # type: ignore[method-assign]
+    _execnet.ThreadExecModel.RLock = lambda self: _os_lock()  # type: ignore[method-assign]
+    _execnet.ThreadExecModel.Lock = lambda self: _os_lock()  # type: ignore[method-assign]
 
 import pytest
 
