@@ -2,30 +2,49 @@
 
 from __future__ import annotations
 
-# Patch before anything imports ssl (python-socketio pulls in requests): a later `import locust`
-# would otherwise recurse forever in gevent's ssl patch (gevent issue #1016).
 import os
 
+import pytest
 from gevent import monkey
 
-monkey.patch_all()
+from loadkit.procs import ManagedProcess, free_port, loadkit_argv
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # pytest-xdist (the suite runs in parallel worker processes: ``-n`` in pyproject's addopts). A
-    # worker takes its next test from a queue that execnet's I/O *thread* (started before this patch)
-    # fills. After patch_all the exec model would build that queue from gevent locks and events, which
-    # a real thread cannot wake ("LoopExit: This operation would block forever"): give it primitives
-    # made of the unpatched OS lock. Waiting on them blocks the hub, which is right between tests.
-    import execnet.gateway_base as _execnet
 
-    _os_lock = monkey.get_original("_thread", "allocate_lock")
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): three test processes for the suite, whose tests mostly wait
+    on short real runs, so three fit two cores; none for ``-m "not slow"``, the pure tests, which
+    finish before three processes would have imported everything. ``-n N`` on the command line wins."""
+    return 0 if (config.option.markexpr or "").strip() == "not slow" else 3
 
-    class _OsEvent:
-        """threading.Event on real OS locks (the only operations xdist's TestQueue uses)."""
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Monkey-patch for gevent in every process that runs tests, before anything imports ssl
+    (python-socketio pulls in requests; a later patch would recurse forever in gevent's ssl patch,
+    gevent issue #1016). Not in the controller of a parallel run (pytest-xdist, ``-n`` in
+    pyproject's addopts): it only schedules, through execnet threads that gevent's locks would stall
+    (each of its waits would run to its timeout)."""
+    config.addinivalue_line("markers", "slow: starts processes or runs a load for seconds (pytest -m 'not slow' skips them)")
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    monkey.patch_all()
+    if hasattr(config, "workerinput"):
+        _unpatch_xdist_worker_queue(config)
+
+
+def _unpatch_xdist_worker_queue(config) -> None:
+    """An xdist worker takes its next test from a queue that execnet's I/O *thread* fills. The
+    queue's event waits on a lock allocated at each wait, which after patch_all is a gevent lock that
+    a real thread cannot wake ("LoopExit: This operation would block forever"): give the queue a lock
+    and an event made of the unpatched OS lock. Waiting on them blocks the hub, right between tests."""
+    os_lock = monkey.get_original("_thread", "allocate_lock")
+
+    class OsEvent:
+        """threading.Event on real OS locks (the operations xdist's TestQueue uses)."""
 
         def __init__(self) -> None:
             self._flag = False
-            self._mutex = _os_lock()
+            self._mutex = os_lock()
             self._waiters: list = []
 
         def is_set(self) -> bool:
@@ -46,18 +65,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
             with self._mutex:
                 if self._flag:
                     return True
-                w = _os_lock()
+                w = os_lock()
                 w.acquire()
                 self._waiters.append(w)
             return w.acquire(True, -1 if timeout is None else timeout)
 
-    _execnet.ThreadExecModel.Event = lambda self: _OsEvent()  # type: ignore[method-assign]
-    _execnet.ThreadExecModel.RLock = lambda self: _os_lock()  # type: ignore[method-assign]
-    _execnet.ThreadExecModel.Lock = lambda self: _os_lock()  # type: ignore[method-assign]
-
-import pytest
-
-from loadkit.procs import ManagedProcess, free_port, loadkit_argv
+    queues = [p.torun for p in config.pluginmanager.get_plugins() if type(p).__name__ == "WorkerInteractor"]
+    if len(queues) != 1 or not hasattr(queues[0], "_has_items_event") or not hasattr(queues[0], "_lock"):
+        raise pytest.UsageError("tests/conftest.py: this pytest-xdist has no WorkerInteractor.torun queue "
+                                "as 3.6-3.8 had; run the suite with -n 0 or pin pytest-xdist")
+    queues[0]._lock = os_lock()
+    queues[0]._has_items_event = OsEvent()
 
 
 @pytest.fixture
@@ -102,8 +120,6 @@ SLOW_MODULES = {
 SLOW_TESTS = {"test_banned_words_match_java_contains_semantics_on_a_10k_list"}
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: starts processes or runs a load for seconds (pytest -m 'not slow' skips them)")
 
 
 def pytest_collection_modifyitems(config, items):
