@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -133,17 +134,28 @@ def test_node_variant_default_options_all_operations_clean(spawn, tmp_path):
 
 
 def _medians(spawn, tmp_path, variant: str, delay: str, room_size: str, weights: str, users: int,
-             wait: tuple[str, str]) -> dict:
-    """Exact medians (and counts) per ktb operation of one short run."""
-    rest, sio = start_server(spawn, "--variant", variant, "--delay-ms", delay, single=variant == "node")
+             wait: tuple[str, str]) -> tuple[dict, float]:
+    """Exact medians (and counts) per ktb operation of one short run, and the median delay the
+    server itself applied (its stop line: a delay is exact only to the OS scheduler)."""
+    sio = free_port()
+    rest_port = sio if variant == "node" else free_port()
+    server = spawn(loadkit_argv("serve", "ktb", "--host", "127.0.0.1", "--port", str(sio), "--rest-port",
+                                str(rest_port), "--variant", variant, "--delay-ms", delay), port=sio, name="ktb")
+    rest = f"http://127.0.0.1:{rest_port}"
     dump = tmp_path / f"raw{len(list(tmp_path.glob('raw*')))}.json"
-    extra = () if variant == "node" else ("--ktb-socket-url", sio)
+    extra = () if variant == "node" else ("--ktb-socket-url", f"http://127.0.0.1:{sio}")
     run_locust(spawn, tmp_path, rest, *extra, "--ktb-wait-min", wait[0], "--ktb-wait-max", wait[1],
                "--ktb-room-size", room_size, "--ktb-delivery", "off", "--ktb-weights", weights,
                "--loadkit-phase-rows", "on",  # read_receipt (a metric) also as a request row: exact samples
                users=users, seconds=6, env={"LK_RAW_DUMP": str(dump)})
+    server.stop()
+    applied = 0.0
+    if delay != "0":
+        found = re.search(r"delay-ms \S+ applied \d+ times: median ([0-9.]+) ms", server.output())
+        assert found, server.output()[-2000:]
+        applied = float(found.group(1))
     raw = json.loads(dump.read_text())
-    return {name: (statistics.median(v), len(v)) for name, v in raw.items()}
+    return {name: (statistics.median(v), len(v)) for name, v in raw.items()}, applied
 
 
 _NONE = "chatMessage=0,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0"
@@ -152,7 +164,8 @@ _NONE = "chatMessage=0,fetchPreviousMessages=0,markMessagesAsRead=0,messageReact
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("variant", ["java", "node"])
 def test_ground_truth_delay_moves_chat_join_and_read_receipt(spawn, tmp_path, variant):
-    """--delay-ms 50 moves chatMessage, joinRoom and read_receipt medians by 50 ms (±1 ms).
+    """--delay-ms 50 moves chatMessage, joinRoom and read_receipt medians by the delay the server
+    applied (50 ms and its scheduler's overshoot, from the server's stop line), ±1 ms.
 
     chatMessage and joinRoom in rooms of one, read_receipt in rooms of two that only mark read:
     the reference server's own work for another member's event, running while a delayed handler
@@ -165,12 +178,16 @@ def test_ground_truth_delay_moves_chat_join_and_read_receipt(spawn, tmp_path, va
     runs = ((("chatMessage", "joinRoom"), "1", chat_join, 5, ("0.01", "0.05")),
             (("read_receipt",), "2", reads, 6, ("0.06", "0.08")))
     for names, room_size, weights, users, wait in runs:
-        m0 = _medians(spawn, tmp_path, variant, "0", room_size, weights, users, wait)
-        m50 = _medians(spawn, tmp_path, variant, "50", room_size, weights, users, wait)
+        m0, _ = _medians(spawn, tmp_path, variant, "0", room_size, weights, users, wait)
+        m50, applied = _medians(spawn, tmp_path, variant, "50", room_size, weights, users, wait)
+        # the server's own median of the delays it applied: 50 ms plus its scheduler's overshoot
+        # (~0.1 ms on a quiet machine, ~0.75 ms with the suite's other tests running beside it)
+        assert 50.0 <= applied < 55.0, applied
         for name in names:
             assert m0[name][1] >= 5 and m50[name][1] >= 5, (name, m0, m50)
-            excess = m50[name][0] - (m0[name][0] + 50.0)
-            assert abs(excess) <= 1.0, {"operation": name, "no_delay": m0, "delay_50": m50, "excess_ms": excess}
+            excess = m50[name][0] - (m0[name][0] + applied)
+            assert abs(excess) <= 1.0, {"operation": name, "no_delay": m0, "delay_50": m50, "applied_ms": applied,
+                                        "excess_ms": excess}
 
 
 def _failures(res: dict, name: str) -> list[str]:
@@ -226,26 +243,6 @@ def test_node_forced_errors_are_classified(spawn, tmp_path):
     room_access_lost = "MessageError('MESSAGE_ERROR: 채팅방 접근 권한이 없습니다.')"  # the evicted socket's room
     assert all(e.split("(")[0] == "SessionExpired" or e == room_access_lost for e in chat), chat
     assert "Traceback" not in res["out"], res["out"][-3000:]
-
-
-@pytest.mark.timeout(120)
-def test_ground_truth_server_delay_shows_in_chat_median(spawn, tmp_path):
-    """With --delay-ms 50 the chatMessage median is the no-delay median + 50 ms (±1 ms)."""
-    medians = {}
-    for delay in ("0", "50"):
-        rest, sio = start_server(spawn, "--delay-ms", delay)
-        dump = tmp_path / f"raw{delay}.json"
-        run_locust(spawn, tmp_path, rest, "--ktb-socket-url", sio, "--ktb-room-size", "1", "--ktb-delivery", "off",
-                   "--ktb-weights", "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0",
-                   users=5, seconds=5, env={"LK_RAW_DUMP": str(dump)})
-        raw = json.loads(dump.read_text())["chatMessage"]
-        assert len(raw) > 20, len(raw)
-        medians[delay] = statistics.median(raw)
-    excess = medians["50"] - (medians["0"] + 50.0)
-    # If this fails by ~1 ms with excess > 0: the reference server's --delay-ms is a gevent.sleep,
-    # which overshoots by ~0.75 ms median under load on the dev VM (measured inside the server);
-    # that is the server's delay, not a client measurement error.
-    assert abs(excess) <= 1.0, {"medians_ms": medians, "excess_ms": excess}
 
 
 @pytest.mark.timeout(120)

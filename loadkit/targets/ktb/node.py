@@ -51,7 +51,7 @@ from loadkit.protocols import ktb_vocab as V
 from . import jsonfast
 from .auth import FixedWindowLimiter, check_password, hash_password
 from .rest import CORS_HEADERS, Response, _REASONS
-from .sockets import KtbSocketServer, RefuseConnection, _precise_sleep
+from .sockets import AppliedDelay, KtbSocketServer, RefuseConnection, _precise_sleep
 from .store import Message, Room, Session, Store, User
 
 log = logging.getLogger("loadkit.ktb.node")
@@ -486,7 +486,7 @@ class NodeChatSockets:
         self.store = store
         self.auth = auth
         self.duplicate_login_delay = duplicate_login_delay
-        self.delay_s = delay_ms / 1000.0
+        self.delay = AppliedDelay(delay_ms / 1000.0) if delay_ms > 0 else None
         self.db_s = db_ms / 1000.0
         self.socks: dict[str, NodeSocket] = {}
         self.connected_users: dict[str, str] = {}  # userId -> socket id
@@ -530,8 +530,8 @@ class NodeChatSockets:
         gevent.sleep(self.db_s)
 
     def _delay(self) -> None:
-        if self.delay_s:
-            _precise_sleep(self.delay_s)
+        if self.delay:
+            self.delay()
 
     def _emit(self, event: str, data: Any, to: str, skip_sid: str | None = None) -> None:
         self.sio.emit(event, data, to=to, skip_sid=skip_sid)

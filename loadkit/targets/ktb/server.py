@@ -139,7 +139,7 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
         banned_count = 0
         node_auth = NodeAuth(store, cfg.auth_cost_ms / 1000.0)
         sio = make_node_socket_server()
-        NodeChatSockets(sio, store, node_auth, duplicate_login_delay=cfg.duplicate_login_delay,
+        chat: Any = NodeChatSockets(sio, store, node_auth, duplicate_login_delay=cfg.duplicate_login_delay,
                         delay_ms=cfg.delay_ms, db_ms=cfg.db_ms)
     else:
         limit_websocket_frames(cfg.max_payload)
@@ -147,7 +147,7 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
         banned_count = len(banned)
         auth = Auth(store)
         sio = make_socket_server(max_payload=cfg.max_payload)
-        ChatSockets(sio, store, auth, banned, rate_limit=cfg.rate_limit,
+        chat = ChatSockets(sio, store, auth, banned, rate_limit=cfg.rate_limit,
                     duplicate_login_delay=cfg.duplicate_login_delay, delay_ms=cfg.delay_ms)
 
     def emit(event: str, data: Any, room: str) -> None:
@@ -198,6 +198,7 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
         servers = [make(cfg.rest_port, rest), make(cfg.port, socketio.WSGIApp(sio, _not_found))]
     servers[0]._loadkit_banned = banned_count  # for the ready line
     servers[0]._loadkit_faults = dice  # for the ready and stop lines
+    servers[0]._loadkit_delay = chat.delay  # for the stop line
     return store, servers, sio
 
 
@@ -263,6 +264,7 @@ def serve(cfg: ServerConfig, ready: Callable[[str], None] | None = None) -> int:
             pass
     flush_task.kill()
     store.close()
-    print("loadkit ktb server stopped" + (f"; faults injected: {dice.summary()}" if dice is not None else ""),
-          flush=True)
+    delay = servers[0]._loadkit_delay
+    print("loadkit ktb server stopped" + (f"; faults injected: {dice.summary()}" if dice is not None else "")
+          + (f"; {delay.summary()}" if delay else ""), flush=True)
     return 0
