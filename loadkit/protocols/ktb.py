@@ -21,6 +21,7 @@ import socket
 from typing import Any, Callable, NamedTuple
 
 from loadkit.protocols import ktb_vocab as V
+from loadkit.protocols.errors import Rejected
 
 # ------------------------------------------------------------------------------------ answers
 #: emit -> (answer event, failure events). ``leaveRoom`` has no answer event for the leaver, so it
@@ -157,7 +158,7 @@ def match_content(content: str) -> Callable[[list], bool]:
 
 
 # ------------------------------------------------------------------------------------ failures
-class KtbError(Exception):
+class KtbError(Rejected):
     """A KTB server-side failure; the text is ``CODE: message`` (Locust groups failures by it)."""
 
     kind = "KTB_ERROR"

@@ -33,7 +33,6 @@ from collections import deque
 from typing import Any
 
 import gevent
-from gevent import GreenletExit
 from gevent.event import AsyncResult, Event
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
@@ -581,22 +580,14 @@ class KtbChatUser(SocketIOUser):
         """One ``joinRoom`` → its ``joinRoomSuccess`` (not reported yet) and how it reads; a
         failure is reported as ``joinRoom`` and raised."""
         room = self.room_id
-        t0 = time.perf_counter()
-        try:
-            a = self.sio.raw.request("joinRoom", room, answer="joinRoomSuccess", match=ktb.match_join(room),
-                                     errors=ktb.failure_events("joinRoom"), timeout=self.timeout)
-        except ErrorAnswer as exc:
-            err = self.classify_error(exc)
-            self._fire("joinRoom", ((exc.t_recv or time.perf_counter()) - (exc.t_sent or t0)) * 1000.0, exc.nbytes, err)
-            raise err from None
-        except SocketIOError as exc:
-            t_sent = getattr(exc, "t_sent", None) or t0
-            self._fire("joinRoom", ((getattr(exc, "t_recv", None) or time.perf_counter()) - t_sent) * 1000.0,
-                       getattr(exc, "nbytes", 0), exc)
-            raise
-        except GreenletExit:  # stopped (end of the run) while the join waits: counted, not lost
-            self.measure.unfinished("joinRoom", (time.perf_counter() - t0) * 1000.0)
-            raise
+        # the outcome carries its timing, failure or not (GreenletExit: counted as unfinished)
+        o = self.sio.exchange("joinRoom", room, answer="joinRoomSuccess", match=ktb.match_join(room),
+                              errors=ktb.failure_events("joinRoom"), timeout=self.timeout)
+        if o.error is not None:
+            self._fire("joinRoom", o.elapsed_ms, o.nbytes, o.error)
+            raise o.error
+        a = o.value
+        assert a is not None
         return a, variants.join_reply(a.data, self.user_id)
 
     def join(self) -> None:
