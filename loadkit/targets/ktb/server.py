@@ -116,6 +116,9 @@ class QuietErrorLog:
 
 def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
     """Create (store, wsgi servers, socket server) without starting them."""
+    from .internals import check_all
+
+    check_all()  # the python-socketio/engineio/gevent-websocket internals overridden here: one line if moved
     import socketio
     from geventwebsocket.handler import WebSocketHandler
 
