@@ -87,22 +87,22 @@ def error_owner(payload: Any) -> frozenset[str]:
     return frozenset(k for k, v in ANSWERS.items() if "error" in v[1])
 
 
-def error_predicate(emit: str) -> Callable[[list], bool]:
+def error_predicate(emit: str) -> Callable[[list[Any]], bool]:
     """Predicate for the client's ``errors=`` map: does this ``error`` event belong to ``emit``?"""
 
-    def pred(args: list) -> bool:
+    def pred(args: list[Any]) -> bool:
         return emit in error_owner(args[0] if args else None)
 
     return pred
 
 
-def _not_benign(args: list) -> bool:
+def _not_benign(args: list[Any]) -> bool:
     p = args[0] if args else None
     return not (isinstance(p, dict) and p.get("message") in V.BENIGN_ERRORS)
 
 
-def _failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
-    out: dict[str, Callable[[list], bool] | None] = {}
+def _failure_events(emit: str) -> dict[str, Callable[[list[Any]], bool] | None]:
+    out: dict[str, Callable[[list[Any]], bool] | None] = {}
     for ev in ANSWERS[emit][1]:
         out[ev] = error_predicate(emit) if ev == "error" else _not_benign
     return out
@@ -111,18 +111,18 @@ def _failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
 _FAILURE_EVENTS = {emit: _failure_events(emit) for emit in ANSWERS}
 
 
-def failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
+def failure_events(emit: str) -> dict[str, Callable[[list[Any]], bool] | None]:
     """The ``errors=`` map for ``SocketIOClient.request`` for a KTB emit (built once, shared:
     do not mutate)."""
     return _FAILURE_EVENTS[emit]
 
 
 # ---------------------------------------------------------------------------- answer matchers
-def _first(args: list) -> Any:
+def _first(args: list[Any]) -> Any:
     return args[0] if args else None
 
 
-def match_join(room_id: str) -> Callable[[list], bool]:
+def match_join(room_id: str) -> Callable[[list[Any]], bool]:
     """``joinRoomSuccess`` for this room (the short "already joined" form ``{roomId}`` included)."""
     return lambda args: isinstance(_first(args), dict) and args[0].get("roomId") == room_id
 
@@ -132,16 +132,16 @@ def match_previous() -> None:
     return None
 
 
-def match_read(user_id: str, message_ids: list[str]) -> Callable[[list], bool]:
+def match_read(user_id: str, message_ids: list[str]) -> Callable[[list[Any]], bool]:
     """``messagesRead`` from *this* user for exactly these ids (it is broadcast to the room)."""
     ids = list(message_ids)
     return lambda args: isinstance(_first(args), dict) and args[0].get("userId") == user_id and args[0].get("messageIds") == ids
 
 
-def match_reaction(message_id: str, emoji: str, user_id: str, add: bool) -> Callable[[list], bool]:
+def match_reaction(message_id: str, emoji: str, user_id: str, add: bool) -> Callable[[list[Any]], bool]:
     """``messageReactionUpdate`` for this message whose set for ``emoji`` shows our add/remove."""
 
-    def pred(args: list) -> bool:
+    def pred(args: list[Any]) -> bool:
         p = _first(args)
         if not isinstance(p, dict) or p.get("messageId") != message_id:
             return False
@@ -151,7 +151,7 @@ def match_reaction(message_id: str, emoji: str, user_id: str, add: bool) -> Call
     return pred
 
 
-def match_content(content: str) -> Callable[[list], bool]:
+def match_content(content: str) -> Callable[[list[Any]], bool]:
     """The ``message`` broadcast echoing our own text: the server echoes no client id, so the
     (unique, trimmed) content is the correlation key."""
     return lambda args: isinstance(_first(args), dict) and args[0].get("content") == content
@@ -366,7 +366,7 @@ def make_content(host: int, pid: int, user: int, seq: int, sent_us: int, prefix:
     return f"{prefix}{_grp(seq)}~{_grp(us)}"
 
 
-_SEC_CACHE: list = [-1, ""]
+_SEC_CACHE: list[Any] = [-1, ""]
 
 
 def parse_content(content: Any) -> Nonce | None:
