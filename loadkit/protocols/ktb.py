@@ -2,8 +2,8 @@
 is recognised, which ``error`` belongs to which emit, how failures are classified, and message
 nonces that can never contain a banned word.
 
-Sources: /work/shared/spec/ktb-chat-socketio.md, ktb-java-server-facts.md (§5, §6, §7) and
-ktb-node-server-facts.md (§4, §5, §7). The servers' texts come from :mod:`loadkit.protocols.ktb_vocab`;
+Sources: docs/ktb-servers.md (Java §5, §6, §7; Node §4, §5, §7) and docs/ktb-users.md. The servers'
+texts come from :mod:`loadkit.protocols.ktb_vocab`;
 what differs per variant is in :mod:`loadkit.protocols.ktb_variants`.
 
 Banned words are 4–10 character ``[a-z0-9]`` strings matched as case-insensitive substrings, so a
@@ -25,7 +25,7 @@ from loadkit.protocols.errors import Rejected
 
 # ------------------------------------------------------------------------------------ answers
 #: emit -> (answer event, failure events). ``leaveRoom`` has no answer event for the leaver, so it
-#: is measured with a Socket.IO ack (the Java server auto-acks registered events, facts §1).
+#: is measured with a Socket.IO ack (the Java server auto-acks registered events, docs/ktb-servers.md Java §1).
 ANSWERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "joinRoom": ("joinRoomSuccess", ("joinRoomError", "error")),
     "chatMessage": ("message", ("error",)),
@@ -38,7 +38,7 @@ ANSWERS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: events every client may receive without asking; never counted as "unknown"
 KNOWN_SERVER_EVENTS = V.KNOWN_SERVER_EVENTS
 
-# error codes (Java facts §5.3, §5.4; Node: ``{type: LOAD_ERROR}``) and the code-less messages of
+# error codes (docs/ktb-servers.md Java §5.3, §5.4; Node: ``{type: LOAD_ERROR}``) and the code-less messages of
 # the other handlers (Java §5.2, §5.5, §5.6; Node §4)
 CHAT_CODES = frozenset({V.MESSAGE_ERROR, V.SESSION_EXPIRED, V.RATE_LIMIT_EXCEEDED, V.MESSAGE_REJECTED})
 LOAD_CODES = frozenset({V.LOAD_ERROR})
@@ -65,7 +65,7 @@ def error_owner(payload: Any) -> frozenset[str]:
         return frozenset(k for k, v in ANSWERS.items() if "error" in v[1])
     msg = _text(payload.get("message"))
     if msg in V.BENIGN_ERRORS:
-        return frozenset()  # ktb-2nd's follow-up to a successful operation (Node facts §6.2)
+        return frozenset()  # ktb-2nd's follow-up to a successful operation (docs/ktb-servers.md Node §6.2)
     code = _text(payload.get("code"))
     if code is None and _text(payload.get("type")) in LOAD_CODES:
         code = V.LOAD_ERROR  # Node: {type: "LOAD_ERROR", message}
@@ -236,7 +236,7 @@ def classify(event: str, payload: Any) -> KtbError:
     if isinstance(payload, dict):
         code = _text(payload.get("code"))
         if code is None and _text(payload.get("type")) in LOAD_CODES:
-            code = V.LOAD_ERROR  # Node sends {type: "LOAD_ERROR", message} (facts §4)
+            code = V.LOAD_ERROR  # Node sends {type: "LOAD_ERROR", message} (docs/ktb-servers.md Node §4.4)
         message = str(payload.get("message", ""))
     else:
         code, message = None, "" if payload is None else str(payload)
@@ -250,7 +250,7 @@ def classify(event: str, payload: Any) -> KtbError:
 
 
 #: the server's text when the socket's user is not (or no longer) a participant of the room:
-#: chatMessage → MESSAGE_ERROR, fetchPreviousMessages → LOAD_ERROR (facts §4.5, §5)
+#: chatMessage → MESSAGE_ERROR, fetchPreviousMessages → LOAD_ERROR (docs/ktb-servers.md Java §4.5, Node §4.5)
 NO_ROOM_ACCESS = V.E_ROOM_ACCESS
 
 

@@ -571,7 +571,8 @@ class KtbChatUser(SocketIOUser):
         elif isinstance(exc, (ktb.AuthFailed, ktb.JoinRoomError)):
             self.need_session = True
         elif ktb.lost_room_access(exc):
-            # the server dropped us from the room (facts §4.5): a real client joins it again
+            # the server dropped us from the room (docs/ktb-servers.md Java §4.5, Node §4.5): a real client
+            # joins it again
             COUNTERS.bump("room_rejoins")
             self.need_join = True
 
@@ -591,7 +592,7 @@ class KtbChatUser(SocketIOUser):
         return a, variants.join_reply(a.data, self.user_id)
 
     def join(self) -> None:
-        """``joinRoom`` until the server's answer means we are in the room (facts §7): a full
+        """``joinRoom`` until the server's answer means we are in the room (docs/ktb-servers.md Node §7): a full
         ``joinRoomSuccess`` listing us, or (Java) the short form. On Node a short form, or a full
         one without us, is the race with a leave still running: wait until the server shows the
         leave complete, then join again (counted as ``join_raced``; only the attempt that
