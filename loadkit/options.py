@@ -15,6 +15,10 @@ words, what is wrong — the caller names the option and, for ``--host``, the fi
 User modules declare their options' checks next to the options (:func:`rule`), and their user
 classes the URL schemes ``--host`` must have (``host_schemes`` and ``host_example`` class
 attributes).
+
+Defaults are declared once, in the option's ``add_argument``: a user reads an option with
+:func:`value`, which falls back to that declared default (:func:`default`) when the run has no
+parsed options (library mode) or lacks the option — never to a second copy of it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,26 @@ RULES: dict[str, Rule] = {}  # option dest -> its rule
 def rule(flag: str, check: Check) -> None:
     """Declare the check of ``--flag`` (its dest is derived from the flag, as argparse does)."""
     RULES[flag.lstrip("-").replace("-", "_")] = Rule(flag, check)
+
+
+_PARSER: list[Any] = []  # Locust's parser with every option registered so far, built on first use
+
+
+def default(dest: str) -> Any:
+    """The default the option ``dest`` declares in its ``add_argument`` (Locust's parser, built
+    once per process with every ``init_command_line_parser`` listener registered by then)."""
+    if not _PARSER or _PARSER[0].get_default(dest) is None:
+        from locust.argument_parser import get_parser
+
+        _PARSER[:] = [get_parser(default_config_files=[])]
+    return _PARSER[0].get_default(dest)
+
+
+def value(environment: Any, dest: str) -> Any:
+    """The run's value of option ``dest``, or its declared :func:`default`."""
+    options = getattr(environment, "parsed_options", None)
+    v = getattr(options, dest, None) if options is not None else None
+    return default(dest) if v is None else v
 
 
 # ------------------------------------------------------------------------------------ checks

@@ -22,25 +22,176 @@ What it installs (each module's own ``install`` says more):
 - :mod:`loadkit.metrics.slo_gate` — ``--slo`` judged on the merged figures, ``<prefix>_slo.csv``,
   the exit code of a failed SLO; ``--goodput``.
 
-The Locust *patches* (not listeners) are applied at import, because a worker connects to its
-master before ``init``: :func:`patch_locust`.
+The Locust *patches* (not listeners) all live here, below, and are applied at import, because a
+worker connects to its master before ``init``: :func:`patch_locust`. Every Locust internal loadkit
+patches or reads is listed in :data:`LOCUST_INTERNALS` with what it is for, and checked against the
+installed Locust first (:func:`check_locust`): if one moved, the process ends with one line naming
+the Locust version and what is missing, instead of a traceback mid-run or a patch that silently
+does nothing. ``pyproject.toml`` bounds Locust to :data:`LOCUST_TESTED`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import math
+from typing import Any, Callable
+
+from loadkit.internals import Internal, check, wrap
 
 _FLAG = "_loadkit_plugin_installed"
 
+#: the Locust versions the suite ran on (the range in pyproject.toml's dependencies)
+LOCUST_TESTED = ">=2.40,<2.48"
+
+_CSV = "locust.stats:StatsCSVFileWriter"
+#: every Locust internal (not a documented API) loadkit patches or reads, and what for
+LOCUST_INTERNALS: tuple[Internal, ...] = (
+    # the final CSV rows (patch_final_csv, metrics/final_csv.py)
+    Internal(f"{_CSV}.close_files", "final CSV rows are written when Locust closes its files", "own"),
+    *(Internal(f"{_CSV}.{m}", "the final CSV rows (Locust's own row writers)")
+      for m in ("_requests_data_rows", "_failures_data_rows", "_exceptions_data_rows", "_stats_history_data_rows")),
+    *(Internal(f"{_CSV}.{a}", "the final CSV rows", "self")
+      for a in ("requests_csv_filehandle", "requests_csv_writer", "requests_csv_columns", "failures_csv_filehandle",
+                "failures_csv_writer", "failures_columns", "exceptions_csv_filehandle", "exceptions_csv_writer",
+                "exceptions_columns", "stats_history_csv_writer")),
+    # bounded master/worker waits (patch_master_waits, LOADKIT_MASTER_WAIT / LOADKIT_MASTER_TIMEOUT)
+    Internal("locust.runners:CONNECT_TIMEOUT", "LOADKIT_MASTER_WAIT"),
+    Internal("locust.runners:CONNECT_RETRY_COUNT", "LOADKIT_MASTER_WAIT"),
+    Internal("locust.runners:MASTER_HEARTBEAT_TIMEOUT", "LOADKIT_MASTER_TIMEOUT, lost-worker detection"),
+    Internal("locust.runners:WorkerRunner.connect_to_master", "the one-line 'no master answered' exit", "own"),
+    Internal("locust.runners:WorkerRunner.master_host", "the 'no master answered' line", "self"),
+    Internal("locust.runners:WorkerRunner.master_port", "the 'no master answered' line", "self"),
+    # the master waits for its workers' final reports (patch_final_reports, metrics/distributed.py)
+    Internal("locust.runners:MasterRunner.quit", "waiting for the workers' final reports", "own"),
+    Internal("locust.runners:MasterRunner.clients", "the workers' states", "self"),
+    Internal("locust.runners:MasterRunner.server", "sending 'quit' to the workers", "self"),
+    Internal("locust.runners:WorkerNodes.all", "the workers' states and CPU"),
+    Internal("locust.runners:WorkerNode.cpu_usage", "the workers' CPU on /metrics", "self"),
+    Internal("locust.rpc:Message", "sending 'quit' to the workers"),
+    Internal("locust.runners:Runner.spawning_greenlet", "waiting for the spawn to complete (ktb, --sweep)", "self"),
+    # --arrival-rate / --arrival-stages (patch_taskset, users/pacing.py)
+    Internal("locust.user.task:TaskSet.execute_next_task", "open-model pacing of iterations", "own"),
+    Internal("locust.user.task:TaskSet.wait", "open-model pacing of iterations", "own"),
+    Internal("locust.user.task:TaskSet._task_queue", "open-model pacing (a dropped iteration)", "self"),
+    Internal("locust.user.users:User._state", "open-model pacing (stopping users)", "self"),
+    Internal("locust.user.users:User._taskset_instance", "open-model pacing (the top-level task set)", "self"),
+    Internal("locust.user.users:LOCUST_STATE_RUNNING", "open-model pacing"),
+    Internal("locust.user.users:LOCUST_STATE_STOPPING", "open-model pacing"),
+    Internal("locust.user.users:LOCUST_STATE_WAITING", "open-model pacing"),
+    # the rest
+    Internal("locust.stats:CONSOLE_STATS_INTERVAL_SEC", "the console metrics table's cadence"),
+    Internal("locust.util.timespan:parse_timespan", "--slo/--goodput time spans"),
+    Internal("locust.web:WebUI.auth_required_if_enabled", "the web UI's loadkit pages behind Locust's login"),
+    Internal("locust.web:WebUI.template_args", "the web UI's loadkit tab", "self"),
+)
+
+
+def check_locust() -> None:
+    """Every internal of :data:`LOCUST_INTERNALS` is where loadkit expects it, or the process ends
+    with one line (``loadkit.internals.InternalsMoved``) naming the Locust version and what moved."""
+    check("locust", LOCUST_TESTED, LOCUST_INTERNALS)
+
 
 def patch_locust() -> None:
-    """Apply loadkit's patches of Locust classes (idempotent): the final CSV rows and bounded
-    master/worker waits."""
-    from loadkit.metrics import distributed, final_csv
-
-    final_csv.install()
-    distributed.patch_locust()
+    """Check the Locust internals, then apply loadkit's patches of Locust classes (idempotent): the
+    final CSV rows and bounded master/worker waits. (Pacing patches ``TaskSet`` on the first paced
+    run only: :func:`patch_taskset`.)"""
+    check_locust()
+    patch_final_csv()
+    patch_master_waits()
+    patch_final_reports()
     _add_options_once()
+
+
+def patch_final_csv() -> bool:
+    """Wrap ``StatsCSVFileWriter.close_files`` so it writes the final rows first (why:
+    ``loadkit.metrics.final_csv``); False if it was wrapped already."""
+
+    def make(original: Callable[[Any], None]) -> Callable[[Any], None]:
+        def close_files(self: Any) -> None:
+            from loadkit.metrics import final_csv
+
+            try:
+                final_csv.final_write(self)
+            except Exception:  # a failed final write must not lose what Locust already wrote
+                logging.getLogger("loadkit.final_csv").exception("loadkit: could not write the final Locust CSV rows")
+            original(self)
+
+        return close_files
+
+    return wrap("locust.stats:StatsCSVFileWriter.close_files", make)
+
+
+def patch_master_waits() -> None:
+    """Apply ``LOADKIT_MASTER_WAIT`` / ``LOADKIT_MASTER_TIMEOUT`` to Locust's worker constants, and
+    make a worker that finds no master say so in one line."""
+    from locust import runners
+
+    from loadkit.metrics.distributed import _env_seconds
+
+    wait = _env_seconds("LOADKIT_MASTER_WAIT", 60.0)
+    assert wait is not None
+    runners.CONNECT_TIMEOUT = max(0.5, min(5.0, wait))
+    # connect_to_master gives up once retry > CONNECT_RETRY_COUNT, i.e. after COUNT + 1 waits
+    runners.CONNECT_RETRY_COUNT = max(0, math.ceil(wait / runners.CONNECT_TIMEOUT) - 1)
+    timeout = _env_seconds("LOADKIT_MASTER_TIMEOUT", None)
+    if timeout is not None:
+        runners.MASTER_HEARTBEAT_TIMEOUT = timeout
+
+    def make(original: Callable[[Any], None]) -> Callable[[Any], None]:
+        def connect_to_master(self: Any) -> None:
+            try:
+                original(self)
+            except ConnectionError as exc:
+                if exc.args:  # already explained by an inner (recursive) attempt
+                    raise
+                raise ConnectionError(
+                    f"no Locust master answered at {self.master_host}:{self.master_port} within "
+                    f"{wait:.0f}s (LOADKIT_MASTER_WAIT); is the master running and reachable? "
+                    "This worker exits."
+                ) from None
+
+        return connect_to_master
+
+    wrap("locust.runners:WorkerRunner.connect_to_master", make)
+
+
+def patch_final_reports() -> None:
+    """Make the master wait for its workers' last reports when it quits (bounded).
+
+    Locust's ``MasterRunner.quit`` sends "quit" to the workers and waits a fixed 0.5 s for their final
+    stats; a worker busy for longer (slow ``on_stop``, busy CPU) loses its last seconds of samples.
+    The wrapper first sends "quit" itself and waits until every connected worker has sent the report
+    it makes after stopping (or has gone), at most ``LOADKIT_FINAL_REPORT_WAIT`` seconds (default
+    5; ``loadkit.metrics.distributed._await_final_reports``), then runs Locust's own ``quit`` as
+    usual. Only the first call waits (Locust calls ``quit`` again during shutdown, when the message
+    loop is already gone).
+    """
+
+    def make(original: Callable[[Any], None]) -> Callable[[Any], None]:
+        def quit(self: Any) -> None:
+            from loadkit.metrics import distributed
+
+            wait = distributed._env_seconds("LOADKIT_FINAL_REPORT_WAIT", 5.0) or 0.0
+            if not getattr(self, "_loadkit_waited", False) and wait > 0:
+                self._loadkit_waited = True
+                try:
+                    distributed._await_final_reports(self, wait)
+                except Exception as exc:  # noqa: BLE001 - never get in the way of Locust's own shutdown
+                    distributed.logger.debug("loadkit: waiting for final reports failed: %s", exc)
+            original(self)
+
+        return quit
+
+    wrap("locust.runners:MasterRunner.quit", make)
+
+
+def patch_taskset(execute_next_task: Callable[[Any], Callable[[Any], Any]],
+                  wait: Callable[[Any], Callable[[Any], Any]]) -> None:
+    """Open-model pacing (``loadkit.users.pacing``): wrap ``TaskSet.execute_next_task`` and
+    ``TaskSet.wait``; each argument makes the wrapper from Locust's original."""
+    wrap("locust.user.task:TaskSet.execute_next_task", execute_next_task)
+    wrap("locust.user.task:TaskSet.wait", wait)
 
 
 def _add_options_once() -> None:

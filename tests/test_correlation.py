@@ -66,7 +66,9 @@ def test_a_failure_event_fails_its_request_with_the_servers_payload_and_times():
     assert reqs.event(ev("joinRoomError", {"roomId": "r1", "message": "full"}, nbytes=40), 15 * MS) is p
     assert isinstance(p.error, ErrorAnswer) and p.value is None
     assert p.error.payload == {"roomId": "r1", "message": "full"}
-    assert (p.error.t_sent, p.error.t_recv, p.error.nbytes) == (10 * MS, 15 * MS, 40)
+    assert (p.t_sent, p.t_recv, p.nbytes) == (10 * MS, 15 * MS, 40)  # the outcome's, not the exception's
+    assert p.elapsed_ms == pytest.approx(5.0)
+    assert not hasattr(p.error, "t_sent") and not hasattr(p.error, "t_recv")
     assert "joinRoomError" in str(p.error)
 
 
@@ -76,7 +78,7 @@ def test_a_payload_the_predicate_cannot_read_fails_only_that_request():
     other = reqs.add(Pending("echoed", None, {}, "/", t_sent=0.0))
     assert reqs.event(ev("joinRoomSuccess", ["not", "a", "dict"]), 3 * MS) is p
     assert isinstance(p.error, BadAnswer) and "malformed 'joinRoomSuccess'" in str(p.error)
-    assert p.error.t_recv == 3 * MS
+    assert (p.t_recv, p.nbytes) == (3 * MS, 10)
     assert not other.done and reqs.waiting == [other]
 
 

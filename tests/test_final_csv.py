@@ -8,7 +8,7 @@ from locust import events as global_events
 from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
-from loadkit.metrics import final_csv
+from loadkit import plugin
 
 
 def _rows(path):
@@ -17,7 +17,7 @@ def _rows(path):
 
 
 def test_close_files_writes_the_final_rows(tmp_path):
-    final_csv.install()
+    plugin.patch_final_csv()
     env = Environment(events=global_events)
     env.create_local_runner()
     prefix = str(tmp_path / "run")
@@ -39,5 +39,5 @@ def test_close_files_writes_the_final_rows(tmp_path):
 
 
 def test_install_is_idempotent():
-    final_csv.install()
-    assert final_csv.install() is False
+    plugin.patch_final_csv()
+    assert plugin.patch_final_csv() is False

@@ -8,6 +8,7 @@ for the pure cores: ``loadkit/protocols/`` imports no gevent, socket, websocket 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -86,3 +87,24 @@ def test_the_checker_sees_a_broken_rule(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path / "loadkit")
     found = loadkit_imports(fake / "x.py")
     assert (2, "loadkit.clients") in found and (3, "gevent") in found
+
+
+def test_no_comment_cites_a_document_outside_the_repository():
+    """Facts the code relies on live in docs/ (docs/ktb-servers.md for the KTB servers): no
+    ``/work/...`` path, no bare "facts §" of a sheet the reader cannot open, and every
+    "docs/ktb-servers.md Java|Node §N" names a section that exists."""
+    doc = (ROOT.parent / "docs" / "ktb-servers.md").read_text()
+    sections = {(side, major) for side, major in re.findall(r"^### (Java|Node) §(\d+)", doc, re.M)}
+    sections |= {(side, str(n)) for side, a, b in re.findall(r"^### (Java|Node) §(\d+)–§(\d+)", doc, re.M)
+                 for n in range(int(a), int(b) + 1)}
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        text = path.read_text()
+        rel = path.relative_to(ROOT.parent)
+        for needle in ("/work/", "facts §", "facts sheet"):
+            if needle in text:
+                bad.append(f"{rel}: {needle!r}")
+        for side, major in re.findall(r"ktb-servers\.md,? (Java|Node) §(\d+)", text):
+            if (side, major) not in sections:
+                bad.append(f"{rel}: cites {side} §{major}, which docs/ktb-servers.md does not have")
+    assert not bad, "\n".join(bad)

@@ -116,3 +116,35 @@ def test_the_web_ui_refuses_bad_ktb_values(spawn):
         status, body = _swarm(port, host="http://127.0.0.1:9", ktb_room_size=value)
         assert status == 400 and body["success"] is False and says in body["message"], body
     assert _page_options(port)["ktb_room_size"]["default_value"] == 10  # nothing stuck
+
+
+def test_an_option_is_declared_once_and_a_user_reads_its_declared_default():
+    """Library mode (no parsed options): every --ktb-*/--chldo-* value a user reads is the default
+    of the option's one add_argument, not a second copy in the user's code."""
+    import ast
+    from types import SimpleNamespace
+
+    import loadkit.users.chldo
+    import loadkit.users.ktb
+    from loadkit import options
+
+    assert options.default("ktb_timeout") == 10.0
+    parser = options._PARSER[0]
+    dests = [a.dest for a in parser._actions if a.dest.startswith(("ktb_", "chldo_"))]
+    assert len(dests) > 20
+    library = SimpleNamespace(parsed_options=None)
+    for dest in dests:
+        assert options.value(library, dest) == parser.get_default(dest), dest
+    run = SimpleNamespace(parsed_options=SimpleNamespace(ktb_timeout=3.5, chldo_turn_timeout=None))
+    assert options.value(run, "ktb_timeout") == 3.5
+    assert options.value(run, "chldo_turn_timeout") == parser.get_default("chldo_turn_timeout")
+    # and the user modules read them with the name only (no default repeated next to the read)
+    for module in (loadkit.users.ktb, loadkit.users.chldo):
+        tree = ast.parse(Path(module.__file__).read_text())
+        reads = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                 and n.func.id in ("_opt", "get", "option_value")
+                 and any(isinstance(a, ast.Constant) and str(a.value).startswith(("ktb_", "chldo_")) for a in n.args)]
+        assert reads, module.__name__
+        repeated = [ast.unparse(n) for n in reads if n.keywords or not (
+            isinstance(n.args[-1], ast.Constant) and str(n.args[-1].value).startswith(("ktb_", "chldo_")))]
+        assert not repeated, f"{module.__name__} repeats a default: {repeated}"

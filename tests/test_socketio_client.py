@@ -276,7 +276,9 @@ def test_an_answer_the_matcher_cannot_read_fails_only_its_request(server):
         c.request("later", {"delay": 0, "event": "echoed", "data": [1, 2]}, answer="echoed",
                   match=lambda args: args[0]["n"] == 2)
     assert "malformed 'echoed'" in str(ei.value) and "TypeError" in str(ei.value)
-    assert ei.value.t_recv >= ei.value.t_sent > 0
+    o = c.exchange("later", {"delay": 0, "event": "echoed", "data": [1, 2]}, answer="echoed",
+                   match=lambda args: args[0]["n"] == 2)  # the same, as an outcome: timed like an answer
+    assert isinstance(o.error, BadAnswer) and o.value is None and o.t_recv >= o.t_sent > 0 and o.nbytes > 0
     with pytest.raises(BadAnswer):
         c.request("joinRoom", "missing", answer="joinRoomSuccess",
                   errors={"joinRoomError": lambda args: args[0]["code"] == "X"})  # the payload has no code

@@ -52,7 +52,8 @@ class _Waiter(Pending):
     def __init__(self, answer, match, errors, namespace):  # Pending.__init__, inlined (hot path)
         self.done = False
         self.deadline = self.t_sent = 0.0
-        self.value = self.error = self._waiter = None
+        self.value = self.error = self._waiter = self.t_recv = None
+        self.nbytes = 0
         self.answer = answer
         self.match = match
         self.errors = errors  # dict event -> predicate | None
@@ -296,8 +297,8 @@ class SocketIOConnection(WsTransport):
 
     def _fail_all(self, exc: SocketIOError, namespace: str | None = None) -> None:
         """Fail every pending request, or only those on ``namespace`` (the server disconnected that
-        one namespace; the connection and the others live on)."""
-        for w in self._requests.fail_all(exc, namespace):
+        one namespace; the connection and the others live on), detected now."""
+        for w in self._requests.fail_all(exc, namespace, perf_counter()):
             _wake(w)
 
     # ------------------------------------------------------------------------------ sending

@@ -39,6 +39,7 @@ from loadkit.protocols.correlation import (  # the errors and results are re-exp
     ConnectRefused,
     Disconnect,
     ErrorAnswer,
+    Outcome,
     SocketIOError,
     reconnect_delay,
 )
@@ -46,7 +47,7 @@ from loadkit.protocols.socketio import Event, websocket_url
 from loadkit.protocols.wsframe import OP_CLOSE, OP_TEXT
 
 __all__ = ["Answer", "AnswerTimeout", "BadAnswer", "ConnectionFailed", "ConnectRefused", "Disconnect", "ErrorAnswer",
-           "SocketIOClient", "SocketIOError", "reconnect_delay"]
+           "Outcome", "SocketIOClient", "SocketIOError", "reconnect_delay"]
 
 perf_counter = time.perf_counter
 
@@ -172,25 +173,7 @@ class SocketIOClient(SocketIOConnection):
 
         ``errors`` as in ``request()``: a matching failure event arriving first raises ``ErrorAnswer``.
         """
-        if not self.connected:
-            raise Disconnect("not connected")
-        if not isinstance(errors, dict):
-            errors = {e: None for e in errors}
-        ack_id = self.proto.next_ack_id()
-        frames = self.proto.emit(event, args, namespace, ack_id=ack_id)
-        w = _Waiter(None, None, errors, namespace or "/")
-        self._requests.add(w, ack_id)
-        w.t_sent = perf_counter()
-        try:
-            self._send_frames(frames)
-            return self._await(w, timeout)
-        except _Expired:
-            self._forget(w)
-            raise AnswerTimeout(f"no ack for {event!r} within {timeout:g}s") from None
-        finally:
-            self._requests.acks.pop(ack_id, None)
-            if not w.done and errors:
-                self._forget(w)
+        return self._exchange_ack(event, args, errors, namespace, timeout).result()
 
     def request(
         self,
@@ -210,20 +193,65 @@ class SocketIOClient(SocketIOConnection):
         registered before the send, so an answer can never be missed. With ``ack=True`` and no
         answer event (``answer=""``) this is ``call()``.
         """
-        if ack and not answer:
-            return self.call(event, *args, namespace=namespace, timeout=timeout, errors=errors)
-        return self._request(event, args, answer, match, errors, namespace, timeout)
+        return self.exchange(event, *args, answer=answer, match=match, errors=errors, namespace=namespace,
+                             timeout=timeout, ack=ack).result()
 
-    def _request(self, event: str, args: tuple, answer: str, match: Callable[[list], bool] | None,
-                 errors: Any, namespace: str, timeout: float) -> Answer:
-        """``request()`` with positional arguments (the hot path of the Locust user)."""
+    def exchange(
+        self,
+        event: str,
+        *args: Any,
+        answer: str,
+        match: Callable[[list], bool] | None = None,
+        errors: dict[str, Callable[[list], bool] | None] | Iterable[str] = (),
+        namespace: str = "/",
+        timeout: float = 30.0,
+        ack: bool = False,
+    ) -> Outcome:
+        """``request()`` (or, with ``ack=True`` and ``answer=""``, ``call()``) that returns the
+        request's outcome instead of raising: ``value`` or ``error`` (``AnswerTimeout``,
+        ``Disconnect``, ``ErrorAnswer``, ``BadAnswer``), with ``t_sent``, ``t_recv`` and
+        ``nbytes`` either way. What a measuring caller uses: a failure is timed like an answer."""
+        if ack and not answer:
+            return self._exchange_ack(event, args, errors, namespace, timeout)
+        return self._exchange(event, args, answer, match, errors, namespace, timeout)
+
+    def _not_connected(self, w: _Waiter) -> _Waiter:
+        w.t_sent = now = perf_counter()
+        w.fail(Disconnect("not connected"), now)
+        return w
+
+    def _exchange_ack(self, event: str, args: tuple, errors: Any, namespace: str, timeout: float) -> _Waiter:
+        if not isinstance(errors, dict):
+            errors = {e: None for e in errors}
+        w = _Waiter(None, None, errors, namespace or "/")
         if not self.connected:
-            raise Disconnect("not connected")
+            return self._not_connected(w)
+        ack_id = self.proto.next_ack_id()
+        frames = self.proto.emit(event, args, namespace, ack_id=ack_id)
+        self._requests.add(w, ack_id)
+        w.t_sent = perf_counter()
+        try:
+            self._send_frames(frames)
+            self._wait_reading(w, timeout)
+        except Disconnect as exc:  # the send failed (``send_error``)
+            self._forget(w)
+            w.fail(exc, perf_counter())
+        finally:
+            self._requests.acks.pop(ack_id, None)
+            if not w.done and errors:
+                self._forget(w)
+        return self._finish(w, f"no ack for {event!r} within {timeout:g}s")
+
+    def _exchange(self, event: str, args: tuple, answer: str, match: Callable[[list], bool] | None,
+                  errors: Any, namespace: str, timeout: float) -> _Waiter:
+        """``exchange()`` with positional arguments (the hot path of the Locust user)."""
         if type(errors) is not dict:
             errors = {e: None for e in errors}
+        w = _Waiter(answer, match, errors, namespace or "/")
+        if not self.connected:
+            return self._not_connected(w)
         wire = self.proto.emit_utf8(event, args, namespace)
         frames = self.proto.emit(event, args, namespace) if wire is None else ()
-        w = _Waiter(answer, match, errors, namespace or "/")
         self._requests.add(w)
         w.t_sent = perf_counter()
         try:
@@ -231,10 +259,23 @@ class SocketIOClient(SocketIOConnection):
                 self._send_frame(OP_TEXT, wire)
             for f in frames:
                 self._send_raw(f)
-            return self._await(w, timeout)
-        except _Expired:  # resolved by the deadline wheel, so still in the pending list
+            self._wait_reading(w, timeout)
+        except Disconnect as exc:  # the send failed (``send_error``)
             self._forget(w)
-            raise AnswerTimeout(f"no {answer!r} for {event!r} within {timeout:g}s") from None
+            w.fail(exc, perf_counter())
         finally:
-            if not w.done:
+            if not w.done:  # (GreenletExit while waiting)
                 self._forget(w)
+        if w.error is None:
+            return w
+        return self._finish(w, f"no {answer!r} for {event!r} within {timeout:g}s")
+
+    def _finish(self, w: _Waiter, timeout_text: str) -> _Waiter:
+        """A failed request's outcome: an expiry becomes ``AnswerTimeout``, and a failure nothing
+        on the wire decided is stamped with the time its waiter saw it."""
+        if type(w.error) is _Expired:  # resolved by the deadline wheel, so still in the pending list
+            self._forget(w)
+            w.error = AnswerTimeout(timeout_text)
+        if w.t_recv is None:
+            w.t_recv = perf_counter()
+        return w

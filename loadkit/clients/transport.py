@@ -54,6 +54,7 @@ from gevent.hub import Waiter, get_hub
 import websocket
 
 from loadkit.clients.schedulers import _DRAINS, _HEARTBEATS, _WHEEL, _Result
+from loadkit.protocols.errors import ConnectFailed, ConnectionLost
 from loadkit.protocols.wsframe import FrameDecoder, WireError, client_frame
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,11 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSL
 _MAX_READS = 16
 
 
-class SendFailed(ConnectionError):
+class SendFailed(ConnectionLost, ConnectionError):
     """A send on the transport failed (a subclass names its protocol's own error instead)."""
 
 
-class UpgradeFailed(Exception):
+class UpgradeFailed(ConnectFailed):
     """The websocket upgrade failed; ``timed_out`` when its deadline passed. The message is the
     detail only: each client words it in its own error."""
 
@@ -312,6 +313,16 @@ class WsTransport:
     def _await(self, res: _Result, timeout: float) -> Any:
         """Wait (at most ``timeout`` s, ± the wheel's tick) for ``res``, reading the socket while
         this greenlet holds the reader role. Raises ``_Expired`` on timeout."""
+        self._wait_reading(res, timeout)
+        value, exc = res.value, res.error
+        res.value = res.error = None
+        if exc is not None:
+            raise exc
+        return value
+
+    def _wait_reading(self, res: Any, timeout: float) -> None:
+        """``_await`` without taking the outcome out of ``res`` (a request's result object keeps
+        its value or error; an expiry is ``res.error``, an ``_Expired``)."""
         if not res.done:
             waiter = Waiter()
             _WHEEL.add(res, timeout)
@@ -336,11 +347,6 @@ class WsTransport:
                 _WHEEL.members.discard(res)
                 if self._holder is None and self._role_queue:
                     self._pass_role(self._io)
-        value, exc = res.value, res.error
-        res.value = res.error = None
-        if exc is not None:
-            raise exc
-        return value
 
     def _wait(self, res: _Result, timeout: float) -> Any:
         """Wait (at most ``timeout`` s, ± the wheel's tick) for ``res`` without reading: for a

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import socket
 import time
@@ -375,39 +374,6 @@ def _env_seconds(name: str, default: float | None) -> float | None:
     return value if value > 0 else default
 
 
-def bound_master_waits() -> None:
-    """Apply ``LOADKIT_MASTER_WAIT`` / ``LOADKIT_MASTER_TIMEOUT`` to Locust's worker constants."""
-    from locust import runners
-
-    wait = _env_seconds("LOADKIT_MASTER_WAIT", 60.0)
-    assert wait is not None
-    runners.CONNECT_TIMEOUT = max(0.5, min(5.0, wait))
-    # connect_to_master gives up once retry > CONNECT_RETRY_COUNT, i.e. after COUNT + 1 waits
-    runners.CONNECT_RETRY_COUNT = max(0, math.ceil(wait / runners.CONNECT_TIMEOUT) - 1)
-    timeout = _env_seconds("LOADKIT_MASTER_TIMEOUT", None)
-    if timeout is not None:
-        runners.MASTER_HEARTBEAT_TIMEOUT = timeout
-
-    original = getattr(runners.WorkerRunner.connect_to_master, "_loadkit_original", None)
-    if original is None:
-        original = runners.WorkerRunner.connect_to_master
-
-        def connect_to_master(self: Any) -> None:
-            try:
-                original(self)
-            except ConnectionError as exc:
-                if exc.args:  # already explained by an inner (recursive) attempt
-                    raise
-                raise ConnectionError(
-                    f"no Locust master answered at {self.master_host}:{self.master_port} within "
-                    f"{wait:.0f}s (LOADKIT_MASTER_WAIT); is the master running and reachable? "
-                    "This worker exits."
-                ) from None
-
-        connect_to_master._loadkit_original = original  # type: ignore[attr-defined]
-        runners.WorkerRunner.connect_to_master = connect_to_master  # type: ignore[method-assign]
-
-
 def _await_final_reports(master: Any, wait: float) -> None:
     """Stop, send "quit" to the connected workers, wait for their post-stop reports (≤ ``wait`` s)."""
     import gevent
@@ -432,36 +398,6 @@ def _await_final_reports(master: Any, wait: float) -> None:
         gevent.sleep(0.05)
     if left:
         logger.warning("loadkit: no final report from %d worker(s) within %.0fs", len(left), wait)
-
-
-def wait_for_final_reports() -> None:
-    """Make the master wait for its workers' last reports when it quits (bounded).
-
-    Locust's ``MasterRunner.quit`` sends "quit" to the workers and waits a fixed 0.5 s for their final
-    stats; a worker busy for longer (slow ``on_stop``, busy CPU) loses its last seconds of samples.
-    The wrapper first sends "quit" itself and waits until every connected worker has sent the report
-    it makes after stopping (or has gone), at most ``LOADKIT_FINAL_REPORT_WAIT`` seconds (default
-    5), then runs Locust's own ``quit`` as usual. Only the first call waits (Locust calls ``quit``
-    again during shutdown, when the message loop is already gone).
-    """
-    from locust import runners
-
-    if getattr(runners.MasterRunner.quit, "_loadkit_original", None) is not None:
-        return
-    original = runners.MasterRunner.quit
-
-    def quit(self: Any) -> None:
-        wait = _env_seconds("LOADKIT_FINAL_REPORT_WAIT", 5.0) or 0.0
-        if not getattr(self, "_loadkit_waited", False) and wait > 0:
-            self._loadkit_waited = True
-            try:
-                _await_final_reports(self, wait)
-            except Exception as exc:  # noqa: BLE001 - never get in the way of Locust's own shutdown
-                logger.debug("loadkit: waiting for final reports failed: %s", exc)
-        original(self)
-
-    quit._loadkit_original = original  # type: ignore[attr-defined]
-    runners.MasterRunner.quit = quit  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------ workers counted, not configured
@@ -553,13 +489,6 @@ def start(environment: Any) -> None:
     _on_init_remember(environment)
     _on_init(environment)
     _on_init_window(environment)
-
-
-def patch_locust() -> None:
-    """The Locust patches of this module. They must be in place before a worker connects to its
-    master, i.e. when the locustfile is imported, not at ``init``."""
-    bound_master_waits()
-    wait_for_final_reports()
 
 
 def install(events: Any) -> None:

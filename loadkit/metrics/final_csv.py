@@ -5,15 +5,13 @@ from a background greenlet and only *closes* them at exit, so whatever happened 
 of a run (often the final reports of every worker) never reaches them, and their counts fall short
 of what Locust printed and of loadkit's ``_hdr.csv``. Closing the files is the one moment that
 always comes after the last sample, so this rewrites the three snapshot files there, once, with
-Locust's own row writers, and appends one last history row.
+Locust's own row writers, and appends one last history row. The patch of ``close_files`` that calls
+:func:`final_write` is in ``loadkit.plugin`` (every Locust patch is, with its guard).
 """
 
 from __future__ import annotations
 
-import logging
 import time
-
-logger = logging.getLogger("loadkit.final_csv")
 
 
 def _rewrite(handle, writer, header, write_rows) -> None:
@@ -32,23 +30,3 @@ def final_write(csv_writer) -> None:
     _rewrite(csv_writer.exceptions_csv_filehandle, csv_writer.exceptions_csv_writer,
              csv_writer.exceptions_columns, csv_writer._exceptions_data_rows)
     csv_writer._stats_history_data_rows(csv_writer.stats_history_csv_writer, time.time())
-
-
-def install() -> bool:
-    """Wrap ``StatsCSVFileWriter.close_files`` so it writes final rows first; idempotent."""
-    from locust.stats import StatsCSVFileWriter
-
-    original = StatsCSVFileWriter.close_files
-    if getattr(original, "_loadkit_final", False):
-        return False
-
-    def close_files(self) -> None:
-        try:
-            final_write(self)
-        except Exception:  # a failed final write must not lose what Locust already wrote
-            logger.exception("loadkit: could not write the final Locust CSV rows")
-        original(self)
-
-    close_files._loadkit_final = True
-    StatsCSVFileWriter.close_files = close_files
-    return True

@@ -31,46 +31,55 @@ from loadkit.protocols.chldo import (
     STATUS_STREAM,
     STATUS_VOICE_READY,
 )
+from loadkit.protocols.errors import ConnectFailed, ConnectionLost, LoadkitError, Rejected, RemoteProtocolError, Timeout
 
 
 # ---- failure kinds: one class each, message = the server's own text --------------------------------
-class ChldoError(Exception):
+class ChldoError(LoadkitError):
     """Base of every chldo failure; ``str(exc)`` is what Locust groups failures by."""
 
     kind = "error"
 
 
-class ChldoValidationError(ChldoError):
+class ChldoValidationError(ChldoError, Rejected):
     """The request was refused with a single error frame (no START): e.g. ``api_key is required``."""
 
     kind = "validation"
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.server_message = message  # (errors.Rejected: chldo error frames carry no code)
 
-class ChldoStreamError(ChldoError):
+
+class ChldoStreamError(ChldoError, Rejected):
     """An error frame inside a started stream (LLM failure, missing credit); the stream still ENDs."""
 
     kind = "stream_error"
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.server_message = message
 
-class ChldoTimeout(ChldoError):
+
+class ChldoTimeout(ChldoError, Timeout):
     """No END (nor validation error) within the turn timeout."""
 
     kind = "timeout"
 
 
-class ChldoProtocolError(ChldoError):
+class ChldoProtocolError(ChldoError, RemoteProtocolError):
     """The server broke the protocol: unknown stream_uid, END without START, frame after END, non-JSON…"""
 
     kind = "protocol"
 
 
-class ChldoConnectionLost(ChldoError):
+class ChldoConnectionLost(ChldoError, ConnectionLost):
     """The connection closed or failed while a turn was in flight (or could not be opened)."""
 
     kind = "connection"
 
 
-class ChldoConnectError(ChldoConnectionLost):
+class ChldoConnectError(ChldoConnectionLost, ConnectFailed):
     """The WebSocket handshake itself failed."""
 
     kind = "connect"

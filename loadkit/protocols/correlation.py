@@ -8,8 +8,10 @@ first. :class:`PendingRequests` holds the requests still waiting, in send order,
 decoded :class:`~loadkit.protocols.socketio.Event` and :class:`~loadkit.protocols.socketio.Ack`
 with the time it was read; it answers which request that resolved (the first one, in send order,
 that claims it), or ``None`` when nobody claimed it (the shell then hands it to the handlers for
-unclaimed events and counts it). A request is resolved exactly once: its ``done`` flips, and
-``value`` (an :class:`Answer`) or ``error`` (an exception) is set. An answer whose arguments the
+unclaimed events and counts it). A request is resolved exactly once: its ``done`` flips,
+``value`` (an :class:`Answer`) or ``error`` (an exception of :mod:`loadkit.protocols.errors`) is
+set, and so are ``t_recv`` and ``nbytes``: the request is its own result object, timings included
+(exceptions carry no timings). An answer whose arguments the
 predicate cannot even inspect fails that request alone (:class:`BadAnswer`), never the connection.
 
 :class:`Handshake` is what happens between the websocket upgrade and the first request: Engine.IO
@@ -24,6 +26,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
+from loadkit.protocols.errors import (
+    ConnectFailed,
+    ConnectionLost,
+    LoadkitError,
+    Rejected,
+    RemoteProtocolError,
+    Timeout,
+)
 from loadkit.protocols.socketio import Ack, ConnectError, Connected, EioClosed, EioOpen, Event
 
 Predicate = Callable[[list[Any]], bool]
@@ -31,65 +41,68 @@ Predicate = Callable[[list[Any]], bool]
 __all__ = [
     "Answer", "AnswerTimeout", "BadAnswer", "ConnectRefused", "ConnectionFailed", "Disconnect",
     "ErrorAnswer", "Handshake", "Pending", "PendingRequests", "SocketIOError", "reconnect_delay",
-    "Backoff",
+    "Backoff", "Outcome",
 ]
 
 
 # --------------------------------------------------------------------------------------- errors
-class SocketIOError(Exception):
+class SocketIOError(LoadkitError):
     """Base class of every failure the Socket.IO client reports."""
 
 
-class ConnectionFailed(SocketIOError):
+class ConnectionFailed(SocketIOError, ConnectFailed):
     """The websocket or the Engine.IO OPEN could not be established."""
 
 
-class ConnectRefused(SocketIOError):
+class ConnectRefused(SocketIOError, ConnectFailed, Rejected):
     """The server answered Socket.IO CONNECT with CONNECT_ERROR (e.g. ``Authentication error``)."""
 
     def __init__(self, namespace: str, data: Any) -> None:
         self.namespace = namespace
         self.data = data
         msg = data.get("message", data) if isinstance(data, dict) else data
+        self.server_message = str(msg)  # (errors.Rejected; Socket.IO's CONNECT_ERROR has no code)
         super().__init__(f"CONNECT_ERROR {namespace}: {msg}")
 
 
-class Disconnect(SocketIOError):
+class Disconnect(SocketIOError, ConnectionLost):
     """The connection closed (or was closed) while an answer was pending."""
 
 
-class AnswerTimeout(SocketIOError):
+class AnswerTimeout(SocketIOError, Timeout):
     """No matching answer arrived in time."""
 
 
-class ErrorAnswer(SocketIOError):
-    """A failure event (e.g. ``error`` or ``joinRoomError``) answered the request."""
+class ErrorAnswer(SocketIOError, Rejected):
+    """A failure event (e.g. ``error`` or ``joinRoomError``) answered the request. ``code`` and
+    ``server_message`` are the payload's ``code`` and ``message`` when it has them (a protocol
+    such as KTB turns this into its own classes: ``SocketIOUser.classify_error``). When it was
+    sent and read, and its size, are the request's (:class:`Pending`), not the exception's."""
 
-    def __init__(self, event: str, args: list[Any], nbytes: int = 0, t_recv: float | None = None,
-                 t_sent: float | None = None) -> None:
+    def __init__(self, event: str, args: list[Any]) -> None:
         self.event = event
         self.event_args = args  # (``Exception.args`` is taken by the message)
-        self.nbytes = nbytes
-        self.t_recv = t_recv
-        self.t_sent = t_sent
-        super().__init__(f"{event}: {self.payload!r}")
+        payload = self.payload
+        if isinstance(payload, dict):
+            code = payload.get("code")
+            self.code = code if isinstance(code, str) else None
+            self.server_message = str(payload.get("message", ""))
+        elif isinstance(payload, str):
+            self.server_message = payload
+        super().__init__(f"{event}: {payload!r}")
 
     @property
     def payload(self) -> Any:
         return self.event_args[0] if self.event_args else None
 
 
-class BadAnswer(SocketIOError):
+class BadAnswer(SocketIOError, RemoteProtocolError):
     """An event that could answer (or fail) a request arrived with a payload the request's
     predicate could not even inspect (e.g. a list where a dict was due): a malformed answer,
     reported as this request's failure instead of tearing down the connection."""
 
-    def __init__(self, event: str, exc: BaseException, nbytes: int = 0, t_recv: float | None = None,
-                 t_sent: float | None = None) -> None:
+    def __init__(self, event: str, exc: BaseException) -> None:
         self.event = event
-        self.nbytes = nbytes
-        self.t_recv = t_recv
-        self.t_sent = t_sent
         super().__init__(f"malformed {event!r}: {type(exc).__name__}: {exc}")
 
 
@@ -117,15 +130,25 @@ class Answer:
 
 
 class Pending:
-    """One request waiting for its answer. The shell may subclass it (adding slots) to make the
-    same object its waitable result: one allocation per request instead of two.
+    """One request waiting for its answer, and then its outcome: the result object a client
+    returns (``SocketIOClient.exchange``) and a user reports from. The shell may subclass it
+    (adding slots) to make the same object its waitable result: one allocation per request
+    instead of two.
 
     ``answer`` is the answer event's name (``None`` for an ack-only request), ``match`` an optional
     predicate over the answer's arguments, ``errors`` maps failure event names to an optional
     predicate saying whether that event belongs to this request.
+
+    The outcome: ``value`` (an :class:`Answer`) or ``error`` (a
+    :class:`~loadkit.protocols.errors.LoadkitError`), and, either way, ``t_sent`` (just before the
+    send), ``t_recv`` (when what resolved it was read; for a failure nothing on the wire decided —
+    a timeout, a lost connection — when it was detected; ``None`` while pending) and ``nbytes``
+    (the size of the frame that resolved it, 0 if none). Why here and not in the exceptions: a
+    failure is timed like a success, from one place, and an exception is only the failure's kind
+    and text.
     """
 
-    __slots__ = ("answer", "match", "errors", "namespace", "t_sent", "done", "value", "error")
+    __slots__ = ("answer", "match", "errors", "namespace", "t_sent", "t_recv", "nbytes", "done", "value", "error")
 
     def __init__(self, answer: Optional[str], match: Optional[Predicate],
                  errors: dict[str, Optional[Predicate]], namespace: str, t_sent: float = 0.0) -> None:
@@ -134,25 +157,49 @@ class Pending:
         self.errors = errors
         self.namespace = namespace
         self.t_sent = t_sent
+        self.t_recv: Optional[float] = None
+        self.nbytes = 0
         self.done = False
         self.value: Optional[Answer] = None
         self.error: Optional[BaseException] = None
 
     def resolve(self, value: Answer) -> bool:
-        """Complete with ``value``; False if it was resolved already."""
+        """Complete with ``value`` (its read time and size become the outcome's); False if it was
+        resolved already."""
         if self.done:
             return False
         self.done = True
         self.value = value
+        self.t_recv = value.t_recv
+        self.nbytes = value.nbytes
         return True
 
-    def fail(self, exc: BaseException) -> bool:
-        """Fail with ``exc``; False if it was resolved already."""
+    def fail(self, exc: BaseException, now: Optional[float] = None, nbytes: int = 0) -> bool:
+        """Fail with ``exc``, read (or detected) at ``now``; False if it was resolved already."""
         if self.done:
             return False
         self.done = True
         self.error = exc
+        self.t_recv = now
+        self.nbytes = nbytes
         return True
+
+    @property
+    def elapsed_ms(self) -> float:
+        """Send → resolution in ms (the request event's ``response_time``); needs ``t_recv``."""
+        assert self.t_recv is not None, "elapsed_ms of a request still pending"
+        return (self.t_recv - self.t_sent) * 1000.0
+
+    def result(self) -> Answer:
+        """The answer, or raise the failure."""
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None, "result() of a request still pending"
+        return self.value
+
+
+#: what a finished :class:`Pending` is to its reader: value-or-error, t_sent, t_recv, nbytes
+Outcome = Pending
 
 
 class PendingRequests:
@@ -206,12 +253,14 @@ class PendingRequests:
                     ok = match is None or match(args)
                 except Exception as exc:  # noqa: BLE001 - a malformed answer fails this request only
                     waiting.remove(p)
-                    p.fail(BadAnswer(name, exc, ev.nbytes, now, p.t_sent))
+                    p.fail(BadAnswer(name, exc), now, ev.nbytes)
                     return p
                 if ok:
                     waiting.remove(p)
                     p.done = True  # (resolve(), inlined: this is the hot path)
-                    p.value = Answer(name, args, ev.nbytes, p.t_sent, now)
+                    p.t_recv = now
+                    p.nbytes = nbytes = ev.nbytes
+                    p.value = Answer(name, args, nbytes, p.t_sent, now)
                     return p
             elif name in p.errors:
                 pred = p.errors[name]
@@ -219,11 +268,11 @@ class PendingRequests:
                     ok = pred is None or pred(args)
                 except Exception as exc:  # noqa: BLE001 - a malformed failure event fails this request only
                     waiting.remove(p)
-                    p.fail(BadAnswer(name, exc, ev.nbytes, now, p.t_sent))
+                    p.fail(BadAnswer(name, exc), now, ev.nbytes)
                     return p
                 if ok:
                     waiting.remove(p)
-                    p.fail(ErrorAnswer(name, args, ev.nbytes, now, p.t_sent))
+                    p.fail(ErrorAnswer(name, args), now, ev.nbytes)
                     return p
         return None
 
@@ -236,12 +285,16 @@ class PendingRequests:
         if p.errors:
             self.forget(p)
         p.done = True
-        p.value = Answer("ack", ev.args, ev.nbytes, p.t_sent, now)
+        p.t_recv = now
+        p.nbytes = nbytes = ev.nbytes
+        p.value = Answer("ack", ev.args, nbytes, p.t_sent, now)
         return p
 
-    def fail_all(self, exc: BaseException, namespace: Optional[str] = None) -> list[Pending]:
+    def fail_all(self, exc: BaseException, namespace: Optional[str] = None,
+                 now: Optional[float] = None) -> list[Pending]:
         """Fail every pending request, or only those on ``namespace`` (the server disconnected that
-        one namespace; the connection and the others live on). Returns the requests failed now."""
+        one namespace; the connection and the others live on), as detected at ``now`` (None: the
+        shell stamps each when its waiter wakes). Returns the requests failed now."""
         if namespace is None:
             hit = {id(p): p for p in self.waiting}
             hit.update({id(p): p for p in self.acks.values()})
@@ -253,7 +306,7 @@ class PendingRequests:
             self.waiting[:] = [p for p in self.waiting if id(p) not in hit]
             for ack_id in [k for k, p in self.acks.items() if id(p) in hit]:
                 del self.acks[ack_id]
-        return [p for p in hit.values() if p.fail(exc)]
+        return [p for p in hit.values() if p.fail(exc, now)]
 
 
 class Handshake:

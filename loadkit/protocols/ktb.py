@@ -2,8 +2,8 @@
 is recognised, which ``error`` belongs to which emit, how failures are classified, and message
 nonces that can never contain a banned word.
 
-Sources: /work/shared/spec/ktb-chat-socketio.md, ktb-java-server-facts.md (§5, §6, §7) and
-ktb-node-server-facts.md (§4, §5, §7). The servers' texts come from :mod:`loadkit.protocols.ktb_vocab`;
+Sources: docs/ktb-servers.md (Java §5, §6, §7; Node §4, §5, §7) and docs/ktb-users.md. The servers'
+texts come from :mod:`loadkit.protocols.ktb_vocab`;
 what differs per variant is in :mod:`loadkit.protocols.ktb_variants`.
 
 Banned words are 4–10 character ``[a-z0-9]`` strings matched as case-insensitive substrings, so a
@@ -21,10 +21,11 @@ import socket
 from typing import Any, Callable, NamedTuple
 
 from loadkit.protocols import ktb_vocab as V
+from loadkit.protocols.errors import Rejected
 
 # ------------------------------------------------------------------------------------ answers
 #: emit -> (answer event, failure events). ``leaveRoom`` has no answer event for the leaver, so it
-#: is measured with a Socket.IO ack (the Java server auto-acks registered events, facts §1).
+#: is measured with a Socket.IO ack (the Java server auto-acks registered events, docs/ktb-servers.md Java §1).
 ANSWERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "joinRoom": ("joinRoomSuccess", ("joinRoomError", "error")),
     "chatMessage": ("message", ("error",)),
@@ -37,7 +38,7 @@ ANSWERS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: events every client may receive without asking; never counted as "unknown"
 KNOWN_SERVER_EVENTS = V.KNOWN_SERVER_EVENTS
 
-# error codes (Java facts §5.3, §5.4; Node: ``{type: LOAD_ERROR}``) and the code-less messages of
+# error codes (docs/ktb-servers.md Java §5.3, §5.4; Node: ``{type: LOAD_ERROR}``) and the code-less messages of
 # the other handlers (Java §5.2, §5.5, §5.6; Node §4)
 CHAT_CODES = frozenset({V.MESSAGE_ERROR, V.SESSION_EXPIRED, V.RATE_LIMIT_EXCEEDED, V.MESSAGE_REJECTED})
 LOAD_CODES = frozenset({V.LOAD_ERROR})
@@ -64,7 +65,7 @@ def error_owner(payload: Any) -> frozenset[str]:
         return frozenset(k for k, v in ANSWERS.items() if "error" in v[1])
     msg = _text(payload.get("message"))
     if msg in V.BENIGN_ERRORS:
-        return frozenset()  # ktb-2nd's follow-up to a successful operation (Node facts §6.2)
+        return frozenset()  # ktb-2nd's follow-up to a successful operation (docs/ktb-servers.md Node §6.2)
     code = _text(payload.get("code"))
     if code is None and _text(payload.get("type")) in LOAD_CODES:
         code = V.LOAD_ERROR  # Node: {type: "LOAD_ERROR", message}
@@ -86,22 +87,22 @@ def error_owner(payload: Any) -> frozenset[str]:
     return frozenset(k for k, v in ANSWERS.items() if "error" in v[1])
 
 
-def error_predicate(emit: str) -> Callable[[list], bool]:
+def error_predicate(emit: str) -> Callable[[list[Any]], bool]:
     """Predicate for the client's ``errors=`` map: does this ``error`` event belong to ``emit``?"""
 
-    def pred(args: list) -> bool:
+    def pred(args: list[Any]) -> bool:
         return emit in error_owner(args[0] if args else None)
 
     return pred
 
 
-def _not_benign(args: list) -> bool:
+def _not_benign(args: list[Any]) -> bool:
     p = args[0] if args else None
     return not (isinstance(p, dict) and p.get("message") in V.BENIGN_ERRORS)
 
 
-def _failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
-    out: dict[str, Callable[[list], bool] | None] = {}
+def _failure_events(emit: str) -> dict[str, Callable[[list[Any]], bool] | None]:
+    out: dict[str, Callable[[list[Any]], bool] | None] = {}
     for ev in ANSWERS[emit][1]:
         out[ev] = error_predicate(emit) if ev == "error" else _not_benign
     return out
@@ -110,18 +111,18 @@ def _failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
 _FAILURE_EVENTS = {emit: _failure_events(emit) for emit in ANSWERS}
 
 
-def failure_events(emit: str) -> dict[str, Callable[[list], bool] | None]:
+def failure_events(emit: str) -> dict[str, Callable[[list[Any]], bool] | None]:
     """The ``errors=`` map for ``SocketIOClient.request`` for a KTB emit (built once, shared:
     do not mutate)."""
     return _FAILURE_EVENTS[emit]
 
 
 # ---------------------------------------------------------------------------- answer matchers
-def _first(args: list) -> Any:
+def _first(args: list[Any]) -> Any:
     return args[0] if args else None
 
 
-def match_join(room_id: str) -> Callable[[list], bool]:
+def match_join(room_id: str) -> Callable[[list[Any]], bool]:
     """``joinRoomSuccess`` for this room (the short "already joined" form ``{roomId}`` included)."""
     return lambda args: isinstance(_first(args), dict) and args[0].get("roomId") == room_id
 
@@ -131,16 +132,16 @@ def match_previous() -> None:
     return None
 
 
-def match_read(user_id: str, message_ids: list[str]) -> Callable[[list], bool]:
+def match_read(user_id: str, message_ids: list[str]) -> Callable[[list[Any]], bool]:
     """``messagesRead`` from *this* user for exactly these ids (it is broadcast to the room)."""
     ids = list(message_ids)
     return lambda args: isinstance(_first(args), dict) and args[0].get("userId") == user_id and args[0].get("messageIds") == ids
 
 
-def match_reaction(message_id: str, emoji: str, user_id: str, add: bool) -> Callable[[list], bool]:
+def match_reaction(message_id: str, emoji: str, user_id: str, add: bool) -> Callable[[list[Any]], bool]:
     """``messageReactionUpdate`` for this message whose set for ``emoji`` shows our add/remove."""
 
-    def pred(args: list) -> bool:
+    def pred(args: list[Any]) -> bool:
         p = _first(args)
         if not isinstance(p, dict) or p.get("messageId") != message_id:
             return False
@@ -150,14 +151,14 @@ def match_reaction(message_id: str, emoji: str, user_id: str, add: bool) -> Call
     return pred
 
 
-def match_content(content: str) -> Callable[[list], bool]:
+def match_content(content: str) -> Callable[[list[Any]], bool]:
     """The ``message`` broadcast echoing our own text: the server echoes no client id, so the
     (unique, trimmed) content is the correlation key."""
     return lambda args: isinstance(_first(args), dict) and args[0].get("content") == content
 
 
 # ------------------------------------------------------------------------------------ failures
-class KtbError(Exception):
+class KtbError(Rejected):
     """A KTB server-side failure; the text is ``CODE: message`` (Locust groups failures by it)."""
 
     kind = "KTB_ERROR"
@@ -235,7 +236,7 @@ def classify(event: str, payload: Any) -> KtbError:
     if isinstance(payload, dict):
         code = _text(payload.get("code"))
         if code is None and _text(payload.get("type")) in LOAD_CODES:
-            code = V.LOAD_ERROR  # Node sends {type: "LOAD_ERROR", message} (facts §4)
+            code = V.LOAD_ERROR  # Node sends {type: "LOAD_ERROR", message} (docs/ktb-servers.md Node §4.4)
         message = str(payload.get("message", ""))
     else:
         code, message = None, "" if payload is None else str(payload)
@@ -249,7 +250,7 @@ def classify(event: str, payload: Any) -> KtbError:
 
 
 #: the server's text when the socket's user is not (or no longer) a participant of the room:
-#: chatMessage → MESSAGE_ERROR, fetchPreviousMessages → LOAD_ERROR (facts §4.5, §5)
+#: chatMessage → MESSAGE_ERROR, fetchPreviousMessages → LOAD_ERROR (docs/ktb-servers.md Java §4.5, Node §4.5)
 NO_ROOM_ACCESS = V.E_ROOM_ACCESS
 
 
@@ -365,7 +366,7 @@ def make_content(host: int, pid: int, user: int, seq: int, sent_us: int, prefix:
     return f"{prefix}{_grp(seq)}~{_grp(us)}"
 
 
-_SEC_CACHE: list = [-1, ""]
+_SEC_CACHE: list[Any] = [-1, ""]
 
 
 def parse_content(content: Any) -> Nonce | None:

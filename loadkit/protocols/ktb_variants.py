@@ -2,8 +2,7 @@
 the six operations what completes it for the sender, what the witnesses (other members) see, and
 how a re-join is made safe. Literal events and payloads in, decisions out.
 
-Sources: /work/shared/spec/ktb-node-server-facts.md §7 (what a load client must do) and
-ktb-java-server-facts.md.
+Sources: docs/ktb-servers.md (Node §7: what a load client must do; and the Java sections).
 
 Why these rules live here and not in the Locust user: they are facts about two servers, and each
 one is checked by a unit test against literal payloads (tests/test_ktb_variants.py), which a
@@ -22,7 +21,7 @@ JAVA, NODE = V.JAVA, V.NODE
 
 @dataclass(frozen=True)
 class VariantRules:
-    """What differs between the variants, as the client sees it (facts §7 table)."""
+    """What differs between the variants, as the client sees it (docs/ktb-servers.md Node §7)."""
 
     name: str
     #: the server acks a registered event when asked (Java: netty-socketio's automatic empty ack)
@@ -56,8 +55,8 @@ RULES: dict[str, VariantRules] = {
 # ------------------------------------------------------------------------------- detection
 def detect_variant(*, two_urls: bool, health: int | None, api_health: int | None,
                    powered_by: str | None = None) -> tuple[str, str]:
-    """(variant, why) from what the server shows before the test (facts §7 "Telling the Node
-    variant from the Java variant"). ``health``/``api_health``: HTTP status of ``GET /health`` and
+    """(variant, why) from what the server shows before the test (docs/ktb-servers.md Node §7, "Telling
+    Node from Java"). ``health``/``api_health``: HTTP status of ``GET /health`` and
     ``GET /api/health`` on the REST URL (None: no answer)."""
     if two_urls:
         return JAVA, "REST and Socket.IO on two URLs"
@@ -164,7 +163,8 @@ def fetch_wait(rules: VariantRules, now: float, last_reply_at: float | None) -> 
 
 
 def ignorable(event: str, payload: Any) -> bool:
-    """Known crash-bug follow-ups of ktb-2nd after a *successful* operation (facts §6.2)."""
+    """Known crash-bug follow-ups of ktb-2nd after a *successful* operation
+    (docs/ktb-servers.md Node §6.2)."""
     if event not in (V.ERROR, V.JOIN_ROOM_ERROR) or not isinstance(payload, dict):
         return False
     return payload.get("message") in V.BENIGN_ERRORS

@@ -5,8 +5,7 @@ Why one module: the client recognises a failure by the exact text the server sen
 carry no code), and the reference servers must send exactly those texts. Kept in one place, a
 typo cannot make the client and the servers disagree silently.
 
-Sources: /work/shared/spec/ktb-java-server-facts.md (Java, ``main``) and
-ktb-node-server-facts.md (Node, ``ktb-1st``/``ktb-2nd``).
+Sources: docs/ktb-servers.md (Java, ``main``; Node, ``ktb-1st``/``ktb-2nd``).
 """
 
 from __future__ import annotations
@@ -97,7 +96,7 @@ E_NODE_SESSION_EXPIRED = "세션이 만료되었습니다."
 NODE_CONNECT_ERRORS = ("Authentication error", "Invalid token", "Token expired", "User not found",
                        "Authentication failed", E_NODE_INVALID_SESSION, E_NODE_SESSION_NOT_FOUND,
                        E_NODE_SESSION_EXPIRED)
-#: ktb-2nd sends these after a *successful* join / chat message (crash bugs, facts §6.2): not failures
+#: ktb-2nd sends these after a *successful* join / chat message (crash bugs, docs/ktb-servers.md Node §6.2): not failures
 BENIGN_ERRORS = frozenset({"messages is not defined", "aiService.addRoomHistory is not a function"})
 
 # ----------------------------------------------------------------------- system messages

@@ -29,6 +29,7 @@ import importlib
 
 import orjson
 
+from loadkit.protocols.errors import RemoteProtocolError
 from loadkit.protocols.wsframe import client_frame  # noqa: F401 - re-exported (it lived here)
 
 
@@ -107,7 +108,7 @@ _EIO_SIO_EVENT = "42"  # Engine.IO MESSAGE (4) carrying a Socket.IO EVENT (2)
 EIO_CLOSE = "1"
 
 
-class ProtocolError(Exception):
+class ProtocolError(RemoteProtocolError):
     """The peer sent something that is not valid Engine.IO 4 / Socket.IO 5."""
 
 

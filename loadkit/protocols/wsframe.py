@@ -16,6 +16,8 @@ from __future__ import annotations
 import struct
 from typing import Callable
 
+from loadkit.protocols.errors import LocalProtocolError, RemoteProtocolError
+
 OP_CONT = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -31,7 +33,7 @@ _LARGE = 1 << 16
 _HUGE = 1 << 20
 
 
-class WireError(Exception):
+class WireError(RemoteProtocolError):
     """The byte stream is not valid server-to-client WebSocket framing."""
 
 
@@ -211,11 +213,15 @@ def client_frame(opcode: int, payload: bytes, mask_key: bytes) -> bytes:
 
     Why here and not websocket-client's ``ABNF``: building an ABNF object per message costs several
     times more than these few integer operations, and a load generator sends one per round trip.
+    A control frame (CLOSE, PING, PONG) over 125 bytes is a :class:`LocalProtocolError`: nothing
+    is sent.
     """
     n = len(payload)
     b0 = 0x80 | opcode
     if n < 126:
         head = bytes((b0, 0x80 | n))
+    elif opcode & 0x8:
+        raise LocalProtocolError(f"control frame {opcode:#x} of {n} bytes (at most 125 allowed)")
     elif n < 65536:
         head = bytes((b0, 0xFE)) + n.to_bytes(2, "big")
     else:

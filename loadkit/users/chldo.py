@@ -29,6 +29,7 @@ from locust import User, events, task
 from loadkit.clients.chldo import ChldoClient
 from loadkit.metrics.counters import counters
 from loadkit.options import choice, file_or_inline, number, parsed_by, rule
+from loadkit.options import value as option_value
 from loadkit.users.measure import Measure
 from loadkit.protocols.chldo import build_sendmsg
 from loadkit.protocols.chldo_turn import ChldoConnectError, ChldoError, ChldoTimeout, Turn
@@ -177,25 +178,26 @@ class ChldoUser(User):
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         self.measure = Measure(environment, REQUEST_TYPE)
-        opts = environment.parsed_options
-        get = (lambda name, default: getattr(opts, name, default)) if opts is not None else (lambda n, d: d)
+        def get(name: str) -> Any:  # the run's --chldo-* value, or the default its add_argument declares
+            return option_value(environment, name)
+
         tag, n = process_tag()
         self.user_id = f"lk-{tag}-u{n}"
         self.room_uid = f"lk{tag}r{n}"
         if self.api_key is None:
-            self.api_key = get("chldo_api_key", "demo-key")
+            self.api_key = get("chldo_api_key")
         if isinstance(self.api_key, str):
             self.measure.secrets.append(self.api_key)
         if self.return_voice is None:
-            self.return_voice = parse_return_voice(get("chldo_return_voice", ""))
+            self.return_voice = parse_return_voice(get("chldo_return_voice"))
         if self.prompts is None:
-            self.prompts = load_prompts(get("chldo_prompts", ""))
+            self.prompts = load_prompts(get("chldo_prompts"))
         if self.omit is None:
-            self.omit = parse_omit(get("chldo_omit", ""))
-        self.think = parse_think_time(get("chldo_think_time", "1"))
-        self.turn_timeout = float(get("chldo_turn_timeout", 60.0))
-        self.turns_per_connection = int(get("chldo_turns_per_connection", 0))
-        self.detail = bool(int(get("chldo_detail_metrics", 1)))
+            self.omit = parse_omit(get("chldo_omit"))
+        self.think = parse_think_time(get("chldo_think_time"))
+        self.turn_timeout = float(get("chldo_turn_timeout"))
+        self.turns_per_connection = int(get("chldo_turns_per_connection"))
+        self.detail = bool(int(get("chldo_detail_metrics")))
         self._prompt_index = random.randrange(len(self.prompts))
         self._turns_on_connection = 0
         self._skip_connect_once = False
@@ -203,8 +205,8 @@ class ChldoUser(User):
             raise ValueError("ChldoUser needs --host ws://HOST:PORT (the chldo WebSocket URL)")
         self.client = ChldoClient(
             self.host,
-            connect_timeout=float(get("chldo_connect_timeout", 10.0)),
-            max_message=int(get("chldo_max_message_size", DEFAULT_MAX_MESSAGE)),
+            connect_timeout=float(get("chldo_connect_timeout")),
+            max_message=int(get("chldo_max_message_size")),
             on_stray=self._report_stray,
         )
         self._ctx = {"room_uid": self.room_uid, "user_id": self.user_id}

@@ -33,12 +33,12 @@ from collections import deque
 from typing import Any
 
 import gevent
-from gevent import GreenletExit
 from gevent.event import AsyncResult, Event
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpSession
 
 from loadkit.options import choice, number, parsed_by, rule, url
+from loadkit.options import value as option_value
 from loadkit.protocols.ktb_vocab import E_ROOM_NOT_FOUND
 from loadkit.metrics.counters import counters
 from loadkit.clients.socketio import Disconnect, ErrorAnswer, SocketIOError
@@ -98,10 +98,9 @@ def _add_options(parser: Any) -> None:
                              "event) or send it untimed (off: for a server that never acks it)")
 
 
-def _opt(env: Any, name: str, default: Any) -> Any:
-    po = getattr(env, "parsed_options", None)
-    v = getattr(po, name, None) if po is not None else None
-    return default if v is None else v
+def _opt(env: Any, name: str) -> Any:
+    """The run's ``--ktb-*`` value, or the default its ``add_argument`` above declares."""
+    return option_value(env, name)
 
 
 def parse_weights(text: str) -> dict[str, int]:
@@ -222,26 +221,26 @@ class KtbChatUser(SocketIOUser):
     def __init__(self, environment: Any) -> None:
         env = environment
         self.user_no = next(_USER_SEQ)
-        self.timeout = float(_opt(env, "ktb_timeout", 10.0))
-        self.rest_timeout = float(_opt(env, "ktb_rest_timeout", 0.0) or 0.0) or self.timeout
-        self.server_opt = _opt(env, "ktb_server", "auto") or "auto"
+        self.timeout = float(_opt(env, "ktb_timeout"))
+        self.rest_timeout = float(_opt(env, "ktb_rest_timeout") or 0.0) or self.timeout
+        self.server_opt = _opt(env, "ktb_server") or "auto"
         self.rules: variants.VariantRules | None = None
         self.last_fetch_reply: float | None = None
-        self.wait_min = float(_opt(env, "ktb_wait_min", 1.0))
-        self.wait_max = max(self.wait_min, float(_opt(env, "ktb_wait_max", 3.0)))
-        self.room_size = max(1, int(_opt(env, "ktb_room_size", 10)))
-        self.fixed_room = _opt(env, "ktb_room_id", "") or ""
-        self.password = _opt(env, "ktb_password", "loadkit-pass-1")
-        self.run_id = _opt(env, "ktb_run_id", "") or _RUN_ID
-        self.delivery = _opt(env, "ktb_delivery", "on") == "on"
-        self.banned_word = _opt(env, "ktb_banned_word", "") or ""
-        self.banned_every = int(_opt(env, "ktb_banned_every", 0) or 0)
-        self.max_retry_after = float(_opt(env, "ktb_max_retry_after", 60.0))
-        self.leave_ack = _opt(env, "ktb_leave_ack", "on") == "on"
-        self.auth_first = _opt(env, "ktb_auth_first", "on") == "on"
-        self.heartbeat_check = _opt(env, "ktb_heartbeat", "on") == "on"
-        self.verify_tls = not bool(_opt(env, "ktb_insecure", False))
-        self.socket_url = _opt(env, "ktb_socket_url", "") or None
+        self.wait_min = float(_opt(env, "ktb_wait_min"))
+        self.wait_max = max(self.wait_min, float(_opt(env, "ktb_wait_max")))
+        self.room_size = max(1, int(_opt(env, "ktb_room_size")))
+        self.fixed_room = _opt(env, "ktb_room_id") or ""
+        self.password = _opt(env, "ktb_password")
+        self.run_id = _opt(env, "ktb_run_id") or _RUN_ID
+        self.delivery = _opt(env, "ktb_delivery") == "on"
+        self.banned_word = _opt(env, "ktb_banned_word") or ""
+        self.banned_every = int(_opt(env, "ktb_banned_every") or 0)
+        self.max_retry_after = float(_opt(env, "ktb_max_retry_after"))
+        self.leave_ack = _opt(env, "ktb_leave_ack") == "on"
+        self.auth_first = _opt(env, "ktb_auth_first") == "on"
+        self.heartbeat_check = _opt(env, "ktb_heartbeat") == "on"
+        self.verify_tls = not bool(_opt(env, "ktb_insecure"))
+        self.socket_url = _opt(env, "ktb_socket_url") or None
         super().__init__(environment)
         if not self.host:
             raise ValueError("KtbChatUser needs --host (the REST base URL, e.g. http://127.0.0.1:5001)")
@@ -250,7 +249,7 @@ class KtbChatUser(SocketIOUser):
         self.rest = FastHttpSession(self.host, self.measure.rest_event, user=self, insecure=not self.verify_tls,
                                     network_timeout=self.rest_timeout, connection_timeout=self.rest_timeout,
                                     max_retries=0)
-        weights_opt = _opt(env, "ktb_weights", "") or ""
+        weights_opt = _opt(env, "ktb_weights") or ""
         weights = parse_weights(weights_opt)
         table = {
             "chatMessage": "send_chat",
@@ -572,7 +571,8 @@ class KtbChatUser(SocketIOUser):
         elif isinstance(exc, (ktb.AuthFailed, ktb.JoinRoomError)):
             self.need_session = True
         elif ktb.lost_room_access(exc):
-            # the server dropped us from the room (facts §4.5): a real client joins it again
+            # the server dropped us from the room (docs/ktb-servers.md Java §4.5, Node §4.5): a real client
+            # joins it again
             COUNTERS.bump("room_rejoins")
             self.need_join = True
 
@@ -581,26 +581,18 @@ class KtbChatUser(SocketIOUser):
         """One ``joinRoom`` → its ``joinRoomSuccess`` (not reported yet) and how it reads; a
         failure is reported as ``joinRoom`` and raised."""
         room = self.room_id
-        t0 = time.perf_counter()
-        try:
-            a = self.sio.raw.request("joinRoom", room, answer="joinRoomSuccess", match=ktb.match_join(room),
-                                     errors=ktb.failure_events("joinRoom"), timeout=self.timeout)
-        except ErrorAnswer as exc:
-            err = self.classify_error(exc)
-            self._fire("joinRoom", ((exc.t_recv or time.perf_counter()) - (exc.t_sent or t0)) * 1000.0, exc.nbytes, err)
-            raise err from None
-        except SocketIOError as exc:
-            t_sent = getattr(exc, "t_sent", None) or t0
-            self._fire("joinRoom", ((getattr(exc, "t_recv", None) or time.perf_counter()) - t_sent) * 1000.0,
-                       getattr(exc, "nbytes", 0), exc)
-            raise
-        except GreenletExit:  # stopped (end of the run) while the join waits: counted, not lost
-            self.measure.unfinished("joinRoom", (time.perf_counter() - t0) * 1000.0)
-            raise
+        # the outcome carries its timing, failure or not (GreenletExit: counted as unfinished)
+        o = self.sio.exchange("joinRoom", room, answer="joinRoomSuccess", match=ktb.match_join(room),
+                              errors=ktb.failure_events("joinRoom"), timeout=self.timeout)
+        if o.error is not None:
+            self._fire("joinRoom", o.elapsed_ms, o.nbytes, o.error)
+            raise o.error
+        a = o.value
+        assert a is not None
         return a, variants.join_reply(a.data, self.user_id)
 
     def join(self) -> None:
-        """``joinRoom`` until the server's answer means we are in the room (facts §7): a full
+        """``joinRoom`` until the server's answer means we are in the room (docs/ktb-servers.md Node §7): a full
         ``joinRoomSuccess`` listing us, or (Java) the short form. On Node a short form, or a full
         one without us, is the race with a leave still running: wait until the server shows the
         leave complete, then join again (counted as ``join_raced``; only the attempt that

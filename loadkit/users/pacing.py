@@ -359,38 +359,42 @@ def _patch_taskset() -> None:
         return
     import gevent
     from locust.exception import StopUser
-    from locust.user.task import TaskSet
     from locust.user.users import LOCUST_STATE_STOPPING
 
-    original_execute, original_wait = TaskSet.execute_next_task, TaskSet.wait
+    from loadkit.plugin import patch_taskset
 
-    def execute_next_task(self: Any) -> None:
-        if not PACER.active or self.user._taskset_instance is not self:
-            return original_execute(self)
-        intended = _wait_for_slot(self.user)
-        if intended is None:
-            self._task_queue.popleft()
-            return None
-        me = gevent.getcurrent()
-        _ITERATION[me] = intended
-        PACER.inflight += 1
-        try:
-            return original_execute(self)
-        finally:
-            PACER.inflight -= 1
-            _ITERATION.pop(me, None)
-            if me in _HOLDING:
-                _release(me)
+    def make_execute(original_execute: Any) -> Any:
+        def execute_next_task(self: Any) -> None:
+            if not PACER.active or self.user._taskset_instance is not self:
+                return original_execute(self)
+            intended = _wait_for_slot(self.user)
+            if intended is None:
+                self._task_queue.popleft()
+                return None
+            me = gevent.getcurrent()
+            _ITERATION[me] = intended
+            PACER.inflight += 1
+            try:
+                return original_execute(self)
+            finally:
+                PACER.inflight -= 1
+                _ITERATION.pop(me, None)
+                if me in _HOLDING:
+                    _release(me)
 
-    def wait(self: Any) -> None:
-        if PACER.active and self.user._taskset_instance is self:
-            if self.user._state == LOCUST_STATE_STOPPING:
-                raise StopUser()
-            return None  # the next iteration waits for its start time instead
-        return original_wait(self)
+        return execute_next_task
 
-    TaskSet.execute_next_task = execute_next_task  # type: ignore[method-assign]
-    TaskSet.wait = wait  # type: ignore[method-assign]
+    def make_wait(original_wait: Any) -> Any:
+        def wait(self: Any) -> None:
+            if PACER.active and self.user._taskset_instance is self:
+                if self.user._state == LOCUST_STATE_STOPPING:
+                    raise StopUser()
+                return None  # the next iteration waits for its start time instead
+            return original_wait(self)
+
+        return wait
+
+    patch_taskset(make_execute, make_wait)  # (loadkit.plugin: every Locust patch, with its guard)
     _state["patched"] = True
 
 

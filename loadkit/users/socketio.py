@@ -18,8 +18,11 @@ never recorded with a fake 0 ms response time (unlike ``locust.contrib.socketio`
 
 Failures carry the exception: ``ConnectionFailed``, ``ConnectRefused`` (CONNECT_ERROR),
 ``AnswerTimeout``, ``Disconnect``, ``BadAnswer`` (an answer whose payload the request's predicate
-could not read), or what ``classify_error`` makes of an ``ErrorAnswer``. After
-reporting, the method raises the same exception so the task can react.
+could not read), or what ``classify_error`` makes of an ``ErrorAnswer`` (all of them
+``loadkit.protocols.errors.LoadkitError``: see that module for the shared kinds). After
+reporting, the method raises the same exception so the task can react. The timing and size of a
+failure come from the request's outcome (``exchange()``), exactly as for an answer: send → the
+failure event or malformed answer was read, or → a timeout or a lost connection was detected.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from loadkit.clients.socketio import (
     BadAnswer,
     Disconnect,
     ErrorAnswer,
+    Outcome,
     SocketIOClient,
     SocketIOError,
 )
@@ -123,35 +127,67 @@ class LocustSocketIOClient:
     ) -> Answer:
         """``SocketIOClient.request`` plus one request event named ``name or event``."""
         t0 = perf_counter()
-        try:
+        try:  # (exchange(), inlined: this is the hot path)
             if ack and not answer:
-                a = self.raw.call(event, *args, namespace=namespace, timeout=timeout, errors=errors)
+                o = self.raw._exchange_ack(event, args, errors, namespace, timeout)
             else:
-                a = self.raw._request(event, args, answer, match, errors, namespace, timeout)
-        except ErrorAnswer as exc:
-            err = self.classify_error(exc)
-            self._report(name or event, exc.t_sent or t0, exc.t_recv or perf_counter(), exc.nbytes, err)
-            raise err from None
-        except SocketIOError as exc:
-            # a malformed answer (BadAnswer) knows when it was sent and read; a timeout or a lost
-            # connection is timed from this call to its detection
-            t_sent = getattr(exc, "t_sent", None) or t0
-            self._report(name or event, t_sent, getattr(exc, "t_recv", None) or perf_counter(),
-                         getattr(exc, "nbytes", 0), exc)
-            raise
+                o = self.raw._exchange(event, args, answer, match, errors, namespace, timeout)
         except GreenletExit:  # the user is being stopped (end of the run) while this request waits
             if self._unfinished is not None:
                 self._unfinished(name or event, (perf_counter() - t0) * 1000.0)
             raise
+        exc = o.error
+        if exc is not None:
+            if isinstance(exc, ErrorAnswer):
+                exc = o.error = self.classify_error(exc)
+            self.report(name or event, o)
+            raise exc
         self._fire(
             request_type=self.request_type,
             name=name or event,
-            response_time=(a.t_recv - a.t_sent) * 1000.0,
-            response_length=a.nbytes,
+            response_time=(o.t_recv - o.t_sent) * 1000.0,  # type: ignore[operator]
+            response_length=o.nbytes,
             exception=None,
             context={},
         )
-        return a
+        return o.value  # type: ignore[return-value]
+
+    def exchange(
+        self,
+        event: str,
+        *args: Any,
+        answer: str,
+        name: str | None = None,
+        match: Callable[[list], bool] | None = None,
+        errors: Any = (),
+        namespace: str = "/",
+        timeout: float = 30.0,
+        ack: bool = False,
+    ) -> Outcome:
+        """The request's outcome, not reported yet (for a caller that decides what it means before
+        reporting it, e.g. a KTB join): a failure event's ``ErrorAnswer`` is already what
+        ``classify_error`` makes of it. Report with :meth:`report`."""
+        t0 = perf_counter()
+        try:
+            if ack and not answer:
+                o = self.raw._exchange_ack(event, args, errors, namespace, timeout)
+            else:
+                o = self.raw._exchange(event, args, answer, match, errors, namespace, timeout)
+        except GreenletExit:  # the user is being stopped (end of the run) while this request waits
+            if self._unfinished is not None:
+                self._unfinished(name or event, (perf_counter() - t0) * 1000.0)
+            raise
+        exc = o.error
+        if exc is not None and isinstance(exc, ErrorAnswer):
+            o.error = self.classify_error(exc)
+        return o
+
+    def report(self, name: str, o: Outcome, exc: BaseException | None = None) -> None:
+        """One request event for outcome ``o``, timed and sized by it (send → what resolved it, or
+        → its detection for a timeout or a lost connection); ``exc`` overrides ``o.error`` (e.g. an
+        answer that arrived but does not count)."""
+        self._report(name, o.t_sent, o.t_recv if o.t_recv is not None else perf_counter(), o.nbytes,
+                     exc if exc is not None else o.error)
 
     def call(
         self,

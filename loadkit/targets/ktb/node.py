@@ -1,8 +1,8 @@
 """The Node.js variant of the KTB reference server (``loadkit serve ktb --variant node``).
 
 It reproduces what a *client* of the upstream Node backend (``ktb-1st``: Express + socket.io 4.8 +
-mongoose + Redis, one port) can observe, fact by fact from
-/work/shared/spec/ktb-node-server-facts.md (section numbers below refer to it):
+mongoose + Redis, one port) can observe, fact by fact from the Node sections of
+docs/ktb-servers.md (every "§" number in this module refers to them):
 
 * REST and Socket.IO on one port; ``GET /health`` (``/api/health`` is a 404 JSON); JSON 401 bodies;
   ``x-auth-token`` + ``x-session-id`` (Bearer ignored); register logs in; 64-hex session ids (§1, §2);

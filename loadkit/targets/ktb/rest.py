@@ -1,9 +1,9 @@
 """The REST half of the KTB server as a plain WSGI app (Spring controllers + Spring Security).
 
 Routing is a handful of fixed paths, so a tiny dispatcher here is faster and clearer than pulling in
-a web framework. Every status code, body and Korean message follows facts sheet §2–§3, including
-Spring Security's quirks: an auth failure is 401 with an *empty* body, and a bad token is rejected
-even on the public ``/api/auth/**`` paths.
+a web framework. Every status code, body and Korean message follows docs/ktb-servers.md Java §2–§3
+(the table: docs/ktb-server.md "REST (Java)"), including Spring Security's quirks: an auth failure
+is 401 with an *empty* body, and a bad token is rejected even on the public ``/api/auth/**`` paths.
 """
 
 from __future__ import annotations

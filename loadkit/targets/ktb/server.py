@@ -122,6 +122,9 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
     With ``cfg.faults`` the REST app and the Socket.IO handlers are wrapped by
     :mod:`loadkit.targets.ktb.faults` (the dice is ``servers[0]._loadkit_faults``); without, nothing
     of it is installed."""
+    from .internals import check_all
+
+    check_all()  # the python-socketio/engineio/gevent-websocket internals overridden here: one line if moved
     import socketio
     from geventwebsocket.handler import WebSocketHandler
 

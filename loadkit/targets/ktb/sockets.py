@@ -1,4 +1,4 @@
-"""The Socket.IO half of the KTB server: handshake auth and the six client events (facts §4–§7).
+"""The Socket.IO half of the KTB server: handshake auth and the six client events (docs/ktb-servers.md Java §4–§7).
 
 Built on python-socketio's ``socketio.Server`` (Engine.IO 4 / Socket.IO 5, websocket and polling).
 ``KtbSocketServer`` adds what netty-socketio does differently from python-socketio:
@@ -36,7 +36,7 @@ log = logging.getLogger("loadkit.ktb.socket")
 
 DROP = object()  # handler result: the payload did not deserialise → no answer, no ack (Java drops it)
 
-# error texts (facts §5): the vocabulary shared with the load users
+# error texts (docs/ktb-servers.md Java §5): the vocabulary shared with the load users
 from loadkit.protocols.ktb_vocab import (  # noqa: E402
     E_BANNED, E_CONNECT, E_FILE_ACCESS, E_FILE_DATA, E_ID_NULL, E_LEAVE, E_MSG_NOT_FOUND, E_NO_DATA,
     E_NO_ROOM_INFO, E_RATE, E_REACTION, E_REACTION_TYPE, E_READ, E_ROOM_ACCESS, E_ROOM_NOT_FOUND, E_SESSION,

@@ -1,4 +1,4 @@
-"""JSON shapes exactly as the Java server serialises them (facts sheet §3 and §8).
+"""JSON shapes exactly as the Java server serialises them (docs/ktb-servers.md Java §3 and §8).
 
 The same object has several shapes depending on the code path that built it (live ``message`` vs
 history, the RoomController vs RoomService mapper), so each shape has its own function here.
