@@ -57,7 +57,7 @@ EVENTS = V.CLIENT_EVENTS
 _ROOM = re.compile(r"^/api/rooms/[^/]+$")
 _ROOM_JOIN = re.compile(r"^/api/rooms/[^/]+/join$")
 
-#: (method, path or pattern) -> 500 body, per variant (Java facts §2.4–§3, Node facts §2.1–§2.6)
+#: (method, path or pattern) -> 500 body, per variant (docs/ktb-servers.md Java §2–§3, Node §2)
 _JAVA_REST: list[tuple[str, Any, dict[str, Any]]] = [
     ("POST", "/api/auth/register", {"success": False, "message": "회원가입 처리 중 오류가 발생했습니다."}),
     ("POST", "/api/auth/login", {"success": False, "message": "로그인 처리 중 오류가 발생했습니다."}),
@@ -95,7 +95,7 @@ def rest_error_body(variant: str, method: str, path: str) -> dict[str, Any]:
 
 #: event -> (error event, payload) the variant sends when the handler fails unexpectedly
 SOCKET_ERRORS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
-    "java": {  # Java facts §5: each handler's catch block (code-less ones carry no code)
+    "java": {  # docs/ktb-servers.md Java §5: each handler's catch block (code-less ones carry no code)
         V.JOIN_ROOM: (V.JOIN_ROOM_ERROR, {"message": V.E_JOIN_FAILED}),
         V.LEAVE_ROOM: (V.ERROR, {"message": V.E_LEAVE}),
         V.CHAT_MESSAGE: (V.ERROR, {"code": V.MESSAGE_ERROR, "message": "메시지 전송 중 오류가 발생했습니다."}),
@@ -103,7 +103,7 @@ SOCKET_ERRORS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         V.MARK_READ: (V.ERROR, {"message": V.E_READ}),
         V.MESSAGE_REACTION: (V.ERROR, {"message": V.E_REACTION}),
     },
-    "node": {  # Node facts §4: fallbacks; a failed load ends in LOAD_ERROR "max retries" ({type}, not {code})
+    "node": {  # docs/ktb-servers.md Node §4: fallbacks; a failed load ends in LOAD_ERROR "max retries" ({type}, not {code})
         V.JOIN_ROOM: (V.JOIN_ROOM_ERROR, {"message": V.E_JOIN_FAILED}),
         V.LEAVE_ROOM: (V.ERROR, {"message": V.E_LEAVE}),
         V.CHAT_MESSAGE: (V.ERROR, {"code": V.MESSAGE_ERROR, "message": "메시지 전송 중 오류가 발생했습니다."}),
@@ -114,7 +114,7 @@ SOCKET_ERRORS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
 }
 
 #: CONNECT_ERROR data when the handshake fails unexpectedly: netty-socketio's fallback for an
-#: exception without a message (a bare string), socket.io's ``io.use`` catch-all (Node facts §3.1)
+#: exception without a message (a bare string), socket.io's ``io.use`` catch-all (docs/ktb-servers.md Node §3)
 CONNECT_ERRORS: dict[str, Any] = {"java": "Internal error", "node": {"message": "Authentication failed"}}
 
 
