@@ -244,6 +244,10 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "frame-masked-mid-session": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame("42[]", mask=True)])),
     "sio-garbage-mid-session": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame('42["message",{')])),
     "sio-event-without-name": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame("42[5]")])),
+    "chat-echo-over-the-limit": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(b"", length=20 << 20)])),
+    "chat-echo-over-max-message-size": Behaviour(answer=_echo_with(_id="m1", padding="x" * (2 << 20))),
+    # --- a large answer under the limit (not spoiled: the memory test, tests/test_hostile_ktb.py)
+    "chat-echo-15mb": Behaviour(answer=_echo_with(_id="m1", padding="x" * (15 << 20))),
     # --- REST
     "rest-register-html": Behaviour(rest={"/api/auth/register": HTML}),
     "rest-register-500": Behaviour(rest={"/api/auth/register": http("500 Internal Server Error",

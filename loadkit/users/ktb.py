@@ -85,6 +85,9 @@ def _add_options(parser: Any) -> None:
     parser.add_argument("--ktb-banned-word", default="", help="word appended to every Nth message (forces MESSAGE_REJECTED)")
     parser.add_argument("--ktb-banned-every", type=int, default=0, help="N for --ktb-banned-word (0: never)")
     parser.add_argument("--ktb-insecure", action="store_true", default=False, help="do not verify TLS certificates (wss://)")
+    parser.add_argument("--ktb-max-message-size", type=int, default=16 * 1024 * 1024,
+                        help="largest websocket message (bytes) a KTB user accepts: a bigger one ends the connection "
+                             "(a classified failure of the request waiting on it); default 16777216 (16 MiB)")
     parser.add_argument("--ktb-max-retry-after", type=float, default=60.0, help="cap on the RATE_LIMIT pause (seconds)")
     parser.add_argument("--ktb-heartbeat", default="on", choices=["on", "off"],
                         help="declare a connection lost when the server sends no Engine.IO ping for pingInterval + "
@@ -202,6 +205,7 @@ def _checks() -> None:
     rule("--ktb-weights", parsed_by(parse_weights))
     rule("--ktb-banned-every", number(0, integer=True))
     rule("--ktb-max-retry-after", number(0, 86400))
+    rule("--ktb-max-message-size", number(1024, 1 << 30, integer=True))
     rule("--ktb-server", choice("auto", "java", "node"))
     for flag in ("--ktb-delivery", "--ktb-heartbeat", "--ktb-leave-ack", "--ktb-auth-first"):
         rule(flag, choice("on", "off"))
@@ -241,6 +245,7 @@ class KtbChatUser(SocketIOUser):
         self.auth_first = _opt(env, "ktb_auth_first", "on") == "on"
         self.heartbeat_check = _opt(env, "ktb_heartbeat", "on") == "on"
         self.verify_tls = not bool(_opt(env, "ktb_insecure", False))
+        self.max_message_size = int(_opt(env, "ktb_max_message_size", 16 * 1024 * 1024))
         self.socket_url = _opt(env, "ktb_socket_url", "") or None
         # the whole handshake (TCP, upgrade, Engine.IO OPEN, CONNECT acks) is bounded by --ktb-timeout
         # (raised to the variant's floor in server_rules: a Node handshake may be held 10 s)
@@ -250,6 +255,7 @@ class KtbChatUser(SocketIOUser):
             raise ValueError("KtbChatUser needs --host (the REST base URL, e.g. http://127.0.0.1:5001)")
         # REST calls time out after --ktb-rest-timeout (never a library default), and a request is
         # sent once: a POST that timed out may have been executed (register: handled in login())
+        self.sio.raw.max_message = self.max_message_size  # (the frame decoder's limit, set at each upgrade)
         self.rest = FastHttpSession(self.host, self.measure.rest_event, user=self, insecure=not self.verify_tls,
                                     network_timeout=self.rest_timeout, connection_timeout=self.rest_timeout,
                                     max_retries=0)
