@@ -182,6 +182,7 @@ def _echo_with(**fields: Any) -> Answer:
     return on("chatMessage", lambda a, s, _: [sio("message", {"content": _content(a), "room": "r", **fields})])
 
 
+CLOSE = b"<close>"  # a REST answer that is no answer: the connection is closed
 HTML = http("200 OK", "<html><body>It works!</body></html>", "text/html")
 LOGIN = "/api/auth/login"
 
@@ -233,7 +234,19 @@ BEHAVIOURS: dict[str, Behaviour] = {
         sio("messageReactionUpdate", {"messageId": a[0]["messageId"], "reactions": [1]})])),
     "reaction-users-a-number": Behaviour(answer=on("messageReaction", lambda a, s, _: [
         sio("messageReactionUpdate", {"messageId": a[0]["messageId"], "reactions": {a[0]["reaction"]: 5}})])),
-    # --- acks, binary, silence, disconnects mid-session
+    # --- events nobody asked for, every field of the wrong type, right after a correct join: the
+    # handlers (other members' messages, read receipts, leave notices, unclaimed errors) must shrug
+    "unsolicited-events-of-wrong-types": Behaviour(answer=on("joinRoom", lambda a, s, _: default_answer(
+        "joinRoom", a, s, None) + [
+        sio("message", 5), sio("message", {"_id": {"x": 1}, "room": ["r"], "content": 7}),
+        sio("message", {"_id": "m9", "type": "system", "content": 5}),
+        sio("message", {"_id": "m8", "type": "system", "content": "lk user 0 p1님이 퇴장하였습니다.", "room": 3}),
+        sio("message", {"_id": ["m7"], "content": "lk 1.2~3~4~5~6", "room": _room(a)}),
+        sio("messagesRead", "x"), sio("messagesRead", {"userId": 5, "messageIds": "x"}),
+        sio("messagesRead", {"userId": "u-other", "messageIds": [{"a": 1}]}),
+        sio("messageReactionUpdate", 7), sio("participantsUpdate", "x"), sio("error", 5),
+        sio("joinRoomError", [1]), sio("error", {"code": ["x"], "message": {"m": 1}}), sio("brandNewEvent", {}),
+        sio("message"), frame("42[\"message\",null,null]")])),
     "ack-unknown-and-duplicate-ids": Behaviour(answer=on("leaveRoom", lambda a, s, ack: [
         frame(f"43{(ack or 0) + 100}[]"), frame("43999[]"), frame(f"43{(ack or 0) + 100}[]")])),
     "binary-event-answer": Behaviour(answer=on("chatMessage", lambda a, s, _: [
@@ -260,6 +273,8 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "rest-login-token-a-number": Behaviour(rest={LOGIN: http("200 OK", '{"token":12345,"sessionId":"s1",'
                                                                        '"user":{"_id":"u1"}}')}),
     "rest-login-hangs": Behaviour(rest={LOGIN: b""}),
+    "rest-login-not-http": Behaviour(rest={LOGIN: b"SSH-2.0-OpenSSH_9.6\r\n\r\n"}),
+    "rest-login-closes": Behaviour(rest={LOGIN: CLOSE}),
     "rest-room-id-wrong-type": Behaviour(rest={"/api/rooms": http("201 Created", '{"success":true,"data":{"_id":5}}')}),
 }
 
@@ -350,8 +365,8 @@ def _websocket(conn: socket.socket, headers: dict[str, str], b: Behaviour, buf: 
         frames = b.answer(event, args, s, ack_id) if b.answer is not None else None
         if frames is None:
             frames = default_answer(event, args, s, ack_id)
-        for f in frames:
-            conn.sendall(f)
+        if frames:
+            conn.sendall(b"".join(frames))  # one write: an answer's frames arrive together
 
 
 def handle(name: str, conn: socket.socket, _addr: Any) -> None:
@@ -368,6 +383,8 @@ def handle(name: str, conn: socket.socket, _addr: Any) -> None:
                 answer = _rest(path, body)
             elif not answer:
                 gevent.sleep(3600)  # a REST call that never gets an answer
+                return
+            elif answer == CLOSE:
                 return
             conn.sendall(answer)
     except OSError:

@@ -135,6 +135,7 @@ def test_ktb_option_checks_say_which_option_and_what_is_wrong():
         ("ktb_wait_max", "inf", "--ktb-wait-max: expected a finite number"),
         ("ktb_max_retry_after", "-5", "--ktb-max-retry-after: must be >= 0"),
         ("ktb_banned_every", "-1", "--ktb-banned-every: must be >= 0"),
+        ("ktb_max_message_size", "100", "--ktb-max-message-size: must be >= 1024"),
         ("ktb_socket_url", "notaurl", "--ktb-socket-url: needs a URL starting with http:// or https://"),
         ("ktb_server", "nodejs", "--ktb-server: expected one of auto, java, node"),
     ):
