@@ -139,9 +139,10 @@ def _payload(event: str, args: list) -> dict:
     return p
 
 
-def _check(ok: bool, event: str, field: str, value: Any, want: str) -> None:
-    if not ok:
-        raise ValueError(f"{event}.{field} is {_kind(value)}, not {want}: {value!r:.80}")
+def _check(ok: bool, event: str, field: str, value: Any, want: str, *, secret: bool = False) -> None:
+    if not ok:  # (a secret's value, even of the wrong type, is never shown: only its type)
+        shown = "" if secret else f": {value!r:.80}"
+        raise ValueError(f"{event}.{field} is {_kind(value)}, not {want}{shown}")
 
 
 def _check_list_of_objects(event: str, field: str, value: Any, *, required: bool = False) -> None:
@@ -415,8 +416,8 @@ def login_answer(body_text: str | None) -> tuple[str, str, str | None]:
     fails (``AUTH_FAILED``) instead of the user dying of an AttributeError."""
     data = json_object(body_text)
     token, sid = data.get("token"), data.get("sessionId")
-    _check(isinstance(token, str) and bool(token), "answer", "token", token, "a non-empty string")
-    _check(isinstance(sid, str) and bool(sid), "answer", "sessionId", sid, "a non-empty string")
+    _check(isinstance(token, str) and bool(token), "answer", "token", token, "a non-empty string", secret=True)
+    _check(isinstance(sid, str) and bool(sid), "answer", "sessionId", sid, "a non-empty string", secret=True)
     return token, sid, _user_id(data)
 
 
