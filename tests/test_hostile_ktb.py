@@ -36,8 +36,8 @@ from loadkit.users.ktb import KtbChatUser
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 HOSTILE = str(HERE / "hostile_ktb.py")
-RUN_S = 4.0
-TIMEOUT_S = 1.0  # --ktb-timeout: answers, REST calls and the whole connect handshake
+RUN_S = 5.0
+TIMEOUT_S = 2.0  # --ktb-timeout: answers, REST calls and the whole connect handshake
 
 LOGIN, REGISTER, ROOMS = "/api/auth/login", "/api/auth/register", "/api/rooms"
 REST_FAIL = {"CatchResponseError"}  # Locust's class for a REST answer the user judged failed
@@ -180,8 +180,8 @@ def run(hostile):
                                                        "fixed_count": 2})
         cls.tasks = [getattr(KtbChatUser, t) for t in tasks]  # (set after: Locust's metaclass adds the base's)
         classes.append(cls)
-    opts = parse_options(["--ktb-timeout", str(TIMEOUT_S), "--ktb-server", "java", "--ktb-wait-min", "0.05",
-                          "--ktb-wait-max", "0.1", "--ktb-auth-first", "off", "--ktb-room-size", "2",
+    opts = parse_options(["--ktb-timeout", str(TIMEOUT_S), "--ktb-server", "java", "--ktb-wait-min", "0.1",
+                          "--ktb-wait-max", "0.2", "--ktb-auth-first", "off", "--ktb-room-size", "2",
                           "--ktb-max-message-size", str(1 << 20)])
     env = Environment(user_classes=classes, events=Events(), parsed_options=opts)
 
@@ -269,7 +269,7 @@ def test_locust_runs_against_hostile_servers_fail_classified_without_tracebacks(
         procs[behaviour] = ManagedProcess(
             [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "ktb_chat.py"), "--headless",
              "-u", "2", "-r", "2", "-t", f"{seconds}s", "--host", f"http://127.0.0.1:{hostile[behaviour]}",
-             "--csv", str(prefix), "--only-summary", "--ktb-server", "java", "--ktb-timeout", str(TIMEOUT_S),
+             "--csv", str(prefix), "--only-summary", "--ktb-server", "java", "--ktb-timeout", "1",
              "--ktb-wait-min", "0.1", "--ktb-wait-max", "0.2"],
             log_path=tmp_path / f"{behaviour}.log").start()
     t0 = time.monotonic()
