@@ -261,6 +261,12 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "chat-echo-over-max-message-size": Behaviour(answer=_echo_with(_id="m1", padding="x" * (2 << 20))),
     # --- a large answer under the limit (not spoiled: the memory test, tests/test_hostile_ktb.py)
     "chat-echo-15mb": Behaviour(answer=_echo_with(_id="m1", padding="x" * (15 << 20))),
+    # --- the Node variant's own paths (the test runs these users with --ktb-server node)
+    "node-register-user-a-string": Behaviour(rest={"/api/auth/register": http(
+        "201 Created", '{"success":true,"token":"t1","sessionId":"s1","user":"bob"}')}),
+    "node-join-never-lists-the-user": Behaviour(answer=_join_with(participants=[{"_id": "someone-else"}], messages=[])),
+    "node-room-check-html": Behaviour(answer=_join_with(participants=[], messages=[]),
+                                      rest={"/api/rooms/": HTML}),
     # --- REST
     "rest-register-html": Behaviour(rest={"/api/auth/register": HTML}),
     "rest-register-500": Behaviour(rest={"/api/auth/register": http("500 Internal Server Error",
@@ -378,7 +384,8 @@ def handle(name: str, conn: socket.socket, _addr: Any) -> None:
             if path.startswith("/socket.io/"):
                 _websocket(conn, headers, b, buf)
                 return
-            answer = b.rest.get(path.split("?")[0])
+            route = path.split("?")[0]
+            answer = b.rest.get(route, b.rest.get(route.rsplit("/", 1)[0] + "/") if route.count("/") > 2 else None)
             if answer is None:
                 answer = _rest(path, body)
             elif not answer:

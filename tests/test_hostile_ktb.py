@@ -94,6 +94,9 @@ EXPECTED: dict[str, tuple[dict[str, set[str]], tuple[str, ...]]] = {
     "sio-event-without-name": ({"chatMessage": {"Disconnect"}}, CHAT),
     "chat-echo-over-the-limit": ({"chatMessage": {"Disconnect"}}, CHAT),
     "chat-echo-over-max-message-size": ({"chatMessage": {"Disconnect"}}, CHAT),  # 2 MiB, over the run's 1 MiB
+    "node-register-user-a-string": ({REGISTER: REST_FAIL}, CHAT),
+    "node-join-never-lists-the-user": ({"joinRoom": {"JoinRoomError"}}, CHAT),  # JOIN_NOT_LISTED after 3 answers
+    "node-room-check-html": ({"joinRoom": {"JoinRoomError"}, "/api/rooms/[id]": REST_FAIL}, CHAT),
     "rest-register-html": ({REGISTER: REST_FAIL}, CHAT),
     "rest-register-500": ({REGISTER: REST_FAIL}, CHAT),
     "rest-login-html": ({LOGIN: REST_FAIL}, CHAT),
@@ -153,6 +156,11 @@ def _behaviour_of_current() -> str:
 class HostileUser(KtbChatUser):
     abstract = True
     behaviour = ""
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        if self.behaviour.startswith("node-"):
+            self.server_opt = "node"  # (decided lazily, per host: this user's variant)
 
     def on_start(self) -> None:
         _BY_GREENLET[gevent.getcurrent()] = self.behaviour  # (a greenlet's args are cleared when it is killed)
