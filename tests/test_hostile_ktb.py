@@ -96,6 +96,7 @@ EXPECTED: dict[str, tuple[dict[str, set[str]], tuple[str, ...]]] = {
     "chat-echo-over-max-message-size": ({"chatMessage": {"Disconnect"}}, CHAT),  # 2 MiB, over the run's 1 MiB
     "node-register-user-a-string": ({REGISTER: REST_FAIL}, CHAT),
     "node-join-never-lists-the-user": ({"joinRoom": {"JoinRoomError"}}, CHAT),  # JOIN_NOT_LISTED after 3 answers
+    # (each failing REST check is retried for --ktb-timeout: the join's own failure may come after the run)
     "node-room-check-html": ({"joinRoom": {"JoinRoomError"}, "/api/rooms/[id]": REST_FAIL}, CHAT),
     "rest-register-html": ({REGISTER: REST_FAIL}, CHAT),
     "rest-register-500": ({REGISTER: REST_FAIL}, CHAT),
@@ -109,6 +110,10 @@ EXPECTED: dict[str, tuple[dict[str, set[str]], tuple[str, ...]]] = {
     "rest-login-closes": ({LOGIN: REST_FAIL}, CHAT),
     "rest-room-id-wrong-type": ({ROOMS: REST_FAIL}, CHAT),
 }
+
+
+#: spoiled requests that need not have failed within the run (but never succeed, nor fail otherwise)
+SLOWER = {"node-room-check-html": {"joinRoom"}}
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +241,8 @@ def test_hostile_behaviour_is_a_classified_failure(run, behaviour):
     assert not o.user_errors, o.user_errors  # no user died of an exception
     assert not [t for b, t in run["tracebacks"] if b == behaviour], [t for b, t in run["tracebacks"] if b == behaviour]
     for name, classes in spoiled.items():
-        assert o.failed.get(name), f"{name} never failed: {seen}"
-        assert set(o.failed[name]) <= classes, seen  # a documented class, the right one
+        assert o.failed.get(name) or name in SLOWER.get(behaviour, ()), f"{name} never failed: {seen}"
+        assert set(o.failed.get(name, ())) <= classes, seen  # a documented class, the right one
         assert not o.ok.get(name), f"{name} succeeded although the server spoiled it: {seen}"
     # nothing else failed: the failure is pinned on the request the server spoiled
     assert set(o.failed) <= set(spoiled), seen
