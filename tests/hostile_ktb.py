@@ -251,6 +251,10 @@ BEHAVIOURS: dict[str, Behaviour] = {
         frame(f"43{(ack or 0) + 100}[]"), frame("43999[]"), frame(f"43{(ack or 0) + 100}[]")])),
     "binary-event-answer": Behaviour(answer=on("chatMessage", lambda a, s, _: [
         frame('451-["message",{"_placeholder":true,"num":0}]'), frame(b"\x00\x01binary", opcode=0x2)])),
+    "binary-attachments-too-many": Behaviour(answer=on("chatMessage", lambda a, s, _: [
+        frame('451000000-["message",{"_placeholder":true,"num":0}]')])),
+    "binary-attachments-over-the-limit": Behaviour(answer=on("chatMessage", lambda a, s, _: [
+        frame('453-["message",{"_placeholder":true,"num":0}]')] + [frame(b"x" * 600_000, opcode=0x2)] * 3)),
     "binary-frame-stray": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(b"\x00\x01", opcode=0x2)])),
     "never-answers-any-emit": Behaviour(answer=lambda ev, a, s, ack: []),
     "sio-disconnect-on-emit": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame("41")])),

@@ -86,6 +86,8 @@ EXPECTED: dict[str, tuple[dict[str, set[str]], tuple[str, ...]]] = {
     "unsolicited-events-of-wrong-types": ({}, CHAT),
     "ack-unknown-and-duplicate-ids": ({"leaveRoom": {"AnswerTimeout"}}, ("rejoin",)),
     "binary-event-answer": ({"chatMessage": {"BadAnswer"}}, CHAT),
+    "binary-attachments-too-many": ({"chatMessage": {"Disconnect"}}, CHAT),
+    "binary-attachments-over-the-limit": ({"chatMessage": {"Disconnect"}}, CHAT),  # 1.8 MB, over the run's 1 MiB
     "binary-frame-stray": ({"chatMessage": {"Disconnect"}}, CHAT),
     "never-answers-any-emit": ({"joinRoom": {"AnswerTimeout"}}, CHAT),
     "sio-disconnect-on-emit": ({"chatMessage": {"Disconnect"}}, CHAT),
