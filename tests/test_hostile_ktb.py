@@ -3,12 +3,13 @@ Engine.IO, Socket.IO, the JSON of every answer a KTB user reads, the acks, or th
 classified failure of the request it spoiled, never a traceback, a hang or a dead user.
 
 One hostile server process (tests/hostile_ktb.py) serves every behaviour on a port of its own.
-One in-process Locust run (a ``LocalRunner``, two users per behaviour, ~4 s) loads all of them at
+One in-process Locust run (a ``LocalRunner``, two users per behaviour, 5 s) loads all of them at
 once; each behaviour's test then reads what its own users reported (request events are fired in the
 user's greenlet, so each is attributed to its user's class). A few real ``locust`` command lines
 check what a user of the tool sees: exit code, stderr, ``_failures.csv`` and ``_exceptions.csv``.
 
-The failure classes a user can see are documented in docs/failures.md.
+The failure classes a user can see are documented in docs/ktb-users.md ("Failure classes"). To add
+a behaviour: an entry in ``BEHAVIOURS`` (tests/hostile_ktb.py) and its expected classes here.
 """
 
 from __future__ import annotations
