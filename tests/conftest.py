@@ -149,7 +149,7 @@ SLOW_MODULES = {
     "test_hdr", "test_k8s", "test_ktb_server", "test_ktb_server_fuzz", "test_ktb_users_locust",
     "test_measure", "test_multihost", "test_options", "test_prometheus", "test_report_bad_input",
     "test_report_k6_scripts", "test_report_locust", "test_report_workers", "test_web_ui_options",
-    "test_chldo_server", "test_chldo_users", "test_hostile_handshake",
+    "test_chldo_server", "test_chldo_users", "test_hostile_handshake", "test_hostile_ktb",
 }
 
 SLOW_TESTS = {"test_banned_words_match_java_contains_semantics_on_a_10k_list"}

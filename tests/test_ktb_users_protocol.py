@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import string
 
 import pytest
@@ -84,7 +85,9 @@ def test_classify_kinds_and_texts():
 
 def test_answer_matchers():
     assert ktb.match_join("r1")([{"roomId": "r1"}]) and not ktb.match_join("r1")([{"roomId": "r2"}])
-    assert not ktb.match_join("r1")([]) and not ktb.match_join("r1")(["r1"])
+    for not_an_object in ([], ["r1"]):  # no joinRoomSuccess can be anyone's answer: malformed
+        with pytest.raises(ValueError, match="joinRoomSuccess payload is"):
+            ktb.match_join("r1")(not_an_object)
     m = ktb.match_read("u1", ["a", "b"])
     assert m([{"userId": "u1", "messageIds": ["a", "b"]}])
     assert not m([{"userId": "u2", "messageIds": ["a", "b"]}]) and not m([{"userId": "u1", "messageIds": ["a"]}])
@@ -94,7 +97,9 @@ def test_answer_matchers():
     assert rem([{"messageId": "m1", "reactions": {}}]) and not rem([{"messageId": "m1", "reactions": {"👍": ["u1"]}}])
     assert not add([{"messageId": "m2", "reactions": {"👍": ["u1"]}}])
     c = ktb.match_content("lk 1~2")
-    assert c([{"content": "lk 1~2"}]) and not c([{"content": "lk 1~3"}]) and not c([None])
+    assert c([{"content": "lk 1~2"}]) and not c([{"content": "lk 1~3"}])
+    with pytest.raises(ValueError, match="message payload is null"):
+        c([None])
 
 
 @pytest.mark.parametrize("payload", [
@@ -130,6 +135,7 @@ def test_ktb_option_checks_say_which_option_and_what_is_wrong():
         ("ktb_wait_max", "inf", "--ktb-wait-max: expected a finite number"),
         ("ktb_max_retry_after", "-5", "--ktb-max-retry-after: must be >= 0"),
         ("ktb_banned_every", "-1", "--ktb-banned-every: must be >= 0"),
+        ("ktb_max_message_size", "100", "--ktb-max-message-size: must be >= 1024"),
         ("ktb_socket_url", "notaurl", "--ktb-socket-url: needs a URL starting with http:// or https://"),
         ("ktb_server", "nodejs", "--ktb-server: expected one of auto, java, node"),
     ):
@@ -145,3 +151,88 @@ def test_counters_fold_names_beyond_the_cap_into_other():
     for name in ("a", "b", "c", "d", "e", "a"):
         c.bump(name)
     assert c == {"a": 2, "b": 1, "c": 1, "<other>": 2}
+
+
+# ------------------------------------------------------------------ wrong-typed answers (issue #15)
+@pytest.mark.parametrize("matcher,args,says", [
+    (ktb.match_join("r1"), [{"roomId": "r1", "messages": 5}], "joinRoomSuccess.messages is int, not a list"),
+    (ktb.match_join("r1"), [{"roomId": "r1", "participants": "x"}], "joinRoomSuccess.participants is str"),
+    (ktb.match_join("r1"), [{"roomId": "r1", "messages": [5]}], "joinRoomSuccess.messages[0] is int, not an object"),
+    (ktb.match_join("r1"), [{"roomId": "r1", "messages": [{"_id": 7}]}], "messages[0]._id is int, not a string"),
+    (ktb.match_join("r1"), [{"roomId": "r1", "participants": [None]}], "participants[0] is null"),
+    (ktb.match_join("r1"), [{"roomId": "r1", "hasMore": "yes"}], "joinRoomSuccess.hasMore is str, not a boolean"),
+    (ktb.match_join("r1"), ["ok"], "joinRoomSuccess payload is str"),
+    (ktb.match_previous(), [{"messages": None, "hasMore": False}], "previousMessagesLoaded.messages is null"),
+    (ktb.match_previous(), [{"messages": [], "hasMore": "yes"}], "previousMessagesLoaded.hasMore is str"),
+    (ktb.match_previous(), [[1, 2]], "previousMessagesLoaded payload is list"),
+    (ktb.match_read("u1", ["a"]), [{"userId": "u1", "messageIds": "all"}], "messagesRead.messageIds is str"),
+    (ktb.match_read("u1", ["a"]), [{"userId": 5, "messageIds": ["a"]}], "messagesRead.userId is int"),
+    (ktb.match_read("u1", ["a"]), [5], "messagesRead payload is int"),
+    (ktb.match_reaction("m1", "👍", "u1", True), [{"messageId": "m1", "reactions": [1]}], "reactions is list"),
+    (ktb.match_reaction("m1", "👍", "u1", True), [{"messageId": "m1", "reactions": {"👍": 5}}], "is int, not a list"),
+    (ktb.match_reaction("m1", "👍", "u1", True), [None], "messageReactionUpdate payload is null"),
+    (ktb.match_content("lk 1"), [{"content": "lk 1", "_id": {"$oid": 1}}], "message._id is dict, not a string"),
+    (ktb.match_content("lk 1"), [b"\x00binary"], "message payload is bytes"),
+])
+def test_a_wrong_typed_field_of_our_answer_is_named(matcher, args, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        matcher(args)
+
+
+def test_well_formed_answers_of_both_variants_pass_and_others_answers_are_not_checked():
+    join = ktb.match_join("r1")
+    assert join([{"roomId": "r1"}])  # Java's short form
+    assert join([{"roomId": "r1", "participants": [{"_id": "u1", "name": "a"}], "hasMore": True, "activeStreams": [],
+                  "messages": [{"_id": "m1", "content": "x", "type": "text", "sender": {"_id": "u1"}}]}])
+    assert not join([{"roomId": "r2", "messages": 5}])  # another room's answer: not ours, not judged
+    assert ktb.match_previous()([{"messages": [{"_id": "m1"}], "hasMore": False, "oldestTimestamp": 1}])
+    assert ktb.match_read("u1", ["a"])([{"userId": "u1", "messageIds": ["a"]}])
+    assert not ktb.match_read("u1", ["a"])([{"userId": "u2", "messageIds": "all"}])  # another member's
+    react = ktb.match_reaction("m1", "👍", "u1", False)
+    assert react([{"messageId": "m1", "reactions": {}}]) and react([{"messageId": "m1"}])
+    assert not react([{"messageId": "m2", "reactions": [1]}])
+    assert not ktb.match_content("lk 1")([{"content": "lk 2", "_id": 5}])
+
+
+def test_a_malformed_answer_fails_its_request_alone_as_bad_answer():
+    """The client's pure core turns the matcher's ValueError into ``BadAnswer`` for the request
+    (the connection and the other requests live on): joinRoomSuccess with ``messages: 5``."""
+    from loadkit.protocols.correlation import BadAnswer, Pending, PendingRequests
+    from loadkit.protocols.socketio import Event
+
+    reqs = PendingRequests()
+    join = reqs.add(Pending("joinRoomSuccess", ktb.match_join("r1"), dict(ktb.failure_events("joinRoom")), "/", 1.0))
+    chat = reqs.add(Pending("message", ktb.match_content("lk 1"), dict(ktb.failure_events("chatMessage")), "/", 1.0))
+    assert reqs.event(Event("/", "joinRoomSuccess", [{"roomId": "r1", "messages": 5}], None, 40), 2.0) is join
+    assert isinstance(join.error, BadAnswer) and "joinRoomSuccess.messages is int, not a list" in str(join.error)
+    assert not chat.done and reqs.event(Event("/", "message", [{"content": "lk 1", "_id": "m1"}], None, 9), 3.0) is chat
+    assert chat.value is not None and chat.value.data["_id"] == "m1"
+
+
+@pytest.mark.parametrize("body,says", [
+    ('{"token":"t","sessionId":"s","user":"bob"}', "answer.user is str, not an object: 'bob'"),
+    ('{"token":12345,"sessionId":"s"}', "answer.token is int, not a non-empty string"),
+    ('{"token":"t","sessionId":""}', "answer.sessionId is str, not a non-empty string"),
+    ('{"token":"t","sessionId":"s","user":{"_id":5}}', "answer.user._id is int, not a string"),
+    ("<html><body>It works!</body></html>", "answer is not JSON (35 bytes: '<html><body>It works!</body></html>')"),
+    ('{"token":"abc","sessio', "answer is not JSON"),
+    ("[1,2]", "answer is list, not a JSON object"),
+    ("", "answer is not JSON (0 bytes: '')"),
+])
+def test_a_login_answer_of_the_wrong_shape_is_named(body, says):
+    with pytest.raises(ValueError, match=re.escape(says)) as err:
+        ktb.login_answer(body)
+    assert "12345" not in str(err.value)  # a token's value is never shown, whatever its type
+
+
+def test_rest_answers_of_the_right_shape():
+    assert ktb.login_answer('{"token":"t","sessionId":"s","user":{"_id":"u1"}}') == ("t", "s", "u1")
+    assert ktb.login_answer('{"token":"t","sessionId":"s","user":{"id":"u1"}}') == ("t", "s", "u1")  # Java
+    assert ktb.login_answer('{"token":"t","sessionId":"s"}') == ("t", "s", None)
+    assert ktb.register_answer(201, '{"success":true,"user":{"_id":"u1"}}') == ({"success": True,
+                                                                                  "user": {"_id": "u1"}}, "u1")
+    assert ktb.room_answer('{"success":true,"data":{"_id":"r1"}}') == "r1"
+    with pytest.raises(ValueError, match=re.escape("answer.data._id is int, not a non-empty string: 5")):
+        ktb.room_answer('{"data":{"_id":5}}')
+    with pytest.raises(ValueError, match="answer.user is list"):
+        ktb.register_answer(201, '{"user":[]}')

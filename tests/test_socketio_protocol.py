@@ -149,6 +149,17 @@ def test_binary_without_pending_packet_is_an_error():
         SocketIOProtocol().receive(b"\x00")
 
 
+def test_binary_attachments_are_bounded_in_count_and_bytes():
+    """A server announcing endless attachments (or huge ones) must not grow the client's memory:
+    a ProtocolError (the connection is lost, the pending requests fail with Disconnect)."""
+    with pytest.raises(ProtocolError, match="1000000 binary attachments announced"):
+        SocketIOProtocol().receive('451000000-["m",{"_placeholder":true,"num":0}]')
+    p = SocketIOProtocol(max_binary_bytes=100)
+    assert p.receive('453-["m",{"_placeholder":true,"num":0}]') == [] and p.receive(b"x" * 50) == []
+    with pytest.raises(ProtocolError, match="exceed 100 bytes"):
+        p.receive(b"x" * 60)
+
+
 PAYLOADS = [
     [],
     ["r1"],

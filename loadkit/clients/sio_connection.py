@@ -89,7 +89,7 @@ class SocketIOConnection(WsTransport):
     def _open(self) -> None:
         """Upgrade to a websocket, then run the Socket.IO handshake through the same reading and
         dispatch path as every later frame (``_process``), bounded by one ``connect_timeout``."""
-        self.proto = SocketIOProtocol()
+        self.proto = SocketIOProtocol(max_binary_bytes=self.max_message)
         self._send_nb = None  # until _start_reading: sends go through gevent's socket
         # the Engine.IO/Socket.IO part shares the upgrade's deadline
         deadline = time.monotonic() + self.connect_timeout

@@ -210,6 +210,10 @@ def announced_seconds(data: dict[str, Any], key: str, default_ms: float) -> floa
     return min(max(float(value), lo), hi) / 1000.0
 
 
+#: binary attachments one event may announce (each is a websocket message the client must keep)
+MAX_ATTACHMENTS = 1024
+
+
 @dataclass
 class SocketIOProtocol:
     """State of one Engine.IO/Socket.IO client connection.
@@ -229,6 +233,9 @@ class SocketIOProtocol:
     _next_ack: int = 0
     _partial: Any = None  # socketio Packet waiting for binary attachments
     _partial_bytes: int = 0
+    #: the most bytes one event with binary attachments may take (the I/O shell sets its receive
+    #: limit here): a server announcing endless attachments must not grow the client's memory
+    max_binary_bytes: int = 16 * 1024 * 1024
     _out: list[str | bytes] = field(default_factory=list)
 
     # ---------------------------------------------------------------- encoding (client -> server)
@@ -380,6 +387,8 @@ class SocketIOProtocol:
         if pkt is None:
             raise ProtocolError(f"binary frame of {len(data)} bytes without a pending BINARY_EVENT/ACK")
         self._partial_bytes += len(data)
+        if self._partial_bytes > self.max_binary_bytes:
+            raise ProtocolError(f"binary attachments of one event exceed {self.max_binary_bytes} bytes")
         try:
             done = pkt.add_attachment(data)
         except ValueError as exc:
@@ -405,6 +414,8 @@ class SocketIOProtocol:
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
             raise ProtocolError(f"bad Socket.IO packet {text[:80]!r}: {exc}") from None
         if pkt.attachment_count:
+            if pkt.attachment_count > MAX_ATTACHMENTS:
+                raise ProtocolError(f"{pkt.attachment_count} binary attachments announced (at most {MAX_ATTACHMENTS})")
             self._partial = pkt
             self._partial_bytes = nbytes
             return []

@@ -71,7 +71,7 @@ def _add_options(parser: Any) -> None:
     parser.add_argument("--ktb-server", default="auto", choices=["auto", "java", "node"],
                         help="which KTB backend is loaded: auto (decided once before the first task from what the "
                              "server shows, logged in one line), java or node; see docs/ktb-users.md")
-    parser.add_argument("--ktb-timeout", type=float, default=10.0, help="seconds to wait for an answer")
+    parser.add_argument("--ktb-timeout", type=float, default=10.0, help="seconds to wait for an answer, and for the whole connect handshake")
     parser.add_argument("--ktb-rest-timeout", type=float, default=0.0,
                         help="seconds a REST call (register, login, rooms) may take (default: --ktb-timeout)")
     parser.add_argument("--ktb-wait-min", type=float, default=1.0, help="min seconds between tasks")
@@ -85,6 +85,9 @@ def _add_options(parser: Any) -> None:
     parser.add_argument("--ktb-banned-word", default="", help="word appended to every Nth message (forces MESSAGE_REJECTED)")
     parser.add_argument("--ktb-banned-every", type=int, default=0, help="N for --ktb-banned-word (0: never)")
     parser.add_argument("--ktb-insecure", action="store_true", default=False, help="do not verify TLS certificates (wss://)")
+    parser.add_argument("--ktb-max-message-size", type=int, default=16 * 1024 * 1024,
+                        help="largest websocket message (bytes) a KTB user accepts: a bigger one ends the connection "
+                             "(a classified failure of the request waiting on it); default 16777216 (16 MiB)")
     parser.add_argument("--ktb-max-retry-after", type=float, default=60.0, help="cap on the RATE_LIMIT pause (seconds)")
     parser.add_argument("--ktb-heartbeat", default="on", choices=["on", "off"],
                         help="declare a connection lost when the server sends no Engine.IO ping for pingInterval + "
@@ -201,6 +204,7 @@ def _checks() -> None:
     rule("--ktb-weights", parsed_by(parse_weights))
     rule("--ktb-banned-every", number(0, integer=True))
     rule("--ktb-max-retry-after", number(0, 86400))
+    rule("--ktb-max-message-size", number(1024, 1 << 30, integer=True))
     rule("--ktb-server", choice("auto", "java", "node"))
     for flag in ("--ktb-delivery", "--ktb-heartbeat", "--ktb-leave-ack", "--ktb-auth-first"):
         rule(flag, choice("on", "off"))
@@ -240,12 +244,17 @@ class KtbChatUser(SocketIOUser):
         self.auth_first = _opt(env, "ktb_auth_first") == "on"
         self.heartbeat_check = _opt(env, "ktb_heartbeat") == "on"
         self.verify_tls = not bool(_opt(env, "ktb_insecure"))
+        self.max_message_size = int(_opt(env, "ktb_max_message_size"))
         self.socket_url = _opt(env, "ktb_socket_url") or None
+        # the whole handshake (TCP, upgrade, Engine.IO OPEN, CONNECT acks) is bounded by --ktb-timeout
+        # (raised to the variant's floor in server_rules: a Node handshake may be held 10 s)
+        self.connect_timeout = self.timeout
         super().__init__(environment)
         if not self.host:
             raise ValueError("KtbChatUser needs --host (the REST base URL, e.g. http://127.0.0.1:5001)")
         # REST calls time out after --ktb-rest-timeout (never a library default), and a request is
         # sent once: a POST that timed out may have been executed (register: handled in login())
+        self.sio.raw.max_message = self.max_message_size  # (the frame decoder's limit, set at each upgrade)
         self.rest = FastHttpSession(self.host, self.measure.rest_event, user=self, insecure=not self.verify_tls,
                                     network_timeout=self.rest_timeout, connection_timeout=self.rest_timeout,
                                     max_retries=0)
@@ -343,7 +352,7 @@ class KtbChatUser(SocketIOUser):
         """Keep the ids of recent messages in our room (markMessagesAsRead and messageReaction
         act on them)."""
         mid = msg.get("_id")
-        if mid and msg.get("room") in (None, self.room_id):
+        if isinstance(mid, str) and mid and msg.get("room") in (None, self.room_id):
             self.recent_ids.append(mid)
 
     def _on_message(self, msg: Any = None, *_: Any) -> None:
@@ -422,31 +431,36 @@ class KtbChatUser(SocketIOUser):
         body = {"name": self.display_name, "email": self.email, "password": self.password}
         creds = None
         with self.rest.post("/api/auth/register", json=body, name="/api/auth/register", catch_response=True) as r:
-            if r.status_code in (200, 201, 409):
+            if r.status_code in (200, 201):
+                try:  # an HTML page or a wrong-typed `user` is the server's failure, not a crash
+                    data, uid = ktb.register_answer(r.status_code, _text(r))
+                except ValueError as exc:
+                    r.failure(f"HTTP {r.status_code}: {exc}")
+                    raise ktb.AuthFailed(str(r.status_code), "register failed") from None
                 r.success()
-                creds = variants.auth_from_register(r.status_code, _json(r))
-                if creds is not None:
-                    user = _json(r).get("user") or {}
+                creds = variants.auth_from_register(r.status_code, data)
+            elif r.status_code == 409:
+                r.success()
             else:
                 r.failure(self._rest_failure(r))
                 if r.status_code:  # the server answered: no account was made
                     raise ktb.AuthFailed(str(r.status_code), "register failed")
         if creds is not None:
             self.token, self.session_id = creds
-            self.user_id = user.get("_id") or user.get("id") if isinstance(user, dict) else None
+            self.user_id = uid
             if self.user_id:
                 return
         with self.rest.post(
             "/api/auth/login", json={"email": self.email, "password": self.password}, name="/api/auth/login", catch_response=True
         ) as r:
-            data = _json(r)
-            if r.status_code != 200 or not data.get("token") or not data.get("sessionId"):
-                r.failure(self._rest_failure(r) if r.status_code != 200 else "HTTP 200 without token/sessionId")
+            if r.status_code != 200:
+                r.failure(self._rest_failure(r))
                 raise ktb.AuthFailed(str(r.status_code), "login failed")
-            self.token = data["token"]
-            self.session_id = data["sessionId"]
-            user = data.get("user") or {}
-            self.user_id = user.get("_id") or user.get("id")
+            try:  # `"user": "bob"`, a number as token, an HTML page: the login failed, the user lives
+                self.token, self.session_id, self.user_id = ktb.login_answer(_text(r))
+            except ValueError as exc:
+                r.failure(f"HTTP 200: {exc}")
+                raise ktb.AuthFailed("200", "login failed") from None
 
     def room_for_me(self) -> str:
         """The room of this user's group; the group's first user creates it over REST."""
@@ -479,11 +493,14 @@ class KtbChatUser(SocketIOUser):
     def _create_room(self, group: int) -> str:
         name = f"lk {self.run_id} {_PID} room {group}"
         with self.rest.post("/api/rooms", json={"name": name}, headers=self._rest_headers(), name="/api/rooms", catch_response=True) as r:
-            data = _json(r)
-            room = (data.get("data") or {}).get("_id") if isinstance(data.get("data"), dict) else None
-            if r.status_code not in (200, 201) or not room:
+            if r.status_code not in (200, 201):
                 r.failure(self._rest_failure(r))
                 raise ktb.ServerError(str(r.status_code), "room creation failed")
+            try:
+                room = ktb.room_answer(_text(r))
+            except ValueError as exc:
+                r.failure(f"HTTP {r.status_code}: {exc}")
+                raise ktb.ServerError(str(r.status_code), "room creation failed") from None
             return room
 
     # ------------------------------------------------------------------ session lifecycle
@@ -604,8 +621,8 @@ class KtbChatUser(SocketIOUser):
                 self._fire("joinRoom", a.elapsed_ms, a.nbytes, None)
                 _JOINED.setdefault(self.room_id, set()).add(self.user_no)
                 data = a.data if isinstance(a.data, dict) else {}
-                for m in data.get("messages") or ():
-                    if isinstance(m, dict) and m.get("_id"):
+                for m in data.get("messages") or ():  # (types checked by ktb.match_join)
+                    if m.get("_id"):
                         self.recent_ids.append(m["_id"])
                 return
             COUNTERS.bump("join_raced")
@@ -699,7 +716,8 @@ class KtbChatUser(SocketIOUser):
             try:
                 self.sio.request(
                     "fetchPreviousMessages", {"roomId": self.room_id, "limit": 30},
-                    answer="previousMessagesLoaded", errors=ktb.failure_events("fetchPreviousMessages"),
+                    answer="previousMessagesLoaded", match=ktb.match_previous(),
+                    errors=ktb.failure_events("fetchPreviousMessages"),
                     timeout=self.timeout,
                 )
             finally:
