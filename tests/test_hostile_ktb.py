@@ -309,6 +309,32 @@ def test_locust_runs_against_hostile_servers_fail_classified_without_tracebacks(
             (behaviour, stats[name])
 
 
+def test_a_rest_call_in_flight_at_the_end_is_unfinished_not_dropped(hostile, tmp_path):
+    """A login the server never answers, within a REST timeout longer than the run: at the end of
+    the run it is counted (``unfinished:/api/auth/login`` beside the ``POST`` row, its age as
+    ``unfinished_age``), and as no login ever completed the run exits 1 and says so. Before, the
+    request vanished and the run exited 0 with nothing recorded."""
+    prefix = tmp_path / "hang"
+    p = ManagedProcess(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "ktb_chat.py"), "--headless",
+         "-u", "2", "-r", "2", "-t", "4s", "--host", f"http://127.0.0.1:{hostile['rest-login-hangs']}",
+         "--csv", str(prefix), "--only-summary", "--ktb-server", "java", "--ktb-rest-timeout", "60",
+         "--stop-timeout", "1"],
+        log_path=tmp_path / "hang.log").start()
+    try:
+        rc = p.wait(timeout=40)
+    finally:
+        p.stop()
+    out = p.output()
+    assert rc == 1, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert "POST /api/auth/login: no request completed, 2 still waiting" in out, out[-3000:]
+    counts = {(r["Type"], r["Name"]): int(r["Count"]) for r in csv.DictReader(open(f"{prefix}_counters.csv"))}
+    assert counts.get(("POST", "unfinished:/api/auth/login")) == 2, counts
+    metrics = {(r["Type"], r["Name"]): r for r in csv.DictReader(open(f"{prefix}_metrics.csv"))}
+    assert int(metrics[("ktb", "unfinished_age")]["Count"]) == 2, metrics
+
+
 def test_a_15_mb_answer_is_taken_and_its_memory_given_back(hostile):
     """A 15 MB ``message`` echo (under the 16 MiB default limit) completes its chatMessage, and
     the process's memory returns to within 10 MB of what it was before (issue #15 acceptance).

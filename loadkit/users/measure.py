@@ -94,11 +94,14 @@ class Measure:
         """An object with ``fire`` = :meth:`fire_checked`, to hand to ``FastHttpSession``."""
         return _Event(self.fire_checked)
 
-    def unfinished(self, name: str, age_ms: float) -> None:
+    def unfinished(self, name: str, age_ms: float, request_type: str | None = None) -> None:
         """A request still waiting when its user was stopped (the end of the run): neither a
         success nor a failure of the server — counted as ``unfinished:<name>`` with its age as the
-        metric ``unfinished_age``, never dropped (see :mod:`loadkit.metrics.unfinished`)."""
-        self._counters.bump(f"unfinished:{name}")
+        metric ``unfinished_age``, never dropped (see :mod:`loadkit.metrics.unfinished`).
+        ``request_type``: the request's own type when it is not the user's (a REST call's method),
+        so that the count sits beside the request's row (``POST /api/auth/login``)."""
+        counter = self._counters if request_type is None else counters(request_type)
+        counter.bump(f"unfinished:{name}")
         self._record(self.request_type, "unfinished_age", age_ms)
 
     def metric(self, name: str, value: float) -> None:
