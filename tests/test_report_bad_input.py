@@ -61,6 +61,12 @@ def _case(name, tmp_path):
         t[1] = t[1].rsplit(",", 1)[0] + ",HISTFAAAAnotbase64atall"
         (tmp_path / "run_hdr.csv").write_text("\n".join(t) + "\n")
         return ["--locust", str(p)], "run_hdr.csv", "HdrHistogram"
+    if name in ("locust_duplicate_row", "hdr_duplicate_row"):  # one (Type, Name) twice: pick neither silently
+        f = tmp_path / ("run_stats.csv" if name == "locust_duplicate_row" else "run_hdr.csv")
+        t = f.read_text().splitlines()
+        i = next(i for i, line in enumerate(t) if ",sendmsg," in line)
+        f.write_text("\n".join(t[:i + 1] + [t[i]] + t[i + 1:]) + "\n")
+        return ["--locust", str(p)], f.name, f"lines {i + 1} and {i + 2} both hold Type 'chldo', Name 'sendmsg'"
     if name == "k6_json_truncated_gz":
         bad = tmp_path / "k6.json.gz"
         bad.write_bytes(K6_JSON.read_bytes()[:3000])
@@ -107,7 +113,7 @@ def _case(name, tmp_path):
 
 CASES = [
     "locust_missing", "locust_truncated_stats", "locust_truncated_history", "locust_empty_file", "locust_empty_run",
-    "locust_wrong_format", "locust_bad_number", "hdr_garbage", "k6_json_truncated_gz", "k6_json_truncated_line",
+    "locust_wrong_format", "locust_bad_number", "hdr_garbage", "locust_duplicate_row", "hdr_duplicate_row", "k6_json_truncated_gz", "k6_json_truncated_line",
     "k6_json_given_csv", "k6_json_given_summary", "k6_summary_given_ndjson", "k6_csv_given_json", "k6_json_empty_run",
     "k6_csv_truncated", "k6_summary_not_k6", "k6_missing", "out_is_a_file", "no_input",
 ]  # fmt: skip

@@ -160,6 +160,9 @@ def test_metric_rows_also_sent_as_requests_are_shown_once(tmp_path):
     ("Type,Name,Count\nchldo,ttft,3\n", "missing column(s) Kind, Unit"),
     ("Type,Name,Kind,Unit,Count,Min,Mean,Max,50%,75%,90%,95%,99%,99.9%,99.99%,Histogram\nchldo,ttft,latency,ms,3,1,1,1,1,1,1,1,1,1,1,bm90aGlzdA==\n",
      "not a base64 HdrHistogram"),
+    ("Type,Name,Kind,Unit,Count,Min,Mean,Max,50%,75%,90%,95%,99%,99.9%,99.99%,Histogram\nktb,unfinished_age,latency,ms,3,1,1,1,1,1,1,1,1,1,1,\n"
+     "chldo,unfinished_age,latency,ms,3,1,1,1,1,1,1,1,1,1,1,\nktb,unfinished_age,latency,ms,2,1,1,1,1,1,1,1,1,1,1,\n",
+     "lines 2 and 4 both hold Type 'ktb', Name 'unfinished_age'"),
 ])
 def test_a_bad_metrics_file_is_one_line_naming_it(tmp_path, text, says):
     prefix, _ = _new_style(tmp_path)
@@ -174,6 +177,43 @@ def test_a_metrics_file_with_only_its_header_means_no_metrics(tmp_path):
     (tmp_path / "run_metrics.csv").write_text("Type,Name,Kind,Unit,Count,Min,Mean,Max,50%,75%,90%,95%,99%,99.9%,99.99%,Histogram\n")
     out, _, page = _report(tmp_path, "--locust", str(prefix))
     assert '<h2 id="metrics">' not in page and not (out / "metrics.csv").exists()
+
+
+def _metric_row(typ: str, name: str, values_ms: list[float]) -> dict:
+    """One _metrics.csv row as the master writes it: an HdrHistogram of value × 1000 and its figures."""
+    h = HdrHistogram(1, 3_600_000_000, 3)
+    for v in values_ms:
+        h.record_value(int(v * 1000))
+    pct = {c: h.get_value_at_percentile(q) / 1000 for c, q in (("50%", 50), ("75%", 75), ("90%", 90), ("95%", 95), ("99%", 99),
+                                                                  ("99.9%", 99.9), ("99.99%", 99.99))}  # fmt: skip
+    return {"Type": typ, "Name": name, "Kind": "latency", "Unit": "ms", "Count": h.get_total_count(), "Min": h.get_min_value() / 1000,
+            "Mean": h.get_mean_value() / 1000, "Max": h.get_max_value() / 1000, **pct, "Histogram": h.encode().decode()}
+
+
+def test_one_metric_name_of_two_types_is_two_metrics(tmp_path):
+    # a run that ended with requests of both protocols still waiting: unfinished_age is a ktb row and a
+    # chldo row of _metrics.csv (the k8s test's 8 s run: "internal error: ValueError: The truth value
+    # of a Series is ambiguous", from the metric chart indexing the two rows by name)
+    _stats(tmp_path / "run_stats.csv", {"connect": 3})
+    rows = [_metric_row("chldo", "ttft", [300.0, 310.0, 320.0]), _metric_row("chldo", "unfinished_age", [1169.4, 1180.0, 1201.1]),
+            _metric_row("ktb", "unfinished_age", [9.696])]  # fmt: skip
+    _write(tmp_path / "run_metrics.csv", rows, list(rows[0]))
+    out, res, page = _report(tmp_path, "--locust", str(tmp_path / "run"))
+    got = pd.read_csv(out / "metrics.csv", keep_default_na=False).set_index(["type", "name"])
+    assert len(got) == 3
+    for r in rows:
+        row = got.loc[(r["Type"], r["Name"])]
+        assert int(row["count"]) == r["Count"] and row["p50"] == pytest.approx(r["50%"], abs=1e-3), r["Type"]
+    # told apart wherever only a label is shown: console, chart caption, chart
+    lines = {x.split()[2] + " " + x.split()[3]: x for x in res.stdout.splitlines() if "unfinished_age" in x}
+    assert set(lines) == {"chldo unfinished_age", "ktb unfinished_age"}
+    assert f"{rows[2]['50%']:.2f}" in lines["ktb unfinished_age"] and f"{rows[1]['50%']:,.0f}" in lines["chldo unfinished_age"]
+    assert "all 3 latency metrics in ms." in page
+    # each keeps its own histogram
+    from loadkit.reports.locust_csv import read_locust_run
+
+    run = read_locust_run(str(tmp_path / "run"), "run")
+    assert {k: int(c.sum()) for k, (_, c) in run.metric_histograms.items()} == {(r["Type"], r["Name"]): r["Count"] for r in rows}
 
 
 def _history(path, rows: list[tuple[int, int, int]], name="op") -> None:

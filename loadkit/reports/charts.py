@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
 from .model import AGGREGATED, Run  # noqa: E402
-from .tables import operations_in_order  # noqa: E402
+from .tables import metric_labels, operations_in_order  # noqa: E402
 
 RUN_COLORS = plt.get_cmap("tab10").colors
 OP_COLORS = plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2]
@@ -282,12 +282,13 @@ def distribution(runs: list[Run], summary: pd.DataFrame, path: Path) -> str | No
 
 def metric_latencies(metrics: pd.DataFrame, runs: list[Run], path: Path):
     """p50/p95/p99 of every latency metric in ms; count and rate metrics never go on a ms axis."""
-    lat = metrics[(metrics["kind"] == "latency") & (metrics["unit"] == "ms")]
-    if lat.empty:
+    labels = metric_labels(metrics)  # a name may be two metrics (ktb and chldo unfinished_age)
+    is_lat = (metrics["kind"] == "latency") & (metrics["unit"] == "ms")
+    if not is_lat.any():
         return None
-    frame = lat.rename(columns={"name": "operation"})
+    frame = metrics[is_lat].assign(operation=labels[is_lat])
     names = list(frame.groupby("operation")["count"].sum().sort_values(ascending=False).index)
-    other = sorted(set(metrics["name"]) - set(names))
+    other = sorted(set(labels) - set(names))
     what = "latency metrics in ms" + (f"; not on a ms axis, in the table only: {_listed(other)}" if other else "")
     return percentiles_by_operation(frame, runs, path, ops=names, what=what, title="loadkit latency metrics (p50 / p95 / p99, ms)")
 

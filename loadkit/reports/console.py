@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .model import Run
-from .tables import fmt_ms, fmt_value
+from .tables import fmt_ms, fmt_value, metric_labels
 
 
 def render(title: str, runs: list[Run], summary: pd.DataFrame, metrics: pd.DataFrame | None = None) -> str:
@@ -34,8 +34,8 @@ def render(title: str, runs: list[Run], summary: pd.DataFrame, metrics: pd.DataF
         lines.append("")
         head = f"{'tool':<7}{'run':<14}{'loadkit metric':<24}{'kind':<9}{'count':>9}{'p50':>10}{'p90':>10}{'p95':>10}{'p99':>10}{'max':>10}  unit"
         lines += [head, "-" * len(head)]
-        for m in metrics.to_dict("records"):
+        for m, label in zip(metrics.to_dict("records"), metric_labels(metrics)):
             cnt = "–" if pd.isna(m["count"]) else f"{int(m['count']):,}"
             values = "".join(f"{fmt_value(m[c]):>10}" for c in ("p50", "p90", "p95", "p99", "max"))
-            lines.append(f"{m['tool']:<7}{str(m['run'])[:13]:<14}{str(m['name'])[:23]:<24}{m['kind']:<9}{cnt:>9}{values}  {m['unit']}")
+            lines.append(f"{m['tool']:<7}{str(m['run'])[:13]:<14}{label[:23]:<24}{m['kind']:<9}{cnt:>9}{values}  {m['unit']}")
     return "\n".join(lines)

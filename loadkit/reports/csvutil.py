@@ -139,3 +139,19 @@ def incomplete_rows(path, df: pd.DataFrame, cols: list[str]) -> None:
     if bad.any():
         lineno = int(np.argmax(bad)) + 2
         raise ReportInputError(path, f"line {lineno} is incomplete (empty {', '.join(c for c in cols if pd.isna(df.iloc[lineno - 2][c]))}): file truncated?")
+
+
+def unique_keys(path, df: pd.DataFrame, cols: list[str]) -> None:
+    """Each row's ``cols`` must be its own: a writer keeps one row per key (Locust one per (Type, Name),
+    loadkit's master one per histogram), so a repeated key means a broken or hand-joined file, and
+    reading on would pick one of the two rows silently or fail later as an internal error."""
+    keys = df[cols].fillna("")
+    dup = keys.duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = int(np.argmax(dup))
+        key = tuple(keys[c].iloc[first] for c in cols)
+        same = np.flatnonzero((keys == pd.Series(key, index=cols)).all(axis=1).to_numpy())
+        lines = " and ".join(str(int(i) + 2) for i in same[:2])
+        shown = ", ".join(f"{c} {v!r}" for c, v in zip(cols, key))
+        raise ReportInputError(path, f"lines {lines} both hold {shown}: expected one row per ({', '.join(cols)});"
+                               " two files joined, or not written by Locust/loadkit?")

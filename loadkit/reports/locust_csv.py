@@ -84,6 +84,7 @@ def read_stats(path: str) -> pd.DataFrame:
     df = _read(path, "Locust _stats.csv", ["Type", "Name", "Request Count", "Failure Count", "Max Response Time"], ["Type", "Name"])
     df["Type"] = df["Type"].fillna("")
     csvutil.incomplete_rows(path, df, ["Request Count", "Failure Count"])
+    csvutil.unique_keys(path, df, ["Type", "Name"])
     if df["Name"].iloc[-1] != AGGREGATED:
         raise ReportInputError(path, "no final 'Aggregated' row: file truncated or not written by Locust")
     return df
@@ -126,6 +127,7 @@ def read_hdr(path: str) -> tuple[pd.DataFrame, dict[tuple[str, str], tuple[np.nd
     df = _read(path, "loadkit _hdr.csv", ["Type", "Name", "Count", "50%", "90%", "95%", "99%", "Max"], ["Type", "Name", "Histogram"])
     df["Type"] = df["Type"].fillna("")
     csvutil.incomplete_rows(path, df, ["Count"])
+    csvutil.unique_keys(path, df, ["Type", "Name"])
     histograms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     if "Histogram" in df:
         for typ, name, enc in zip(df["Type"], df["Name"], df["Histogram"]):
@@ -382,10 +384,10 @@ def read_locust_run(prefix: str, label: str) -> Run:
             run.notes.append(f"recorded before loadkit had its own metrics channel: {len(mrows)} rows of _stats.csv ({names}) are"
                              " loadkit metrics, not requests; they are shown under loadkit metrics in their unit and left out"
                              " of the counts, requests/s and throughput")  # fmt: skip
-        for op, name in zip(mrows["operation"], mrows["name"]):
+        for op, typ, name in zip(mrows["operation"], mrows["type"], mrows["name"]):
             hv = run.histograms.pop(op, None)
             if hv is not None and not found:
-                run.metric_histograms[name] = hv
+                run.metric_histograms[(typ, name)] = hv
         summary = summary[~metric_mask].reset_index(drop=True)
         agg = _requests_aggregated(summary, run.histograms)
         summary.iloc[-1] = agg[summary.columns]

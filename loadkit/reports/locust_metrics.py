@@ -64,8 +64,10 @@ def pooled_percentiles(hists: list[tuple[np.ndarray, np.ndarray]], pcts=(50, 90,
     return out
 
 
-def read_metrics(path: str) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """METRIC_COLUMNS rows and the decoded histograms (name -> values in the unit, counts).
+def read_metrics(path: str) -> tuple[pd.DataFrame, dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]]:
+    """METRIC_COLUMNS rows and the decoded histograms ((type, name) -> values in the unit, counts).
+
+    A name is not unique on its own: ``unfinished_age`` is both ktb's and chldo's.
 
     A file with only its header is a run without metrics; a bad Kind, a missing column or a
     non-number is an input error naming the line.
@@ -78,6 +80,7 @@ def read_metrics(path: str) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, n
     df = csvutil.read_typed(path, text, header, ["Type", "Name", "Kind", "Unit", "Histogram"])
     df["Type"] = df["Type"].fillna("")
     csvutil.incomplete_rows(path, df, ["Count"])
+    csvutil.unique_keys(path, df, ["Type", "Name"])
     for i, (kind, unit) in enumerate(zip(df["Kind"].fillna(""), df["Unit"].fillna(""))):
         if kind not in KINDS:
             raise ReportInputError(path, f"line {i + 2}, 'Kind': {kind!r} is not one of {', '.join(KINDS)}")
@@ -90,11 +93,11 @@ def read_metrics(path: str) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, n
     for col, src in _PCT.items():
         out[col] = df[src] if src in df else np.nan
     out["source"] = "hdr exact"
-    hists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    hists: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     if "Histogram" in df:
-        for i, (name, enc) in enumerate(zip(df["Name"], df["Histogram"])):
+        for i, (typ, name, enc) in enumerate(zip(df["Type"], df["Name"], df["Histogram"])):
             if isinstance(enc, str) and enc:
-                hists[name] = decode_histogram(path, f"line {i + 2} ({name})", enc)
+                hists[(typ, name)] = decode_histogram(path, f"line {i + 2} ({name})", enc)
     return out[METRIC_COLUMNS], hists
 
 

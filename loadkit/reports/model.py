@@ -53,8 +53,8 @@ class Run:
     counters: pd.DataFrame | None = None
     #: loadkit metrics (not requests): METRIC_COLUMNS, one row per (type, name)
     metrics: pd.DataFrame | None = None
-    #: per-metric histograms decoded from HDR: name -> (values in the metric's unit, counts)
-    metric_histograms: dict[str, tuple] = field(default_factory=dict)
+    #: per-metric histograms decoded from HDR: (type, name) -> (values in the metric's unit, counts)
+    metric_histograms: dict[tuple[str, str], tuple] = field(default_factory=dict)
     #: generator saturation intervals (``<prefix>_saturation.csv``): worker, start, end (UTC), seconds,
     #: mean_cpu, peak_cpu; None = no file (not recorded), empty = recorded, none
     saturation: pd.DataFrame | None = None

@@ -105,6 +105,19 @@ def metrics_table(runs: list[Run]) -> pd.DataFrame:
     return df[cols].reset_index(drop=True)
 
 
+def metric_labels(metrics: pd.DataFrame) -> pd.Series:
+    """Each metric row's label in charts and the console: its name, or ``type name`` where one name
+    has several types in the same run (``unfinished_age`` is both ktb's and chldo's when requests of
+    both were waiting at the end), the rule of request operations. A name alone is not a key."""
+    if metrics.empty:
+        return pd.Series([], index=metrics.index, dtype=object)
+    types = metrics["type"].fillna("").astype(str)
+    names = metrics["name"].astype(str)
+    multi = pd.DataFrame({"tool": metrics["tool"], "run": metrics["run"], "t": types, "n": names}) \
+        .groupby(["tool", "run", "n"])["t"].transform("nunique") > 1
+    return names.where(~multi, types + " " + names)
+
+
 def operations_in_order(summary: pd.DataFrame, limit: int | None = None) -> list[str]:
     """Request operations across runs, busiest first (Aggregated excluded), for consistent chart order."""
     ops = summary[summary["operation"] != AGGREGATED].groupby("operation")["count"].sum().sort_values(ascending=False)
