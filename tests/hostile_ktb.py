@@ -153,6 +153,11 @@ class Behaviour:
         self.rest = rest or {}
 
 
+#: what a careless server echoes back (the secrets test runs with ``--ktb-password ECHOED_PASSWORD``)
+ECHOED_PASSWORD = "Hunter2-Secret-Pw"
+ECHOED_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyIjoibGsifQ.c2lnbmF0dXJlLXNlY3JldA"
+
+
 def http(status: str, body: bytes | str, ctype: str = "application/json") -> bytes:
     data = body.encode() if isinstance(body, str) else body
     return (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
@@ -275,6 +280,9 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "rest-register-html": Behaviour(rest={"/api/auth/register": HTML}),
     "rest-register-500": Behaviour(rest={"/api/auth/register": http("500 Internal Server Error",
                                                                     '{"message":"db down"}')}),
+    "rest-login-echoes-secrets": Behaviour(rest={LOGIN: http("401 Unauthorized", json.dumps(
+        {"message": f"wrong password {ECHOED_PASSWORD} for lk@x.test", "token": ECHOED_TOKEN,
+         "request": {"email": "lk@x.test", "password": ECHOED_PASSWORD}}))}),
     "rest-login-html": Behaviour(rest={LOGIN: HTML}),
     "rest-login-500": Behaviour(rest={LOGIN: http("500 Internal Server Error", "<h1>Whitelabel Error Page</h1>",
                                                   "text/html")}),

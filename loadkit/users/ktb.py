@@ -291,6 +291,7 @@ class KtbChatUser(SocketIOUser):
         if weights_opt or not custom_tasks:
             self.tasks = [getattr(type(self), table[k]) for k, w in weights.items() for _ in range(w)]
         self.token = self.session_id = self.user_id = None
+        self._keep_secret()
         self.room_id: str | None = None
         self.seq = 0
         self.recent_ids: deque = deque(maxlen=20)
@@ -466,6 +467,7 @@ class KtbChatUser(SocketIOUser):
                     raise ktb.AuthFailed(str(r.status_code), "register failed")
         if creds is not None:
             self.token, self.session_id = creds
+            self._keep_secret()
             self.user_id = uid
             if self.user_id:
                 return
@@ -480,6 +482,13 @@ class KtbChatUser(SocketIOUser):
             except ValueError as exc:
                 r.failure(f"HTTP 200: {exc}")
                 raise ktb.AuthFailed("200", "login failed") from None
+            self._keep_secret()
+
+    def _keep_secret(self) -> None:
+        """The literal secrets no failure text of this user may show, whatever a server echoes:
+        its password, and its current token and session id (patterns such as JWTs and keyed
+        values are masked anyway, see loadkit/redact.py)."""
+        self.measure.secrets[:] = [s for s in (self.password, self.token, self.session_id) if s]
 
     def room_for_me(self) -> str:
         """The room of this user's group; the group's first user creates it over REST."""
