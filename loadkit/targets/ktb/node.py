@@ -50,8 +50,8 @@ from loadkit.protocols import ktb_vocab as V
 
 from . import jsonfast
 from .auth import FixedWindowLimiter, check_password, hash_password
-from .rest import CORS_HEADERS, Response, _REASONS
-from .sockets import KtbSocketServer, RefuseConnection, _precise_sleep
+from .wsgi import CORS_HEADERS, REASONS, Response
+from .socket_server import KtbSocketServer, RefuseConnection, precise_sleep
 from .store import Message, Room, Session, Store, User
 
 log = logging.getLogger("loadkit.ktb.node")
@@ -163,7 +163,7 @@ class NodeAuth:
     def hash_cost(self) -> None:
         if self.cost_s > 0:
             with self._loop:
-                _precise_sleep(self.cost_s)
+                precise_sleep(self.cost_s)
 
     def make_token(self, user: User, session_id: str) -> str:
         now = int(time.time())
@@ -236,7 +236,7 @@ class NodeRestApp:
         if resp.body is not None:
             headers.append(("Content-Type", "application/json; charset=utf-8"))
         headers += [("Content-Length", str(len(payload))), ("Keep-Alive", "timeout=5")]
-        start_response(f"{resp.status} {_REASONS.get(resp.status, 'Status')}", headers)
+        start_response(f"{resp.status} {REASONS.get(resp.status, 'Status')}", headers)
         return [payload]
 
     @staticmethod
@@ -531,7 +531,7 @@ class NodeChatSockets:
 
     def _delay(self) -> None:
         if self.delay_s:
-            _precise_sleep(self.delay_s)
+            precise_sleep(self.delay_s)
 
     def _emit(self, event: str, data: Any, to: str, skip_sid: str | None = None) -> None:
         self.sio.emit(event, data, to=to, skip_sid=skip_sid)
@@ -805,7 +805,7 @@ class NodeChatSockets:
 
 def make_node_socket_server() -> NodeSocketServer:
     """socket.io 4.8 defaults (§1): pingInterval 25 s, pingTimeout 20 s, maxPayload 1e6."""
-    from .sockets import KtbPacket, _OneLineErrors, _tolerant_websocket_class
+    from .socket_server import KtbPacket, _OneLineErrors, _tolerant_websocket_class
 
     sio = NodeSocketServer(
         async_mode="gevent", serializer=KtbPacket, json=jsonfast, async_handlers=False,

@@ -128,7 +128,8 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
     from .auth import Auth
     from .banned import DEFAULT_LIST, BannedWordChecker
     from .rest import RestApp
-    from .sockets import ChatSockets, make_socket_server
+    from .socket_server import make_socket_server
+    from .sockets import ChatSockets
     from .store import Store
 
     store = Store(cfg.db)
