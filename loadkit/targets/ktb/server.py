@@ -134,7 +134,9 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
 
     store = Store(cfg.db)
     if cfg.variant == "node":
-        from .node import NodeAuth, NodeChatSockets, NodeRestApp, make_node_socket_server
+        from .node.auth import NodeAuth
+        from .node.rest import NodeRestApp
+        from .node.sockets import NodeChatSockets, make_node_socket_server
 
         limit_websocket_frames(1_000_000)
         banned_count = 0
