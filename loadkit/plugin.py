@@ -51,9 +51,9 @@ def _add_options_once() -> None:
     if getattr(events, "_loadkit_options_added", False):
         return
     events._loadkit_options_added = True
-    from loadkit.metrics import distributed, prometheus
+    from loadkit.metrics import prometheus, workers_window
 
-    events.init_command_line_parser.add_listener(distributed.add_options)
+    events.init_command_line_parser.add_listener(workers_window.add_options)
     events.init_command_line_parser.add_listener(prometheus.add_options)
 
 

@@ -223,7 +223,7 @@ class LoadkitCollector:
         from locust.runners import MasterRunner
         from prometheus_client.core import GaugeMetricFamily
 
-        from loadkit.metrics.distributed import TRACKER
+        from loadkit.metrics.workers import TRACKER
 
         by_state = GaugeMetricFamily("loadkit_workers", "Workers the master knows, by Locust state", labels=("state",))
         contributed = GaugeMetricFamily("loadkit_worker_requests", "Samples each worker contributed this run",
