@@ -1,6 +1,5 @@
 """Bounded waits between Locust workers and their master (patches of Locust's runners).
 
-
 Locust workers wait for an unreachable master 60 × 5 s and for a vanished master's heartbeat 60 s.
 Importing this module bounds both from the environment so that loadkit's demo and compose setup
 fail fast with a clear message: ``LOADKIT_MASTER_WAIT`` (seconds to wait for the master at start,

@@ -1,6 +1,5 @@
 """What the master knows about its workers: the ``_workers.csv`` / ``_workers.json`` table.
 
-
 Why: when a worker dies mid-run Locust's master carries on (its heartbeat check marks the worker
 "missing") but nothing in Locust's CSVs says that the totals lack a worker's last seconds. The
 master therefore writes ``<prefix>_workers.csv``: one row per worker with the reports it received,
