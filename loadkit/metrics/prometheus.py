@@ -3,7 +3,7 @@
 Why: long soak tests are watched in Grafana through Prometheus, and loadkit's exact percentiles were
 only in files written at the end. The master already holds everything a dashboard needs — the HDR
 histograms merged from every worker (:mod:`loadkit.metrics.hdr`), Locust's counts and failures, the
-user count and the workers' state (:mod:`loadkit.metrics.distributed`) — so it serves them in
+user count and the workers' state (:mod:`loadkit.metrics.workers`) — so it serves them in
 Prometheus' text format, computed at scrape time (nothing is kept twice):
 
 * on the Locust web UI's port, path ``/metrics`` (master or single process with the web UI);
