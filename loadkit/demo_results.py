@@ -1,7 +1,7 @@
 """What ``loadkit demo`` reads back from the run's files: the progress row, the console summary,
 the shared-CPU note and ``<prefix>_run.json`` for the report.
 
-Kept apart from the process handling in :mod:`loadkit.demo` because these are pure functions of
+Kept apart from the process handling in :mod:`loadkit.demo` because these are functions of only
 the CSVs a run leaves (tested without starting anything: ``tests/test_demo.py``,
 ``tests/test_report_metrics.py``).
 """
