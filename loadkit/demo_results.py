@@ -1,9 +1,9 @@
 """What ``loadkit demo`` reads back from the run's files: the progress row, the console summary,
 the shared-CPU note and ``<prefix>_run.json`` for the report.
 
-Kept apart from the process handling in :mod:`loadkit.demo` because these are functions of only
-the CSVs a run leaves (tested without starting anything: ``tests/test_demo.py``,
-``tests/test_report_metrics.py``).
+Kept apart from the process handling in :mod:`loadkit.demo` because these only read (and, for
+``_run.json``, write) a run's files and start nothing, so they are tested on literal CSVs
+(``tests/test_demo.py``, ``tests/test_report_metrics.py``).
 """
 
 from __future__ import annotations
