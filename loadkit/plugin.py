@@ -61,7 +61,7 @@ LOCUST_INTERNALS: tuple[Internal, ...] = (
     Internal("locust.runners:WorkerRunner.connect_to_master", "the one-line 'no master answered' exit", "own"),
     Internal("locust.runners:WorkerRunner.master_host", "the 'no master answered' line", "self"),
     Internal("locust.runners:WorkerRunner.master_port", "the 'no master answered' line", "self"),
-    # the master waits for its workers' final reports (patch_final_reports, metrics/distributed.py)
+    # the master waits for its workers' final reports (patch_final_reports, metrics/master_waits.py)
     Internal("locust.runners:MasterRunner.quit", "waiting for the workers' final reports", "own"),
     Internal("locust.runners:MasterRunner.clients", "the workers' states", "self"),
     Internal("locust.runners:MasterRunner.server", "sending 'quit' to the workers", "self"),
@@ -127,7 +127,7 @@ def patch_master_waits() -> None:
     make a worker that finds no master say so in one line."""
     from locust import runners
 
-    from loadkit.metrics.distributed import _env_seconds
+    from loadkit.metrics.master_waits import _env_seconds
 
     wait = _env_seconds("LOADKIT_MASTER_WAIT", 60.0)
     assert wait is not None
@@ -163,22 +163,22 @@ def patch_final_reports() -> None:
     stats; a worker busy for longer (slow ``on_stop``, busy CPU) loses its last seconds of samples.
     The wrapper first sends "quit" itself and waits until every connected worker has sent the report
     it makes after stopping (or has gone), at most ``LOADKIT_FINAL_REPORT_WAIT`` seconds (default
-    5; ``loadkit.metrics.distributed._await_final_reports``), then runs Locust's own ``quit`` as
+    5; ``loadkit.metrics.master_waits._await_final_reports``), then runs Locust's own ``quit`` as
     usual. Only the first call waits (Locust calls ``quit`` again during shutdown, when the message
     loop is already gone).
     """
 
     def make(original: Callable[[Any], None]) -> Callable[[Any], None]:
         def quit(self: Any) -> None:
-            from loadkit.metrics import distributed
+            from loadkit.metrics import master_waits
 
-            wait = distributed._env_seconds("LOADKIT_FINAL_REPORT_WAIT", 5.0) or 0.0
+            wait = master_waits._env_seconds("LOADKIT_FINAL_REPORT_WAIT", 5.0) or 0.0
             if not getattr(self, "_loadkit_waited", False) and wait > 0:
                 self._loadkit_waited = True
                 try:
-                    distributed._await_final_reports(self, wait)
+                    master_waits._await_final_reports(self, wait)
                 except Exception as exc:  # noqa: BLE001 - never get in the way of Locust's own shutdown
-                    distributed.logger.debug("loadkit: waiting for final reports failed: %s", exc)
+                    master_waits.logger.debug("loadkit: waiting for final reports failed: %s", exc)
             original(self)
 
         return quit
@@ -202,9 +202,9 @@ def _add_options_once() -> None:
     if getattr(events, "_loadkit_options_added", False):
         return
     events._loadkit_options_added = True
-    from loadkit.metrics import distributed, prometheus
+    from loadkit.metrics import prometheus, workers_window
 
-    events.init_command_line_parser.add_listener(distributed.add_options)
+    events.init_command_line_parser.add_listener(workers_window.add_options)
     events.init_command_line_parser.add_listener(prometheus.add_options)
 
 

@@ -153,7 +153,7 @@ def test_parse_duration():
 
 
 def test_summary_prefers_exact_percentiles_and_names_lost_workers(tmp_path):
-    from loadkit.demo import summary_text
+    from loadkit.demo_results import summary_text
     from loadkit.metrics.histograms import HdrStore
 
     prefix = tmp_path / "locust"
@@ -178,7 +178,7 @@ def test_summary_prefers_exact_percentiles_and_names_lost_workers(tmp_path):
 
 
 def test_summary_states_generator_saturation_from_its_csv(tmp_path):
-    from loadkit.demo import summary_text
+    from loadkit.demo_results import summary_text
 
     prefix = tmp_path / "locust"
     (tmp_path / "locust_stats.csv").write_text("Type,Name,Request Count,Failure Count,50%,99%,Max Response Time\n")
@@ -192,7 +192,7 @@ def test_summary_states_generator_saturation_from_its_csv(tmp_path):
 
 
 def test_shared_cpu_note_only_when_servers_and_workers_outnumber_cores():
-    from loadkit.demo import shared_cpu_note
+    from loadkit.demo_results import shared_cpu_note
 
     note = shared_cpu_note(["KTB", "chldo"], 2, 2)
     assert note and "KTB and chldo reference servers and 2 workers shared 2 CPU cores" in note

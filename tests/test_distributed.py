@@ -242,7 +242,7 @@ def test_worker_tracker_marks_missing_and_silent_workers_lost(tmp_path, caplog):
     """Bookkeeping alone (no Locust): missing → lost; silent without final report → lost."""
     from types import SimpleNamespace
 
-    from loadkit.metrics.distributed import WORKER_KEY, WorkerTracker, lost_workers
+    from loadkit.metrics.workers import WORKER_KEY, WorkerTracker, lost_workers
 
     t0 = 1_000_000.0
     tracker = WorkerTracker()

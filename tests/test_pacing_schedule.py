@@ -78,7 +78,8 @@ def test_poisson_and_gamma_are_seeded_and_have_the_rate_and_burstiness_asked_for
 def test_pacer_hands_out_each_start_time_once_and_drops_the_ones_too_late():
     from types import SimpleNamespace
 
-    from loadkit.users.pacing import Pacer, Settings
+    from loadkit.users.pacer import Pacer
+    from loadkit.users.pacing_options import Settings
 
     settings = Settings(SimpleNamespace(arrival_rate="10/s", arrival_stages="", arrival_pattern="constant",
                                         arrival_seed="1", arrival_max_lag="0.25s"))
@@ -100,7 +101,7 @@ def test_pacer_hands_out_each_start_time_once_and_drops_the_ones_too_late():
 def test_pacing_settings_describe_and_refuse():
     from types import SimpleNamespace
 
-    from loadkit.users.pacing import Settings, options_problem
+    from loadkit.users.pacing_options import Settings, options_problem
 
     def opts(**kw):
         base = dict(arrival_rate="", arrival_stages="", arrival_pattern="constant", arrival_seed="1", arrival_max_lag="1s")

@@ -113,8 +113,8 @@ def test_collector_counts_connected_and_lost_workers(monkeypatch):
     from locust.runners import MasterRunner
     from locust.stats import RequestStats
 
-    from loadkit.metrics import distributed, prometheus
-    from loadkit.metrics.distributed import WORKER_KEY, WorkerTracker
+    from loadkit.metrics import prometheus, workers
+    from loadkit.metrics.workers import WORKER_KEY, WorkerTracker
 
     class Master(MasterRunner):  # the master's view only; no sockets
         greenlet = None
@@ -125,7 +125,7 @@ def test_collector_counts_connected_and_lost_workers(monkeypatch):
             self.environment = SimpleNamespace(stats=RequestStats())
 
     tracker = WorkerTracker()
-    monkeypatch.setattr(distributed, "TRACKER", tracker)
+    monkeypatch.setattr(workers, "TRACKER", tracker)
     now = time.time()
     tracker.on_connect("w0", 0, now=now)
     tracker.on_connect("w1", 1, now=now)

@@ -306,7 +306,7 @@ def test_ms_axis_ticks_stay_in_ms():
 
 
 def test_run_is_labelled_by_its_scenario_and_warnings_are_shown(tmp_path):
-    from loadkit.demo import shared_cpu_note, write_run_json
+    from loadkit.demo_results import shared_cpu_note, write_run_json
 
     folder = tmp_path / "20260101-120000"
     folder.mkdir()
@@ -339,7 +339,7 @@ def test_unlabelled_demo_prefix_is_named_after_its_folder_and_no_saturation_is_s
 
 
 def test_two_demo_runs_of_one_scenario_get_their_folders_in_the_label(tmp_path):
-    from loadkit.demo import write_run_json
+    from loadkit.demo_results import write_run_json
 
     prefixes = []
     for stamp in ("20260101-120000", "20260102-120000"):

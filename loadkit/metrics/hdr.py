@@ -21,7 +21,7 @@ same worker message under its own key, merged the same way, written as ``<csv_pr
 Usage: :func:`loadkit.plugin.install` registers the listeners on the run's own ``Environment``
 (loadkit's users do it). The master (or the single local process) writes ``<csv_prefix>_hdr.csv``
 and ``<csv_prefix>_metrics.csv`` at ``test_stop`` and again at ``quitting`` when Locust runs with
-``--csv``; the master also writes ``<csv_prefix>_workers.csv`` (see :mod:`loadkit.metrics.distributed`).
+``--csv``; the master also writes ``<csv_prefix>_workers.csv`` (see :mod:`loadkit.metrics.workers`).
 """
 
 from __future__ import annotations

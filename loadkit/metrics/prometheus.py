@@ -3,7 +3,7 @@
 Why: long soak tests are watched in Grafana through Prometheus, and loadkit's exact percentiles were
 only in files written at the end. The master already holds everything a dashboard needs — the HDR
 histograms merged from every worker (:mod:`loadkit.metrics.hdr`), Locust's counts and failures, the
-user count and the workers' state (:mod:`loadkit.metrics.distributed`) — so it serves them in
+user count and the workers' state (:mod:`loadkit.metrics.workers`) — so it serves them in
 Prometheus' text format, computed at scrape time (nothing is kept twice):
 
 * on the Locust web UI's port, path ``/metrics`` (master or single process with the web UI);
@@ -223,7 +223,7 @@ class LoadkitCollector:
         from locust.runners import MasterRunner
         from prometheus_client.core import GaugeMetricFamily
 
-        from loadkit.metrics.distributed import TRACKER
+        from loadkit.metrics.workers import TRACKER
 
         by_state = GaugeMetricFamily("loadkit_workers", "Workers the master knows, by Locust state", labels=("state",))
         contributed = GaugeMetricFamily("loadkit_worker_requests", "Samples each worker contributed this run",

@@ -2,7 +2,7 @@
 
 Why: when a worker dies mid-run the master finishes the run, and nothing in Locust's own CSVs says
 that the totals lack that worker's last seconds. loadkit's master writes one row per worker (see
-docs/distributed.md and :mod:`loadkit.metrics.distributed`); the report shows them and turns each
+docs/distributed.md and :mod:`loadkit.metrics.workers`); the report shows them and turns each
 lost worker into a warning at the top ("worker 1 … was lost at 12:00:03 UTC; the totals include the
 1,234 requests it reported before that").
 
@@ -24,7 +24,7 @@ from .model import Run
 
 JSON_SUFFIX = "_workers.json"
 CSV_SUFFIX = "_workers.csv"
-#: columns loadkit's master writes (loadkit.metrics.distributed.WORKER_COLUMNS)
+#: columns loadkit's master writes (loadkit.metrics.workers.WORKER_COLUMNS)
 COLUMNS = ["client_id", "index", "hostname", "pid", "state", "reports", "requests", "first_seen", "last_seen", "final_report", "lost"]
 #: columns a file must have; the rest default to empty
 REQUIRED = ["client_id", "index", "state", "reports", "requests", "last_seen", "lost"]

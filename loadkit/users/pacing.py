@@ -24,6 +24,10 @@ run and lateness is measured.
 
 Cost without the option: none on the request path (the listener and the Locust patches are only
 installed when a run uses pacing).
+
+The options and their parsed ``Settings`` are in :mod:`loadkit.users.pacing_options`, the schedule
+(``PACER``) in :mod:`loadkit.users.pacer`; this module wires them into Locust (the task-set patch,
+the listeners, the slots the master hands out, the end-of-run summary).
 """
 
 from __future__ import annotations
@@ -33,248 +37,22 @@ import sys
 import time
 from typing import Any
 
-from locust import events
-
 from loadkit import pacing
 from loadkit.metrics import catalog, hdr
-from loadkit.metrics.counters import counters
+
+from .pacer import _CHANGE, COUNTERS, PACER, TYPE
+from .pacing_options import Settings, options_problem
 
 logger = logging.getLogger("loadkit.pacing")
 
-TYPE = "loadkit"
 LAG = "schedule_lag"
 FROM_INTENDED = catalog.FROM_INTENDED_SUFFIX
-COUNTERS = counters(TYPE)
 SWEEP_INTERVAL = 0.5
 SLOTS_OPTION = "loadkit_pacing_slots"
 MESSAGE_KEY = "loadkit_pacing"  # key inside Locust's worker report: [schedule start, stop] wall clock
 START_WAIT = 10.0  # seconds the schedule waits at most for the last user to finish on_start
 
-
-@events.init_command_line_parser.add_listener
-def _add_options(parser: Any) -> None:
-    # parser.add_argument itself (not a group's): only that shows the option in the web UI form
-    parser.add_argument("--arrival-rate", default="", metavar="RATE",
-                        help="open model: start iterations at this total rate (all workers together), e.g. 20/s or "
-                             "1200/m, instead of each user's wait time; with --arrival-stages the rate the first "
-                             "stage ramps from")
-    parser.add_argument("--arrival-stages", default="", metavar="STAGES",
-                        help="open model, ramping like k6's ramping-arrival-rate: DURATION:RATE,... e.g. "
-                             "'30s:10/s,60s:50/s' (each stage ramps linearly to its rate; the last rate holds)")
-    parser.add_argument("--arrival-pattern", default="constant", metavar="PATTERN",
-                        help="arrival pattern: constant (default), poisson, or gamma:K (K<1 bursty, K>1 smooth)")
-    parser.add_argument("--arrival-seed", default="1", metavar="N", help="seed of poisson/gamma arrivals (default 1)")
-    parser.add_argument("--arrival-max-lag", default="1s", metavar="DURATION",
-                        help="an iteration not started this long after its intended time is dropped and counted "
-                             "(default 1s)")
-
-
-class Settings:
-    """The parsed ``--arrival-*`` options of a run (``segments`` None: no pacing)."""
-
-    def __init__(self, options: Any) -> None:
-        get = (lambda name, default: getattr(options, name, default) or default)
-        rate_text, stages_text = str(get("arrival_rate", "")).strip(), str(get("arrival_stages", "")).strip()
-        self.rate = pacing.parse_rate(rate_text) if rate_text else None
-        self.stages = pacing.parse_stages(stages_text) if stages_text else None
-        self.pattern, self.shape = pacing.parse_pattern(str(get("arrival_pattern", "constant")))
-        seed = str(get("arrival_seed", "1")).strip()
-        try:
-            self.seed = int(seed)
-        except ValueError:
-            raise pacing.PacingError(f"--arrival-seed {seed!r}: expected a whole number") from None
-        self.max_lag = pacing.parse_duration(str(get("arrival_max_lag", "1s")), "--arrival-max-lag")
-        if self.max_lag < 0:
-            raise pacing.PacingError("--arrival-max-lag must be >= 0")
-        self.segments: list[pacing.Segment] | None = None
-        if self.rate is None and self.stages is None:
-            pass
-        else:
-            if self.stages is None and not self.rate:
-                raise pacing.PacingError(f"--arrival-rate {rate_text!r}: must be > 0")
-            self.segments = pacing.profile(self.rate, self.stages)
-
-    def describe(self) -> str:
-        if self.segments is None:
-            return "closed model"
-        what = (f"{self.rate:g}/s" if self.stages is None else
-                f"stages {', '.join(f'{d:g}s:{r:g}/s' for d, r in self.stages)} from {self.rate or 0:g}/s")
-        pattern = self.pattern + (f":{self.shape:g}" if self.pattern == "gamma" else "")
-        return f"{what}, {pattern}"
-
-
-def _check(parse: Any) -> Any:
-    """A :mod:`loadkit.options` check from one of :mod:`loadkit.pacing`'s parsers (which name the
-    option themselves: that part is left to the caller)."""
-    def check(text: str) -> Any:
-        if not text.strip():
-            return None
-        try:
-            return parse(text)
-        except pacing.PacingError as exc:
-            message = str(exc)
-            raise ValueError(message.split(" ", 1)[1] if message.startswith("--") and " " in message else message) from None
-
-    return check
-
-
-def _seed(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise pacing.PacingError(f"--arrival-seed {text!r}: expected a whole number") from None
-
-
-def _declare_rules() -> None:
-    from loadkit.options import rule
-
-    rule("--arrival-rate", _check(pacing.parse_rate))
-    rule("--arrival-stages", _check(pacing.parse_stages))
-    rule("--arrival-pattern", _check(pacing.parse_pattern))
-    rule("--arrival-seed", _check(_seed))
-    rule("--arrival-max-lag", _check(lambda t: pacing.parse_duration(t, "--arrival-max-lag")))
-
-
-_declare_rules()
-
-
-def options_problem(options: Any) -> str | None:
-    """What is wrong with the ``--arrival-*`` values (one line), or None."""
-    if options is None:
-        return None
-    try:
-        Settings(options)
-    except pacing.PacingError as exc:
-        return f"loadkit: {exc}"
-    return None
-
-
-class Pacer:
-    """This process's schedule: hands out intended start times (``time.perf_counter()`` clock)."""
-
-    def __init__(self) -> None:
-        self.active = False
-        self.settings: Settings | None = None
-        self._times: Any = iter(())
-        self._next: float | None = None
-        self.share, self.slot = 1, 0
-        self.closed: Any = None
-        self.first_asked: float | None = None
-        self.asking = 0
-        self.generation = 0  # +1 whenever the schedule changes: start times of an older one are void
-        self.inflight = 0  # iterations running now
-        self.t0: float | None = None
-        #: [wall clock at t = 0, wall clock at the stop] of this process's schedule
-        self.wall: list[float | None] = [None, None]
-        self.stopped_at: float | None = None
-        self.started = 0
-        self.dropped = 0
-
-    def begin(self, settings: Settings, share: int, slot: int) -> None:
-        """Arm the schedule. It starts (t = 0) once this process has spawned its users and every one
-        of them has finished ``on_start`` and asks for its first start time (at most
-        :data:`START_WAIT` s after the first asks), so log-in and connect at the beginning of a
-        test do not show up as lag: like k6's pre-allocated VUs, users are capacity, not load."""
-        self.settings = settings
-        self.share, self.slot = share, slot
-        self.t0, self.stopped_at = None, None
-        self.started = self.dropped = 0
-        self._times, self._next = iter(()), None
-        self.first_asked: float | None = None
-        self.asking = 0
-        self.wall = [None, None]
-        self.closed: Any = None  # closed mode (the sweep's baseline/throughput): see begin_closed
-        self.active = True
-        self._changed()
-
-    def hold(self) -> None:
-        """Start no iteration until the next ``begin``/``begin_closed`` (a sweep between stages)."""
-        self.settings, self.closed, self.t0 = None, None, None
-        self._times, self._next = iter(()), None
-        self.active = True
-        self._changed()
-
-    def _changed(self) -> None:
-        self.generation += 1
-        _CHANGE[0].set()  # users sleeping towards a start time of the old schedule wake now
-        from gevent.event import Event
-
-        _CHANGE[0] = Event()
-
-    def begin_closed(self, limit: int | None) -> None:
-        """Closed mode (a sweep's synchronous and throughput stages): users start iterations back to
-        back, at most ``limit`` at a time (None: every user), no schedule and no lag."""
-        from gevent.lock import BoundedSemaphore
-
-        self.settings = None
-        self.t0 = time.perf_counter()
-        self._times, self._next = iter(()), None
-        self.closed = BoundedSemaphore(limit) if limit else True
-        self.active = True
-        self._changed()
-
-    def _start(self, now: float) -> None:
-        settings = self.settings
-        assert settings is not None and settings.segments is not None
-        self.t0 = now
-        self.wall = [time.time() - (time.perf_counter() - now), None]
-        self._times = pacing.arrival_times(settings.segments, settings.pattern, settings.shape,
-                                           share=self.share, slot=self.slot, seed=settings.seed)
-        self._advance()
-
-    def _advance(self) -> None:
-        t = next(self._times, None)
-        self._next = None if t is None else self.t0 + t
-
-    def _drop(self) -> None:
-        self.dropped += 1
-        COUNTERS.bump("dropped_iterations")
-        self._advance()
-
-    def sweep(self, now: float) -> None:
-        """Count the start times more than max lag in the past as dropped."""
-        limit = now - self.settings.max_lag if self.settings else now
-        while self._next is not None and self._next < limit:
-            self._drop()
-
-    def take(self, now: float) -> float | None:
-        """The next start time not yet dropped (None: the schedule has ended)."""
-        if self.t0 is None:
-            self._start(now)
-        self.sweep(now)
-        t = self._next
-        if t is not None:
-            self._advance()
-        return t
-
-    def finish(self, now: float) -> None:
-        """End of the run: start times already due but never taken are dropped."""
-        if not self.active:
-            return
-        if self.closed is not None:
-            self.active, self.closed = False, None
-            self._changed()
-            return
-        while self._next is not None and self._next <= now:
-            self._drop()
-        self.active = False
-        self.stopped_at = now
-        self._changed()
-        if self.wall[0] is not None:
-            self.wall[1] = time.time() - (time.perf_counter() - now)
-
-
-PACER = Pacer()
 _START_EVENT: Any = None  # gevent Event set when PACER starts (made in _on_test_start)
-
-
-def _new_event() -> Any:
-    from gevent.event import Event
-
-    return Event()
-
-
-_CHANGE: list[Any] = [_new_event()]  # set (and replaced) whenever PACER's schedule changes
 _ITERATION: dict[Any, float] = {}  # greenlet -> intended start of the iteration it runs
 _HOLDING: dict[Any, Any] = {}  # greenlet -> the closed-mode semaphore it holds during its iteration
 

@@ -163,7 +163,7 @@ class RestFaults:
         kind = self.dice.draw()
         if kind is None:
             return self.app(environ, start_response)
-        from .rest import Response
+        from .wsgi import Response
 
         if kind == "error":
             return self.app.respond(environ, start_response, Response(500, rest_error_body(self.variant, method, path)))
@@ -204,7 +204,7 @@ def install_socket_faults(sio: Any, dice: FaultDice, variant: str) -> None:
     """Wrap the CONNECT handling and the six event handlers of ``sio`` with the dice."""
     from socketio import packet as sio_packet
 
-    from .sockets import DROP
+    from .socket_server import DROP
 
     errors = SOCKET_ERRORS[variant]
     handlers = sio.handlers["/"]

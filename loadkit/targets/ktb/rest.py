@@ -18,7 +18,9 @@ from urllib.parse import parse_qs
 from . import jsonfast
 from .auth import Auth, FixedWindowLimiter, InvalidToken, check_password, hash_password
 from .store import Store, User
+from .uploads import ALLOWED_UPLOADS, MAX_UPLOAD, iso_local, multipart_file
 from .views import NotAString, auth_user, iso_instant, jackson_str, room_response
+from .wsgi import CORS_HEADERS, REASONS, Emit, Response
 
 log = logging.getLogger("loadkit.ktb.rest")
 
@@ -34,70 +36,9 @@ MSG_TOKEN_OR_SESSION = "토큰 또는 세션 ID가 필요합니다."
 MSG_EXPIRED_SESSION = "만료된 세션입니다."
 MSG_USER_NOT_FOUND = "사용자를 찾을 수 없습니다."
 
-CORS_HEADERS = [
-    ("Access-Control-Allow-Credentials", "true"),
-    ("Access-Control-Expose-Headers", "x-auth-token, x-session-id"),
-]
-
-Emit = Callable[[str, Any, str], None]  # (event, data, room)
-
-MB = 1024 * 1024
-MAX_UPLOAD = 50 * MB
-# FileUtil.ALLOWED_TYPES: mime type -> (extensions, size limit)
-ALLOWED_UPLOADS: dict[str, tuple[tuple[str, ...], int]] = {
-    "image/jpeg": (("jpg", "jpeg"), 10 * MB), "image/png": (("png",), 10 * MB), "image/gif": (("gif",), 10 * MB),
-    "image/webp": (("webp",), 10 * MB), "video/mp4": (("mp4",), 50 * MB), "video/webm": (("webm",), 50 * MB),
-    "video/quicktime": (("mov",), 50 * MB), "audio/mpeg": (("mp3",), 20 * MB), "audio/wav": (("wav",), 20 * MB),
-    "audio/ogg": (("ogg",), 20 * MB), "application/pdf": (("pdf",), 20 * MB),
-    "application/msword": (("doc",), 20 * MB),
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": (("docx",), 20 * MB),
-}
-
-
-def iso_local(ms: int) -> str:
-    """``LocalDateTime.toString()``-like text without zone, e.g. ``2025-11-18T12:34:56.789``."""
-    t = time.localtime(ms // 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms % 1000:03d}"
-
-
-def _multipart_file(content_type: str, body: bytes) -> tuple[str, str, int] | None:
-    """(original filename, mime type, size) of the multipart part named ``file``, else None."""
-    if not content_type.lower().startswith("multipart/form-data"):
-        return None
-    from email import policy
-    from email.parser import BytesParser
-
-    try:
-        msg = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1")
-                                                         + b"\r\n\r\n" + body)
-    except Exception:
-        return None
-    if not msg.is_multipart():
-        return None
-    for part in msg.iter_parts():
-        if part.get_param("name", header="content-disposition") == "file":
-            filename = part.get_filename() or ""
-            payload = part.get_payload(decode=True) or b""
-            return filename, part.get_content_type(), len(payload)
-    return None
-
-
-class Response:
-    __slots__ = ("status", "body", "headers")
-
-    def __init__(self, status: int, body: Any = None, headers: list[tuple[str, str]] | None = None, *, empty: bool = False):
-        self.status = status
-        self.body = None if empty else body
-        self.headers = headers or []
-
 
 class BadBody(Exception):
     """The request body is not the JSON object the controller expects (Spring: 500 via handler)."""
-
-
-_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error",
-            503: "Service Unavailable"}
 
 
 def _unauthorized(description: str | None = None) -> Response:
@@ -151,7 +92,7 @@ class RestApp:
             payload = jsonfast.dumps(resp.body).encode()
             headers.append(("Content-Type", "application/json"))
         headers.append(("Content-Length", str(len(payload))))
-        start_response(f"{resp.status} {_REASONS.get(resp.status, 'Status')}", headers)
+        start_response(f"{resp.status} {REASONS.get(resp.status, 'Status')}", headers)
         return [payload]
 
     def handle(self, environ: dict) -> Response:
@@ -410,7 +351,7 @@ class RestApp:
             length = 0
         if length <= 0 or length > MAX_UPLOAD:
             return fail("missing or too large request body")
-        part = _multipart_file(environ.get("CONTENT_TYPE", ""), environ["wsgi.input"].read(length))
+        part = multipart_file(environ.get("CONTENT_TYPE", ""), environ["wsgi.input"].read(length))
         if part is None:
             return fail("Required request part 'file' is not present")
         filename, mimetype, size = part

@@ -131,12 +131,15 @@ def build(cfg: ServerConfig) -> tuple[Any, list[pywsgi.WSGIServer], Any]:
     from .auth import Auth
     from .banned import DEFAULT_LIST, BannedWordChecker
     from .rest import RestApp
-    from .sockets import ChatSockets, make_socket_server
+    from .socket_server import make_socket_server
+    from .sockets import ChatSockets
     from .store import Store
 
     store = Store(cfg.db)
     if cfg.variant == "node":
-        from .node import NodeAuth, NodeChatSockets, NodeRestApp, make_node_socket_server
+        from .node.auth import NodeAuth
+        from .node.rest import NodeRestApp
+        from .node.sockets import NodeChatSockets, make_node_socket_server
 
         limit_websocket_frames(1_000_000)
         banned_count = 0
