@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from loadkit.procs import free_port, loadkit_argv, own_master_port_args
-from loadkit.protocols import ktb
+from loadkit.protocols import ktb_nonce
 
 
 
@@ -150,7 +150,7 @@ def test_processes_sharing_a_room_never_share_a_sender_identity(spawn, tmp_path)
     con = sqlite3.connect(db)
     senders: dict[tuple, set] = {}
     for sender, content in con.execute("SELECT sender, content FROM messages WHERE room = ?", (room,)):
-        n = ktb.parse_content(content)
+        n = ktb_nonce.parse_content(content)
         if n is not None:
             senders.setdefault((n.host, n.pid, n.user), set()).add(sender)
     assert len({pid for _, pid, _ in senders}) == 2, senders  # both children sent

@@ -42,7 +42,7 @@ from loadkit.options import value as option_value
 from loadkit.protocols.ktb_vocab import E_ROOM_NOT_FOUND
 from loadkit.metrics.counters import counters
 from loadkit.clients.socketio import Disconnect, ErrorAnswer, SocketIOError
-from loadkit.protocols import ktb
+from loadkit.protocols import ktb, ktb_answers, ktb_nonce
 from loadkit.protocols import ktb_variants as variants
 from loadkit.users.socketio import SocketIOUser
 
@@ -147,7 +147,7 @@ def parse_weights(text: str) -> dict[str, int]:
 #: skipped deliveries ...): merged over workers, logged at the end, written to <prefix>_counters.csv
 COUNTERS = counters(REQUEST_TYPE)
 _ROOMS: dict[tuple, AsyncResult] = {}
-_HOST = ktb.host_token()
+_HOST = ktb_nonce.host_token()
 #: (REST URL, Socket.IO URL, --ktb-server) -> (variant, why): decided once per process
 _VARIANTS: dict[tuple, AsyncResult] = {}
 #: emits whose completion only another member can see, waiting for their first witness:
@@ -297,7 +297,7 @@ class KtbChatUser(SocketIOUser):
         self.need_session = True
         self.need_join = False  # set when the server dropped us from the room (see _handle)
         self.me = (_HOST, _PID, self.user_no)
-        self.content_prefix = ktb.content_prefix(_HOST, _PID, self.user_no)
+        self.content_prefix = ktb_nonce.content_prefix(_HOST, _PID, self.user_no)
         self.email = self.account_email()
         # unique per process too: the leave notice "<name>님이 퇴장하였습니다." names the leaver
         self.display_name = f"lk user {self.user_no} p{_PID}"
@@ -385,7 +385,7 @@ class KtbChatUser(SocketIOUser):
             content = msg.get("content")
             if not isinstance(content, str) or content.startswith(self.content_prefix):
                 return  # our own echo (timed by chatMessage) or not a loadkit message
-            n = ktb.parse_content(content)
+            n = ktb_nonce.parse_content(content)
             if n is not None and n.sender != self.me:
                 if n.host != _HOST:
                     COUNTERS.bump("delivery_other_host")
@@ -452,7 +452,7 @@ class KtbChatUser(SocketIOUser):
         with self.rest.post("/api/auth/register", json=body, name="/api/auth/register", catch_response=True) as r:
             if r.status_code in (200, 201):
                 try:  # an HTML page or a wrong-typed `user` is the server's failure, not a crash
-                    data, uid = ktb.register_answer(r.status_code, _text(r))
+                    data, uid = ktb_answers.register_answer(r.status_code, _text(r))
                 except ValueError as exc:
                     r.failure(f"HTTP {r.status_code}: {exc}")
                     raise ktb.AuthFailed(str(r.status_code), "register failed") from None
@@ -476,7 +476,7 @@ class KtbChatUser(SocketIOUser):
                 r.failure(self._rest_failure(r))
                 raise ktb.AuthFailed(str(r.status_code), "login failed")
             try:  # `"user": "bob"`, a number as token, an HTML page: the login failed, the user lives
-                self.token, self.session_id, self.user_id = ktb.login_answer(_text(r))
+                self.token, self.session_id, self.user_id = ktb_answers.login_answer(_text(r))
             except ValueError as exc:
                 r.failure(f"HTTP 200: {exc}")
                 raise ktb.AuthFailed("200", "login failed") from None
@@ -516,7 +516,7 @@ class KtbChatUser(SocketIOUser):
                 r.failure(self._rest_failure(r))
                 raise ktb.ServerError(str(r.status_code), "room creation failed")
             try:
-                room = ktb.room_answer(_text(r))
+                room = ktb_answers.room_answer(_text(r))
             except ValueError as exc:
                 r.failure(f"HTTP {r.status_code}: {exc}")
                 raise ktb.ServerError(str(r.status_code), "room creation failed") from None
@@ -618,7 +618,7 @@ class KtbChatUser(SocketIOUser):
         failure is reported as ``joinRoom`` and raised."""
         room = self.room_id
         # the outcome carries its timing, failure or not (GreenletExit: counted as unfinished)
-        o = self.sio.exchange("joinRoom", room, answer="joinRoomSuccess", match=ktb.match_join(room),
+        o = self.sio.exchange("joinRoom", room, answer="joinRoomSuccess", match=ktb_answers.match_join(room),
                               errors=ktb.failure_events("joinRoom"), timeout=self.timeout)
         if o.error is not None:
             self._fire("joinRoom", o.elapsed_ms, o.nbytes, o.error)
@@ -640,7 +640,7 @@ class KtbChatUser(SocketIOUser):
                 self._fire("joinRoom", a.elapsed_ms, a.nbytes, None)
                 _JOINED.setdefault(self.room_id, set()).add(self.user_no)
                 data = a.data if isinstance(a.data, dict) else {}
-                for m in data.get("messages") or ():  # (types checked by ktb.match_join)
+                for m in data.get("messages") or ():  # (types checked by ktb_answers.match_join)
                     if m.get("_id"):
                         self.recent_ids.append(m["_id"])
                 return
@@ -688,7 +688,7 @@ class KtbChatUser(SocketIOUser):
 
     def next_content(self) -> str:
         self.seq += 1
-        content = ktb.make_content(_HOST, _PID, self.user_no, self.seq, int(time.time() * 1_000_000), self.content_prefix)
+        content = ktb_nonce.make_content(_HOST, _PID, self.user_no, self.seq, int(time.time() * 1_000_000), self.content_prefix)
         if self.banned_word and self.banned_every > 0 and self.seq % self.banned_every == 0:
             content = f"{content} {self.banned_word}"
         return content
@@ -697,7 +697,7 @@ class KtbChatUser(SocketIOUser):
         content = self.next_content()
         a = self.sio.request(
             "chatMessage", {"room": self.room_id, "type": "text", "content": content},
-            answer="message", match=ktb.match_content(content), errors=_CHAT_ERRORS, timeout=self.timeout,
+            answer="message", match=ktb_answers.match_content(content), errors=_CHAT_ERRORS, timeout=self.timeout,
         )
         mid = a.args[0].get("_id")  # a dict (match_content checked it) in our room: we sent it there
         if mid:
@@ -735,7 +735,7 @@ class KtbChatUser(SocketIOUser):
             try:
                 self.sio.request(
                     "fetchPreviousMessages", {"roomId": self.room_id, "limit": 30},
-                    answer="previousMessagesLoaded", match=ktb.match_previous(),
+                    answer="previousMessagesLoaded", match=ktb_answers.match_previous(),
                     errors=ktb.failure_events("fetchPreviousMessages"),
                     timeout=self.timeout,
                 )
@@ -761,7 +761,7 @@ class KtbChatUser(SocketIOUser):
             payload = {"roomId": self.room_id, "messageIds": ids}
             if self.server_rules().read_receipt_to_sender:
                 self.sio.request(
-                    "markMessagesAsRead", payload, answer="messagesRead", match=ktb.match_read(self.user_id, ids),
+                    "markMessagesAsRead", payload, answer="messagesRead", match=ktb_answers.match_read(self.user_id, ids),
                     errors=ktb.failure_events("markMessagesAsRead"), timeout=self.timeout,
                 )
             else:
@@ -782,7 +782,7 @@ class KtbChatUser(SocketIOUser):
             for kind in ("add", "remove"):
                 self.sio.request(
                     "messageReaction", {"messageId": mid, "reaction": self.emoji, "type": kind},
-                    answer="messageReactionUpdate", match=ktb.match_reaction(mid, self.emoji, self.user_id, kind == "add"),
+                    answer="messageReactionUpdate", match=ktb_answers.match_reaction(mid, self.emoji, self.user_id, kind == "add"),
                     errors=ktb.failure_events("messageReaction"), timeout=self.timeout,
                 )
 
