@@ -109,12 +109,13 @@ def test_library_mode_environment_gets_requests_and_metrics(spawn):
 def test_a_forked_child_makes_its_own_identity():
     code = (
         "import os\n"
-        "import loadkit.users.ktb as k\n"
-        "parent = (k._PID, k._RUN_ID)\n"
+        "import loadkit.users.ktb\n"
+        "import loadkit.users.ktb_state as k\n"
+        "parent = (k.PID, k.RUN_ID)\n"
         "r, w = os.pipe()\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
-        "    os.write(w, f'{k._PID} {k._RUN_ID} {os.getpid()}'.encode()); os._exit(0)\n"
+        "    os.write(w, f'{k.PID} {k.RUN_ID} {os.getpid()}'.encode()); os._exit(0)\n"
         "os.waitpid(pid, 0)\n"
         "child_pid, child_run, real = os.read(r, 100).decode().split()\n"
         "assert int(child_pid) == int(real) == pid != parent[0], (child_pid, real, parent)\n"
