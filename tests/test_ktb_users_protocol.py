@@ -1,4 +1,5 @@
-"""KTB rules (loadkit/protocols/ktb.py): nonces, answer matching, error ownership, classification."""
+"""KTB rules (loadkit/protocols/ktb.py, ktb_answers.py, ktb_nonce.py): nonces, answer matching, error ownership,
+classification."""
 
 from __future__ import annotations
 
@@ -8,19 +9,19 @@ import string
 
 import pytest
 
-from loadkit.protocols import ktb
+from loadkit.protocols import ktb, ktb_answers, ktb_nonce
 
 
 def test_nonce_round_trip_and_grouping():
-    c = ktb.make_content(12345, 4242, 7, 19, 1763724452123456)
+    c = ktb_nonce.make_content(12345, 4242, 7, 19, 1763724452123456)
     assert c == "lk 12.345~4.242~7~19~1.763.724.452.123.456"
-    n = ktb.parse_content(c)
-    assert n == ktb.Nonce(12345, 4242, 7, 19, 1763724452123456)
+    n = ktb_nonce.parse_content(c)
+    assert n == ktb_nonce.Nonce(12345, 4242, 7, 19, 1763724452123456)
     assert n.sender == (12345, 4242, 7)
-    assert ktb.make_content(1, 2, 3, 4, 5, ktb.content_prefix(1, 2, 3)) == ktb.make_content(1, 2, 3, 4, 5)
-    assert ktb.parse_content(c + " zq9x") == n  # a forced banned word after the nonce keeps it parseable
+    assert ktb_nonce.make_content(1, 2, 3, 4, 5, ktb_nonce.content_prefix(1, 2, 3)) == ktb_nonce.make_content(1, 2, 3, 4, 5)
+    assert ktb_nonce.parse_content(c + " zq9x") == n  # a forced banned word after the nonce keeps it parseable
     for bad in (None, 5, "", "hello", "lk 1~2~3", "lk a~b~c~d~e"):
-        assert ktb.parse_content(bad) is None
+        assert ktb_nonce.parse_content(bad) is None
 
 
 def test_nonces_can_never_contain_a_banned_word():
@@ -30,12 +31,12 @@ def test_nonces_can_never_contain_a_banned_word():
     words = {"".join(rnd.choice(alphabet) for _ in range(rnd.randint(4, 10))) for _ in range(3000)}
     words |= {f"{i:04d}" for i in range(10000)}
     for _ in range(300):
-        c = ktb.make_content(rnd.randrange(2**24), rnd.randrange(2**22), rnd.randrange(10**6),
+        c = ktb_nonce.make_content(rnd.randrange(2**24), rnd.randrange(2**22), rnd.randrange(10**6),
                              rnd.randrange(10**9), rnd.randrange(10**17))
-        assert ktb.is_banned_word_safe(c) and ktb.max_alnum_run(c) <= 3, c
+        assert ktb_nonce.is_banned_word_safe(c) and ktb_nonce.max_alnum_run(c) <= 3, c
         low = c.lower()
         assert not any(w in low for w in words), c
-    assert not ktb.is_banned_word_safe("lk 1~2 zq9x") and ktb.max_alnum_run("ab cdef") == 4
+    assert not ktb_nonce.is_banned_word_safe("lk 1~2 zq9x") and ktb_nonce.max_alnum_run("ab cdef") == 4
 
 
 @pytest.mark.parametrize(
@@ -84,19 +85,19 @@ def test_classify_kinds_and_texts():
 
 
 def test_answer_matchers():
-    assert ktb.match_join("r1")([{"roomId": "r1"}]) and not ktb.match_join("r1")([{"roomId": "r2"}])
+    assert ktb_answers.match_join("r1")([{"roomId": "r1"}]) and not ktb_answers.match_join("r1")([{"roomId": "r2"}])
     for not_an_object in ([], ["r1"]):  # no joinRoomSuccess can be anyone's answer: malformed
         with pytest.raises(ValueError, match="joinRoomSuccess payload is"):
-            ktb.match_join("r1")(not_an_object)
-    m = ktb.match_read("u1", ["a", "b"])
+            ktb_answers.match_join("r1")(not_an_object)
+    m = ktb_answers.match_read("u1", ["a", "b"])
     assert m([{"userId": "u1", "messageIds": ["a", "b"]}])
     assert not m([{"userId": "u2", "messageIds": ["a", "b"]}]) and not m([{"userId": "u1", "messageIds": ["a"]}])
-    add = ktb.match_reaction("m1", "👍", "u1", True)
-    rem = ktb.match_reaction("m1", "👍", "u1", False)
+    add = ktb_answers.match_reaction("m1", "👍", "u1", True)
+    rem = ktb_answers.match_reaction("m1", "👍", "u1", False)
     assert add([{"messageId": "m1", "reactions": {"👍": ["u1"]}}]) and not add([{"messageId": "m1", "reactions": {}}])
     assert rem([{"messageId": "m1", "reactions": {}}]) and not rem([{"messageId": "m1", "reactions": {"👍": ["u1"]}}])
     assert not add([{"messageId": "m2", "reactions": {"👍": ["u1"]}}])
-    c = ktb.match_content("lk 1~2")
+    c = ktb_answers.match_content("lk 1~2")
     assert c([{"content": "lk 1~2"}]) and not c([{"content": "lk 1~3"}])
     with pytest.raises(ValueError, match="message payload is null"):
         c([None])
@@ -155,24 +156,24 @@ def test_counters_fold_names_beyond_the_cap_into_other():
 
 # ------------------------------------------------------------------ wrong-typed answers (issue #15)
 @pytest.mark.parametrize("matcher,args,says", [
-    (ktb.match_join("r1"), [{"roomId": "r1", "messages": 5}], "joinRoomSuccess.messages is int, not a list"),
-    (ktb.match_join("r1"), [{"roomId": "r1", "participants": "x"}], "joinRoomSuccess.participants is str"),
-    (ktb.match_join("r1"), [{"roomId": "r1", "messages": [5]}], "joinRoomSuccess.messages[0] is int, not an object"),
-    (ktb.match_join("r1"), [{"roomId": "r1", "messages": [{"_id": 7}]}], "messages[0]._id is int, not a string"),
-    (ktb.match_join("r1"), [{"roomId": "r1", "participants": [None]}], "participants[0] is null"),
-    (ktb.match_join("r1"), [{"roomId": "r1", "hasMore": "yes"}], "joinRoomSuccess.hasMore is str, not a boolean"),
-    (ktb.match_join("r1"), ["ok"], "joinRoomSuccess payload is str"),
-    (ktb.match_previous(), [{"messages": None, "hasMore": False}], "previousMessagesLoaded.messages is null"),
-    (ktb.match_previous(), [{"messages": [], "hasMore": "yes"}], "previousMessagesLoaded.hasMore is str"),
-    (ktb.match_previous(), [[1, 2]], "previousMessagesLoaded payload is list"),
-    (ktb.match_read("u1", ["a"]), [{"userId": "u1", "messageIds": "all"}], "messagesRead.messageIds is str"),
-    (ktb.match_read("u1", ["a"]), [{"userId": 5, "messageIds": ["a"]}], "messagesRead.userId is int"),
-    (ktb.match_read("u1", ["a"]), [5], "messagesRead payload is int"),
-    (ktb.match_reaction("m1", "👍", "u1", True), [{"messageId": "m1", "reactions": [1]}], "reactions is list"),
-    (ktb.match_reaction("m1", "👍", "u1", True), [{"messageId": "m1", "reactions": {"👍": 5}}], "is int, not a list"),
-    (ktb.match_reaction("m1", "👍", "u1", True), [None], "messageReactionUpdate payload is null"),
-    (ktb.match_content("lk 1"), [{"content": "lk 1", "_id": {"$oid": 1}}], "message._id is dict, not a string"),
-    (ktb.match_content("lk 1"), [b"\x00binary"], "message payload is bytes"),
+    (ktb_answers.match_join("r1"), [{"roomId": "r1", "messages": 5}], "joinRoomSuccess.messages is int, not a list"),
+    (ktb_answers.match_join("r1"), [{"roomId": "r1", "participants": "x"}], "joinRoomSuccess.participants is str"),
+    (ktb_answers.match_join("r1"), [{"roomId": "r1", "messages": [5]}], "joinRoomSuccess.messages[0] is int, not an object"),
+    (ktb_answers.match_join("r1"), [{"roomId": "r1", "messages": [{"_id": 7}]}], "messages[0]._id is int, not a string"),
+    (ktb_answers.match_join("r1"), [{"roomId": "r1", "participants": [None]}], "participants[0] is null"),
+    (ktb_answers.match_join("r1"), [{"roomId": "r1", "hasMore": "yes"}], "joinRoomSuccess.hasMore is str, not a boolean"),
+    (ktb_answers.match_join("r1"), ["ok"], "joinRoomSuccess payload is str"),
+    (ktb_answers.match_previous(), [{"messages": None, "hasMore": False}], "previousMessagesLoaded.messages is null"),
+    (ktb_answers.match_previous(), [{"messages": [], "hasMore": "yes"}], "previousMessagesLoaded.hasMore is str"),
+    (ktb_answers.match_previous(), [[1, 2]], "previousMessagesLoaded payload is list"),
+    (ktb_answers.match_read("u1", ["a"]), [{"userId": "u1", "messageIds": "all"}], "messagesRead.messageIds is str"),
+    (ktb_answers.match_read("u1", ["a"]), [{"userId": 5, "messageIds": ["a"]}], "messagesRead.userId is int"),
+    (ktb_answers.match_read("u1", ["a"]), [5], "messagesRead payload is int"),
+    (ktb_answers.match_reaction("m1", "👍", "u1", True), [{"messageId": "m1", "reactions": [1]}], "reactions is list"),
+    (ktb_answers.match_reaction("m1", "👍", "u1", True), [{"messageId": "m1", "reactions": {"👍": 5}}], "is int, not a list"),
+    (ktb_answers.match_reaction("m1", "👍", "u1", True), [None], "messageReactionUpdate payload is null"),
+    (ktb_answers.match_content("lk 1"), [{"content": "lk 1", "_id": {"$oid": 1}}], "message._id is dict, not a string"),
+    (ktb_answers.match_content("lk 1"), [b"\x00binary"], "message payload is bytes"),
 ])
 def test_a_wrong_typed_field_of_our_answer_is_named(matcher, args, says):
     with pytest.raises(ValueError, match=re.escape(says)):
@@ -180,18 +181,18 @@ def test_a_wrong_typed_field_of_our_answer_is_named(matcher, args, says):
 
 
 def test_well_formed_answers_of_both_variants_pass_and_others_answers_are_not_checked():
-    join = ktb.match_join("r1")
+    join = ktb_answers.match_join("r1")
     assert join([{"roomId": "r1"}])  # Java's short form
     assert join([{"roomId": "r1", "participants": [{"_id": "u1", "name": "a"}], "hasMore": True, "activeStreams": [],
                   "messages": [{"_id": "m1", "content": "x", "type": "text", "sender": {"_id": "u1"}}]}])
     assert not join([{"roomId": "r2", "messages": 5}])  # another room's answer: not ours, not judged
-    assert ktb.match_previous()([{"messages": [{"_id": "m1"}], "hasMore": False, "oldestTimestamp": 1}])
-    assert ktb.match_read("u1", ["a"])([{"userId": "u1", "messageIds": ["a"]}])
-    assert not ktb.match_read("u1", ["a"])([{"userId": "u2", "messageIds": "all"}])  # another member's
-    react = ktb.match_reaction("m1", "👍", "u1", False)
+    assert ktb_answers.match_previous()([{"messages": [{"_id": "m1"}], "hasMore": False, "oldestTimestamp": 1}])
+    assert ktb_answers.match_read("u1", ["a"])([{"userId": "u1", "messageIds": ["a"]}])
+    assert not ktb_answers.match_read("u1", ["a"])([{"userId": "u2", "messageIds": "all"}])  # another member's
+    react = ktb_answers.match_reaction("m1", "👍", "u1", False)
     assert react([{"messageId": "m1", "reactions": {}}]) and react([{"messageId": "m1"}])
     assert not react([{"messageId": "m2", "reactions": [1]}])
-    assert not ktb.match_content("lk 1")([{"content": "lk 2", "_id": 5}])
+    assert not ktb_answers.match_content("lk 1")([{"content": "lk 2", "_id": 5}])
 
 
 def test_a_malformed_answer_fails_its_request_alone_as_bad_answer():
@@ -201,8 +202,8 @@ def test_a_malformed_answer_fails_its_request_alone_as_bad_answer():
     from loadkit.protocols.socketio import Event
 
     reqs = PendingRequests()
-    join = reqs.add(Pending("joinRoomSuccess", ktb.match_join("r1"), dict(ktb.failure_events("joinRoom")), "/", 1.0))
-    chat = reqs.add(Pending("message", ktb.match_content("lk 1"), dict(ktb.failure_events("chatMessage")), "/", 1.0))
+    join = reqs.add(Pending("joinRoomSuccess", ktb_answers.match_join("r1"), dict(ktb.failure_events("joinRoom")), "/", 1.0))
+    chat = reqs.add(Pending("message", ktb_answers.match_content("lk 1"), dict(ktb.failure_events("chatMessage")), "/", 1.0))
     assert reqs.event(Event("/", "joinRoomSuccess", [{"roomId": "r1", "messages": 5}], None, 40), 2.0) is join
     assert isinstance(join.error, BadAnswer) and "joinRoomSuccess.messages is int, not a list" in str(join.error)
     assert not chat.done and reqs.event(Event("/", "message", [{"content": "lk 1", "_id": "m1"}], None, 9), 3.0) is chat
@@ -221,18 +222,18 @@ def test_a_malformed_answer_fails_its_request_alone_as_bad_answer():
 ])
 def test_a_login_answer_of_the_wrong_shape_is_named(body, says):
     with pytest.raises(ValueError, match=re.escape(says)) as err:
-        ktb.login_answer(body)
+        ktb_answers.login_answer(body)
     assert "12345" not in str(err.value)  # a token's value is never shown, whatever its type
 
 
 def test_rest_answers_of_the_right_shape():
-    assert ktb.login_answer('{"token":"t","sessionId":"s","user":{"_id":"u1"}}') == ("t", "s", "u1")
-    assert ktb.login_answer('{"token":"t","sessionId":"s","user":{"id":"u1"}}') == ("t", "s", "u1")  # Java
-    assert ktb.login_answer('{"token":"t","sessionId":"s"}') == ("t", "s", None)
-    assert ktb.register_answer(201, '{"success":true,"user":{"_id":"u1"}}') == ({"success": True,
+    assert ktb_answers.login_answer('{"token":"t","sessionId":"s","user":{"_id":"u1"}}') == ("t", "s", "u1")
+    assert ktb_answers.login_answer('{"token":"t","sessionId":"s","user":{"id":"u1"}}') == ("t", "s", "u1")  # Java
+    assert ktb_answers.login_answer('{"token":"t","sessionId":"s"}') == ("t", "s", None)
+    assert ktb_answers.register_answer(201, '{"success":true,"user":{"_id":"u1"}}') == ({"success": True,
                                                                                   "user": {"_id": "u1"}}, "u1")
-    assert ktb.room_answer('{"success":true,"data":{"_id":"r1"}}') == "r1"
+    assert ktb_answers.room_answer('{"success":true,"data":{"_id":"r1"}}') == "r1"
     with pytest.raises(ValueError, match=re.escape("answer.data._id is int, not a non-empty string: 5")):
-        ktb.room_answer('{"data":{"_id":5}}')
+        ktb_answers.room_answer('{"data":{"_id":5}}')
     with pytest.raises(ValueError, match="answer.user is list"):
-        ktb.register_answer(201, '{"user":[]}')
+        ktb_answers.register_answer(201, '{"user":[]}')

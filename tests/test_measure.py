@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from loadkit.procs import free_port, loadkit_argv, own_master_port_args
-from loadkit.protocols import ktb
+from loadkit.protocols import ktb_nonce
 
 
 
@@ -109,12 +109,13 @@ def test_library_mode_environment_gets_requests_and_metrics(spawn):
 def test_a_forked_child_makes_its_own_identity():
     code = (
         "import os\n"
-        "import loadkit.users.ktb as k\n"
-        "parent = (k._PID, k._RUN_ID)\n"
+        "import loadkit.users.ktb\n"
+        "import loadkit.users.ktb_state as k\n"
+        "parent = (k.PID, k.RUN_ID)\n"
         "r, w = os.pipe()\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
-        "    os.write(w, f'{k._PID} {k._RUN_ID} {os.getpid()}'.encode()); os._exit(0)\n"
+        "    os.write(w, f'{k.PID} {k.RUN_ID} {os.getpid()}'.encode()); os._exit(0)\n"
         "os.waitpid(pid, 0)\n"
         "child_pid, child_run, real = os.read(r, 100).decode().split()\n"
         "assert int(child_pid) == int(real) == pid != parent[0], (child_pid, real, parent)\n"
@@ -150,7 +151,7 @@ def test_processes_sharing_a_room_never_share_a_sender_identity(spawn, tmp_path)
     con = sqlite3.connect(db)
     senders: dict[tuple, set] = {}
     for sender, content in con.execute("SELECT sender, content FROM messages WHERE room = ?", (room,)):
-        n = ktb.parse_content(content)
+        n = ktb_nonce.parse_content(content)
         if n is not None:
             senders.setdefault((n.host, n.pid, n.user), set()).add(sender)
     assert len({pid for _, pid, _ in senders}) == 2, senders  # both children sent
