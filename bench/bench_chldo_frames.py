@@ -44,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 
+from opcount import opcode_tracer, print_top
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -64,14 +66,7 @@ def measure(url: str, connections: int, seconds: float, warm: float, think: floa
     counting = [False]
     counts: collections.Counter = collections.Counter()
 
-    def tracer(frame, event, _arg):  # noqa: ANN001 - sys.settrace signature
-        if event == "call":
-            frame.f_trace_opcodes = True
-            frame.f_trace_lines = False
-        elif event == "opcode" and counting[0]:
-            code = frame.f_code
-            counts[f"{os.path.basename(code.co_filename)}:{code.co_name}"] += 1
-        return tracer
+    tracer = opcode_tracer(counts, lambda: counting[0])
 
     if opcodes:  # from the start: greenlet keeps a tracing flag per greenlet, the hub's included
         sys.settrace(tracer)
@@ -109,8 +104,7 @@ def measure(url: str, connections: int, seconds: float, warm: float, think: floa
     n = max(1, frames)
     if opcodes:
         print(f"{frames} frames, {sum(counts.values()) / n:.0f} bytecodes per frame")
-        for name, k in counts.most_common(30):
-            print(f"  {k / n:8.2f}  {name}")
+        print_top(counts, n, 30)
     else:
         print(f"RESULT {frames} {cpu / n * 1e6:.2f} {frames / wall:.0f} {100 * cpu / wall:.0f} {100 * target / wall:.0f} {n_reads or 'n/a'}")
     sys.stdout.flush()
@@ -310,14 +304,7 @@ def micro(turns: int, tokens: int, opcodes: bool) -> None:
     all_frames = [turn_frames(t, tokens) for t in range(turns)]
     counts: collections.Counter = collections.Counter()
 
-    def tracer(frame, event, _arg):  # noqa: ANN001 - sys.settrace signature
-        if event == "call":
-            frame.f_trace_opcodes = True
-            frame.f_trace_lines = False
-        elif event == "opcode":
-            code = frame.f_code
-            counts[f"{os.path.basename(code.co_filename)}:{code.co_name}"] += 1
-        return tracer
+    tracer = opcode_tracer(counts)
 
     n = 0
     cpu0 = time.process_time()
@@ -336,8 +323,7 @@ def micro(turns: int, tokens: int, opcodes: bool) -> None:
     cpu = time.process_time() - cpu0
     if opcodes:
         print(f"micro: {n} frames, {sum(counts.values()) / n:.1f} bytecodes per frame")
-        for name, k in counts.most_common(20):
-            print(f"  {k / n:8.2f}  {name}")
+        print_top(counts, n, 20)
     else:
         print(f"RESULT {n} {cpu / n * 1e6:.3f}")
     sys.stdout.flush()

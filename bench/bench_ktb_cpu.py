@@ -38,6 +38,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+from opcount import opcode_tracer, print_top  # noqa: E402
+
 CHAT_ONLY = "chatMessage=1,fetchPreviousMessages=0,markMessagesAsRead=0,messageReaction=0,rejoin=0"
 
 
@@ -65,14 +67,7 @@ def measure(cls_name: str, users: int, round_trips: int, url: str, warm_s: float
     gevent.sleep(warm_s)  # every user connected and in its steady loop
     counts: collections.Counter = collections.Counter()
 
-    def tracer(frame, event, _arg):  # noqa: ANN001 - sys.settrace signature
-        if event == "call":
-            frame.f_trace_opcodes = True
-            frame.f_trace_lines = False
-        elif event == "opcode":
-            code = frame.f_code
-            counts[f"{os.path.basename(code.co_filename)}:{code.co_name}"] += 1
-        return tracer
+    tracer = opcode_tracer(counts)
 
     start = bench.ROUND_TRIPS[0]
     cpu0 = time.process_time()
@@ -85,8 +80,7 @@ def measure(cls_name: str, users: int, round_trips: int, url: str, warm_s: float
     n = max(1, bench.ROUND_TRIPS[0] - start)
     if opcodes:
         print(f"{cls_name} {users} users: {n} round trips, {sum(counts.values()) / n:.0f} bytecodes per round trip")
-        for name, k in counts.most_common(40):
-            print(f"  {k / n:8.1f}  {name}")
+        print_top(counts, n, 40, digits=1)
     else:
         print(f"RESULT {cls_name} {n} {cpu / n * 1e6:.2f}")
     sys.stdout.flush()
