@@ -238,9 +238,13 @@ class _Demo:
         users = int(number(row.get("User Count"))) if row else 0
         total = int(number(row.get("Total Request Count"))) if row else 0
         if users == 0 and total == 0:
-            connected = self.master.output().count("reported as ready") if self.master else 0
-            if self.window and "worker(s) connected (none new for" not in (self.master.output() if self.master else ""):
-                return f"{elapsed:5.0f}s  waiting for workers: {connected} connected (counting until none new for {self.window:g}s)"
+            out = self.master.output() if self.master else ""
+            connected = out.count("reported as ready")
+            if self.window:  # the master's count when the window closed (workers_window), not --expect-workers
+                counted = re.search(r"loadkit: (\d+) worker\(s\) connected \(none new for", out)
+                if counted is None:
+                    return f"{elapsed:5.0f}s  waiting for workers: {connected} connected (counting until none new for {self.window:g}s)"
+                return f"{elapsed:5.0f}s  {counted.group(1)} worker(s) connected, starting users"
             connected = min(self.expect, connected)
             if connected < self.expect:
                 return f"{elapsed:5.0f}s  waiting for workers: {connected}/{self.expect} connected"
@@ -296,6 +300,9 @@ class _Demo:
             time.sleep(0.2)
         code = self.master.returncode
         self.say(f"Locust master finished (exit code {code})")
+        if code != 0:  # say why: a run with no failed request may still fail (unfinished, lost load, SLO)
+            for line in master_verdicts(self.master.output()):
+                self.say(line)
         for w in self.workers:  # they got "quit" from the master; give them a moment, then stop them
             try:
                 w.wait(15)
@@ -372,6 +379,17 @@ class _Demo:
                 self.say(f"report: {html}")
         self.say(f"CSVs: {self.prefix}_stats.csv, {self.prefix}_hdr.csv, {self.prefix}_metrics.csv, {self.prefix}_saturation.csv, {self.prefix}_workers.csv; logs: {self.logs}")
         return code
+
+
+def master_verdicts(output: str) -> list[str]:
+    """The master's own loadkit error lines (``…/ERROR/loadkit.<module>: loadkit: …``), the reasons
+    it gives for a non-zero exit code, in order and each once; the ones said live are included."""
+    seen: dict[str, None] = {}
+    for line in output.splitlines():
+        at = line.find("/ERROR/loadkit")
+        if at >= 0 and "loadkit: " in line[at:]:
+            seen.setdefault(line[line.index("loadkit: ", at):].strip(), None)
+    return list(seen)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -222,3 +222,41 @@ def test_demo_against_a_node_deployment_given_by_one_url(spawn, tmp_path):
     assert ("POST", "/api/auth/login") not in stats  # Node's register logs in
     logs = "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.log"))
     assert "KTB server variant node" in logs, text[-3000:]
+
+
+def test_master_verdicts_say_why_the_master_exited_non_zero():
+    """The demo repeats the master's own loadkit error lines: a run with no failed request may still
+    exit 1 (an operation the server never answered), and a bare "exit code 1" told nobody why."""
+    from loadkit.demo import master_verdicts
+
+    out = ("[2026-12-06 19:12:30,000] h/INFO/locust.main: Shutting down (exit code 1)\n"
+           "[2026-12-06 19:12:29,900] h/WARNING/loadkit.unfinished: loadkit: unfinished at the end of the run …\n"
+           "[2026-12-06 19:12:29,901] h/ERROR/loadkit.unfinished: loadkit: ktb joinRoom: no request completed\n"
+           "[2026-12-06 19:12:29,902] h/ERROR/loadkit.distributed: loadkit: the run ended with less load than asked\n"
+           "[2026-12-06 19:12:29,903] h/ERROR/loadkit.unfinished: loadkit: ktb joinRoom: no request completed\n"
+           "[2026-12-06 19:12:29,904] h/ERROR/locust.runners: not ours\n")
+    assert master_verdicts(out) == ["loadkit: ktb joinRoom: no request completed",
+                                    "loadkit: the run ended with less load than asked"]
+    assert master_verdicts("") == []
+
+
+def test_progress_shows_the_workers_the_window_counted_not_the_minimum(tmp_path):
+    """External workers counted by --workers-window: the line after the window says how many the
+    master counted (2), not --expect-workers' minimum of 1 (it said "1 worker(s) connected")."""
+    from loadkit.cli import build_parser
+    from loadkit.demo import _Demo
+
+    args = build_parser().parse_args(["demo", "--workers", "0", "--workers-window", "5", "--out", str(tmp_path)])
+    demo = _Demo(args)
+
+    class _Master:
+        text = ""
+
+        def output(self) -> str:
+            return self.text
+
+    demo.master = _Master()
+    demo.master.text = "x reported as ready\ny reported as ready\n"
+    assert "waiting for workers: 2 connected (counting until none new for 5s)" in demo.progress_line(4.0)
+    demo.master.text += "[t] h/INFO/loadkit.workers_window: loadkit: 2 worker(s) connected (none new for 5s); starting with 2\n"
+    assert demo.progress_line(6.0).endswith("2 worker(s) connected, starting users")

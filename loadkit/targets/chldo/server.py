@@ -296,8 +296,14 @@ def ready_text(cfg: ServerConfig, port: int) -> str:
     )
 
 
-async def serve_forever(cfg: ServerConfig, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> Stats:
-    """Serve on ``sock`` until SIGINT/SIGTERM; returns the counters."""
+async def serve_forever(cfg: ServerConfig, sock: socket.socket, on_ready: Callable[[], None] | None = None,
+                        *, deaf_after_stop: bool = False) -> Stats:
+    """Serve on ``sock`` until SIGINT/SIGTERM; returns the counters.
+
+    ``deaf_after_stop`` (a pre-forked child): once stopping, block SIGINT/SIGTERM. Ctrl-C reaches a
+    child twice, from the terminal's process group and forwarded by the parent; a second signal
+    after the event loop had closed raised KeyboardInterrupt, so the child exited 1 without its
+    stats line (reproduced: SIGINT to the group, then to the children at once)."""
     import logging
 
     logging.getLogger("websockets").setLevel(logging.CRITICAL)  # probes and rude clients are not news
@@ -320,6 +326,8 @@ async def serve_forever(cfg: ServerConfig, sock: socket.socket, on_ready: Callab
         if on_ready is not None:
             on_ready()
         await stop
+        if deaf_after_stop:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     return app.stats
 
 
@@ -344,7 +352,7 @@ def _run_prefork(cfg: ServerConfig, sock: socket.socket, port: int) -> int:
             code = 0
             try:
                 os.close(ready_r)
-                stats = asyncio.run(serve_forever(cfg, sock, lambda: os.write(ready_w, b"r")))
+                stats = asyncio.run(serve_forever(cfg, sock, lambda: os.write(ready_w, b"r"), deaf_after_stop=True))
                 print_stats(stats, f" (process {index + 1}/{cfg.processes})")
             except BaseException:  # noqa: BLE001 - a child must end here whatever happened
                 code = 1
