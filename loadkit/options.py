@@ -18,7 +18,8 @@ attributes).
 
 Defaults are declared once, in the option's ``add_argument``: a user reads an option with
 :func:`value`, which falls back to that declared default (:func:`default`) when the run has no
-parsed options (library mode) or lacks the option — never to a second copy of it.
+parsed options (library mode) or lacks the option — never to a second copy of it; code that holds
+the parsed-options namespace itself reads it with :func:`of`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Rule:
 
 
 RULES: dict[str, Rule] = {}  # option dest -> its rule
+#: checks across options, declared by a scenario module: (dest -> value, the run's user classes) in,
+#: a problem or None out; a check says nothing of a run without its user classes
+Requirement = Callable[[dict[str, Any], list[Any]], "str | None"]
+REQUIREMENTS: list[Requirement] = []
 
 
 def rule(flag: str, check: Check) -> None:
@@ -47,22 +52,40 @@ def rule(flag: str, check: Check) -> None:
     RULES[flag.lstrip("-").replace("-", "_")] = Rule(flag, check)
 
 
+def requirement(check: Requirement) -> Requirement:
+    """Declare a check that needs several options at once (``--mixed-ktb-url`` with
+    ``--mixed-chldo-url``); it is run with the rules, on the command line and the web form."""
+    REQUIREMENTS.append(check)
+    return check
+
+
 _PARSER: list[Any] = []  # Locust's parser with every option registered so far, built on first use
+_UNKNOWN: dict[str, int] = {}  # dest -> len(sys.modules) when a rebuilt parser still lacked it
 
 
 def default(dest: str) -> Any:
     """The default the option ``dest`` declares in its ``add_argument`` (Locust's parser, built
-    once per process with every ``init_command_line_parser`` listener registered by then)."""
-    if not _PARSER or _PARSER[0].get_default(dest) is None:
+    once per process with every ``init_command_line_parser`` listener registered by then).
+
+    A dest the parser lacks (its module was imported later) rebuilds it, but only once per set of
+    imported modules: options are registered at import, and a per-call rebuild costs a millisecond
+    — too much for a read in a periodic loop."""
+    if not _PARSER or (_PARSER[0].get_default(dest) is None and _UNKNOWN.get(dest) != len(sys.modules)):
         from locust.argument_parser import get_parser
 
         _PARSER[:] = [get_parser(default_config_files=[])]
+        if _PARSER[0].get_default(dest) is None:
+            _UNKNOWN[dest] = len(sys.modules)
     return _PARSER[0].get_default(dest)
 
 
 def value(environment: Any, dest: str) -> Any:
     """The run's value of option ``dest``, or its declared :func:`default`."""
-    options = getattr(environment, "parsed_options", None)
+    return of(getattr(environment, "parsed_options", None), dest)
+
+
+def of(options: Any, dest: str) -> Any:
+    """Option ``dest`` of a parsed-options namespace (None, or lacking it: the declared default)."""
     v = getattr(options, dest, None) if options is not None else None
     return default(dest) if v is None else v
 
@@ -181,6 +204,8 @@ def run_problems(environment: Any, host: str | None = None, values: dict[str, An
     merged.update(values or {})
     found = problems(merged)
     classes = list(getattr(environment, "user_classes", None) or ())
+    if merged:  # library mode (no parsed options) brings its own values
+        found += [p for p in (check(merged, classes) for check in REQUIREMENTS) if p]
     bad_host = host_problem(getattr(environment, "host", None) if host is None else host, classes)
     if bad_host:
         found.insert(0, bad_host)
@@ -199,7 +224,10 @@ def check_at_init(environment: Any) -> None:
     else:
         found = run_problems(environment)
     if not getattr(options, "headless", False) and getattr(environment, "web_ui", None) is not None:
-        found = [p for p in found if not p.startswith("--host is required")]  # the form asks for it
+        merged = dict(vars(options))  # what the form asks for is checked when it is sent (/swarm)
+        classes = list(getattr(environment, "user_classes", None) or ())
+        deferred = {p for p in (check(merged, classes) for check in REQUIREMENTS) if p}
+        found = [p for p in found if not p.startswith("--host is required") and p not in deferred]
     if found:
         for line in found:
             sys.stderr.write(f"loadkit: error: {line}\n")

@@ -54,6 +54,11 @@ def test_checks_say_what_is_wrong():
      "--chldo-max-message-size: must be from 1 to 1073741824 bytes (1 GiB), got 0"),
     ("mixed.py", ["--mixed-ktb-url", "banana", "--mixed-chldo-url", "ws://127.0.0.1:9"],
      "--mixed-ktb-url: needs a URL starting with http:// or https://"),
+    ("mixed.py", ["--mixed-chldo-url", "ws://127.0.0.1:9"],
+     "the mixed scenario needs --mixed-ktb-url (the servers of the two user kinds)"),
+    ("mixed.py", ["--mixed-ktb-url", "http://127.0.0.1:9", "--mixed-chldo-url", "ws://127.0.0.1:9",
+                  "--mixed-ktb-weight", "0", "--mixed-chldo-weight", "0"],
+     "--mixed-ktb-weight + --mixed-chldo-weight must be > 0"),
 ])
 def test_bad_command_line_values_are_one_line_and_exit_2(locustfile, args, line, tmp_path):
     r = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / locustfile), "--headless",
@@ -110,6 +115,20 @@ def test_the_web_ui_refuses_bad_values_before_locust_keeps_them(spawn):
 
 
 @pytest.mark.timeout(60)
+def test_the_mixed_web_ui_starts_without_its_urls_and_the_form_must_give_them(spawn):
+    """The web UI asks for the mixed scenario's two servers the way it asks for --host: the page
+    comes up without them, and a swarm without them is refused with the same line as on the
+    command line."""
+    port = _web_ui(spawn, "mixed.py", "http://127.0.0.1:9")
+    status, body = _swarm(port, mixed_chldo_url="ws://127.0.0.1:9")
+    assert status == 400 and body["success"] is False, body
+    assert "the mixed scenario needs --mixed-ktb-url (the servers of the two user kinds)" in body["message"]
+    status, body = _swarm(port, mixed_ktb_url="http://127.0.0.1:9", mixed_chldo_url="ws://127.0.0.1:9")
+    assert status == 200 and body["success"] is True, body
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/stop", method="POST"), timeout=10).read()
+
+
+@pytest.mark.timeout(60)
 def test_the_web_ui_refuses_bad_ktb_values(spawn):
     port = _web_ui(spawn, "ktb_chat.py", "http://127.0.0.1:9")
     for value, says in (("0", "--ktb-room-size: must be >= 1"), ("abc", "--ktb-room-size: expected a whole number")):
@@ -148,3 +167,40 @@ def test_an_option_is_declared_once_and_a_user_reads_its_declared_default():
         repeated = [ast.unparse(n) for n in reads if n.keywords or not (
             isinstance(n.args[-1], ast.Constant) and str(n.args[-1].value).startswith(("ktb_", "chldo_")))]
         assert not repeated, f"{module.__name__} repeats a default: {repeated}"
+
+
+def test_no_module_repeats_a_loadkit_option_default_in_a_getattr():
+    """``getattr(options, "sweep_rates", "6")`` was a second copy of ``--sweep-rates``' default in the
+    code that reads it; every loadkit option is read with :func:`loadkit.options.of`/``value``, which
+    fall back to the one ``add_argument``. (The reference servers have their own parsers.)"""
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parent.parent / "loadkit"
+    dests = {m.group(1)[2:].replace("-", "_") for f in root.rglob("*.py")
+             for m in re.finditer(r'add_argument\(\s*"(--[a-z0-9-]+)"', f.read_text())}
+    assert {"sweep_rates", "arrival_max_lag", "metrics_host", "loadkit_phase_rows", "ktb_timeout"} <= dests
+    repeated = []
+    for path in root.rglob("*.py"):
+        if "targets" in path.relative_to(root).parts:
+            continue
+        for n in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "getattr"
+                    and len(n.args) == 3 and isinstance(n.args[1], ast.Constant) and n.args[1].value in dests
+                    and not (isinstance(n.args[2], ast.Constant) and n.args[2].value is None)):
+                repeated.append(f"{path.relative_to(root)}:{n.lineno}: {ast.unparse(n)}")
+    assert not repeated, "\n".join(repeated)
+
+
+def test_a_dest_the_parser_lacks_rebuilds_it_once_per_set_of_imported_modules(monkeypatch):
+    from loadkit import options
+
+    built = []
+    import locust.argument_parser as ap
+
+    real = ap.get_parser
+    monkeypatch.setattr(ap, "get_parser", lambda **kw: built.append(1) or real(**kw))
+    options._UNKNOWN.pop("no_such_option_anywhere", None)
+    for _ in range(5):
+        assert options.default("no_such_option_anywhere") is None
+    assert len(built) == 1

@@ -46,6 +46,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from loadkit import options as declared
 from loadkit.metrics.histograms import OpHistogram
 
 logger = logging.getLogger("loadkit.prometheus")
@@ -296,9 +297,9 @@ def start(environment: Any) -> None:
 
         web_ui.app.add_url_rule(CONTENT_PATH, "loadkit_metrics", metrics)
     options = getattr(environment, "parsed_options", None)
-    port = int(getattr(options, "metrics_port", 0) or 0)
+    port = int(declared.of(options, "metrics_port") or 0)
     if port:
-        host = getattr(options, "metrics_host", "127.0.0.1") or "127.0.0.1"
+        host = declared.of(options, "metrics_host") or declared.default("metrics_host")
         try:
             environment._loadkit_metrics_server = serve(registry, host, port)
         except OSError as exc:

@@ -34,6 +34,7 @@ from typing import Any
 
 from locust import events
 
+from loadkit import options as declared
 from loadkit.metrics import goodput, hdr, slo
 from loadkit.metrics.histograms import write_csv_atomic
 
@@ -136,7 +137,7 @@ def options_problem(options: Any) -> str | None:
         return None
     try:
         slos = slo.parse_all(getattr(options, "slo", None))
-        abort = abort_after_seconds(getattr(options, "slo_abort_after", ""))
+        abort = abort_after_seconds(declared.of(options, "slo_abort_after"))
         goodput.parse(getattr(options, "goodput", None))
     except ValueError as exc:
         return f"loadkit: {exc}"
@@ -152,7 +153,7 @@ def slos() -> list[slo.Slo]:
 
 def _sweeping(environment: Any) -> bool:
     """``--sweep`` judges the SLOs per stage itself (:mod:`loadkit.users.sweep`)."""
-    return bool(getattr(getattr(environment, "parsed_options", None), "sweep", False))
+    return bool(declared.value(environment, "sweep"))
 
 
 def _environment_slos(environment: Any) -> list[slo.Slo]:
@@ -308,7 +309,7 @@ def _on_test_start(environment: Any, **_kw: Any) -> None:
             gevent.spawn(runner.stop)
         return
     _state.update(slos=_environment_slos(environment), results=[], failing_since={}, aborted=None, final=None,
-                  abort_after=abort_after_seconds(getattr(environment.parsed_options, "slo_abort_after", "")))
+                  abort_after=abort_after_seconds(declared.value(environment, "slo_abort_after")))
 
 
 def write_goodput_csv(environment: Any) -> str | None:

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from loadkit import options as declared
 from loadkit.metrics.workers import is_master
 
 logger = logging.getLogger("loadkit.distributed")
@@ -50,7 +51,7 @@ def _count_workers_then_start(runner: Any, options: Any, minimum: int, window: f
 
 def start(environment: Any, **_kw: Any) -> None:
     options = getattr(environment, "parsed_options", None)
-    window = float(getattr(options, "workers_window", 0) or 0)
+    window = float(declared.of(options, "workers_window") or 0)
     if window <= 0 or not is_master(environment) or not getattr(options, "headless", False):
         return
     import gevent

@@ -25,6 +25,7 @@ from typing import Any
 from locust import events
 
 from loadkit import plugin
+from loadkit import options as declared
 from loadkit.metrics import hdr, slo_gate
 from loadkit.metrics.unfinished import WAITED_MS
 from loadkit.metrics.catalog import LATENCY, metric as catalog_metric
@@ -66,7 +67,7 @@ class Measure:
         self.secrets: list[str] = []
         self._record = hdr.METRICS.record
         options = getattr(environment, "parsed_options", None)
-        self._phase_rows = getattr(options, "loadkit_phase_rows", "off") == "on"
+        self._phase_rows = declared.of(options, "loadkit_phase_rows") == "on"
         self._kinds: dict[str, str] = {}
         self._counters = counters(request_type)
         #: ``--goodput`` counts, or None without the option: a user that knows a request's phases

@@ -10,14 +10,13 @@ of the two user kinds still applies.
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from locust import events
 from locust.runners import WorkerRunner
 
 from loadkit.users.chldo import ChldoUser
-from loadkit.options import number, rule, url
+from loadkit.options import number, requirement, rule, url
 from loadkit.users.ktb import KtbChatUser
 
 log = logging.getLogger("loadkit.mixed")
@@ -51,9 +50,14 @@ class ChldoStream(ChldoUser):
     host_schemes = None  # its server is --mixed-chldo-url, not --host
 
 
+def _ours(environment: Any) -> bool:
+    """A run of this scenario's users (a process may hold other environments: library mode, tests)."""
+    return bool({KtbChat, ChldoStream} & set(getattr(environment, "user_classes", None) or ()))
+
+
 def _apply(environment: Any) -> None:
     opts = environment.parsed_options
-    if opts is None:
+    if opts is None or not _ours(environment):
         return
     KtbChat.host = opts.mixed_ktb_url or KtbChat.host
     ChldoStream.host = opts.mixed_chldo_url or ChldoStream.host
@@ -61,24 +65,36 @@ def _apply(environment: Any) -> None:
     ChldoStream.weight = max(0, opts.mixed_chldo_weight)
 
 
-@events.init.add_listener
-def _check(environment: Any, **_kw: Any) -> None:
-    opts = environment.parsed_options
-    if opts is None or isinstance(environment.runner, WorkerRunner):
-        return  # workers get the URLs from the master with the spawn message
-    missing = [flag for flag, value in (("--mixed-ktb-url", opts.mixed_ktb_url),
-                                        ("--mixed-chldo-url", opts.mixed_chldo_url)) if not value]
+@requirement
+def _both_servers(values: dict[str, Any], user_classes: list[Any]) -> str | None:
+    """The two user kinds' servers; checked with every option (loadkit.options), so a missing one is
+    the same one line and exit 2 as any bad value, and the web form refuses it too. Only for a run of
+    this scenario's users: a process may hold other environments (library mode, tests)."""
+    if not {KtbChat, ChldoStream} & set(user_classes):
+        return None
+    missing = [flag for flag in ("--mixed-ktb-url", "--mixed-chldo-url")
+               if not values.get(flag[2:].replace("-", "_"))]
     if missing:
-        log.error("the mixed scenario needs %s (the servers of the two user kinds)", " and ".join(missing))
-        sys.exit(2)
-    if opts.mixed_ktb_weight + opts.mixed_chldo_weight <= 0:
-        log.error("the mixed scenario: --mixed-ktb-weight + --mixed-chldo-weight must be > 0")
-        sys.exit(2)
-    _apply(environment)
+        return f"the mixed scenario needs {' and '.join(missing)} (the servers of the two user kinds)"
+    try:
+        total = int(values.get("mixed_ktb_weight") or 0) + int(values.get("mixed_chldo_weight") or 0)
+    except (TypeError, ValueError):
+        return None  # the weight's own rule says what is wrong
+    if total <= 0:
+        return "--mixed-ktb-weight + --mixed-chldo-weight must be > 0"
+    return None
+
+
+@events.init.add_listener
+def _init(environment: Any, **_kw: Any) -> None:
+    if environment.parsed_options is not None and not isinstance(environment.runner, WorkerRunner):
+        _apply(environment)  # workers get the URLs from the master with the spawn message
 
 
 @events.test_start.add_listener
 def _on_test_start(environment: Any, **_kw: Any) -> None:
+    if not _ours(environment):
+        return
     if environment.host:
         log.warning("mixed scenario: ignoring --host %s (use --mixed-ktb-url / --mixed-chldo-url)", environment.host)
         environment.host = None

@@ -11,6 +11,7 @@ from typing import Any
 from locust import events
 
 from loadkit import pacing
+from loadkit import options as declared
 
 
 
@@ -36,17 +37,17 @@ class Settings:
     """The parsed ``--arrival-*`` options of a run (``segments`` None: no pacing)."""
 
     def __init__(self, options: Any) -> None:
-        get = (lambda name, default: getattr(options, name, default) or default)
-        rate_text, stages_text = str(get("arrival_rate", "")).strip(), str(get("arrival_stages", "")).strip()
+        get = (lambda name: declared.of(options, name) or declared.default(name))  # "" (web form): the default
+        rate_text, stages_text = str(get("arrival_rate")).strip(), str(get("arrival_stages")).strip()
         self.rate = pacing.parse_rate(rate_text) if rate_text else None
         self.stages = pacing.parse_stages(stages_text) if stages_text else None
-        self.pattern, self.shape = pacing.parse_pattern(str(get("arrival_pattern", "constant")))
-        seed = str(get("arrival_seed", "1")).strip()
+        self.pattern, self.shape = pacing.parse_pattern(str(get("arrival_pattern")))
+        seed = str(get("arrival_seed")).strip()
         try:
             self.seed = int(seed)
         except ValueError:
             raise pacing.PacingError(f"--arrival-seed {seed!r}: expected a whole number") from None
-        self.max_lag = pacing.parse_duration(str(get("arrival_max_lag", "1s")), "--arrival-max-lag")
+        self.max_lag = pacing.parse_duration(str(get("arrival_max_lag")), "--arrival-max-lag")
         if self.max_lag < 0:
             raise pacing.PacingError("--arrival-max-lag must be >= 0")
         self.segments: list[pacing.Segment] | None = None

@@ -29,6 +29,7 @@ from typing import Any
 from locust import events
 
 from loadkit import pacing
+from loadkit import options as declared
 from loadkit.metrics import hdr, slo, slo_gate
 from loadkit.metrics.histograms import write_csv_atomic
 
@@ -84,16 +85,16 @@ _declare_rules()
 
 def settings(options: Any) -> tuple[int, float] | None:
     """(constant stages, stage seconds) of ``--sweep`` (None: no sweep); PacingError when bad."""
-    if not getattr(options, "sweep", False):
+    if not declared.of(options, "sweep"):
         return None
-    text = str(getattr(options, "sweep_rates", "6")).strip()
+    text = str(declared.of(options, "sweep_rates")).strip()
     try:
         n = int(text)
     except ValueError:
         raise pacing.PacingError(f"--sweep-rates {text!r}: expected a whole number >= 1") from None
     if n < 1:
         raise pacing.PacingError(f"--sweep-rates {text!r}: expected a whole number >= 1")
-    seconds = pacing.parse_duration(str(getattr(options, "sweep_stage_time", "10s")), "--sweep-stage-time")
+    seconds = pacing.parse_duration(str(declared.of(options, "sweep_stage_time")), "--sweep-stage-time")
     if seconds < 1:
         raise pacing.PacingError("--sweep-stage-time must be at least 1s")
     return n, seconds
@@ -109,7 +110,7 @@ def options_problem(options: Any, master: bool = False) -> str | None:
         return None
     if master or getattr(options, "master", False):
         return "loadkit: --sweep runs in one process (no --master/--worker): each stage must be judged alone"
-    if getattr(options, "arrival_rate", "") or getattr(options, "arrival_stages", ""):
+    if declared.of(options, "arrival_rate") or declared.of(options, "arrival_stages"):
         return "loadkit: --sweep chooses the arrival rates itself: drop --arrival-rate/--arrival-stages"
     try:
         if not slo.parse_all(getattr(options, "slo", None)):
@@ -120,7 +121,7 @@ def options_problem(options: Any, master: bool = False) -> str | None:
 
 
 def active(options: Any) -> bool:
-    return bool(getattr(options, "sweep", False))
+    return bool(declared.of(options, "sweep"))
 
 
 def results() -> dict[str, Any]:
@@ -163,10 +164,9 @@ def _run_stage(environment: Any, name: str, kind: str, offered: float | None, se
     while pacer.inflight > 0 and time.monotonic() < deadline:  # the previous stage's iterations finish
         gevent.sleep(0.05)
     if kind == "constant":
-        opts = type("O", (), {"arrival_rate": f"{offered}", "arrival_stages": "", "arrival_pattern":
-                              getattr(environment.parsed_options, "arrival_pattern", "constant"),
-                              "arrival_seed": getattr(environment.parsed_options, "arrival_seed", "1"),
-                              "arrival_max_lag": getattr(environment.parsed_options, "arrival_max_lag", "1s")})()
+        opts = type("O", (), {"arrival_rate": f"{offered}", "arrival_stages": "",
+                              **{dest: declared.value(environment, dest)
+                                 for dest in ("arrival_pattern", "arrival_seed", "arrival_max_lag")}})()
         pacer.begin(pacing_run.Settings(opts), 1, 0)
         _reset(environment)
         pacer._start(time.perf_counter())  # every user is waiting: t = 0 is now
