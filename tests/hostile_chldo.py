@@ -15,8 +15,6 @@ or until the client goes away), so a forgotten server never spins.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import socket
@@ -27,31 +25,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from hostile_wire import accept_key, frame, read_frame
+
 LIMIT_S = 30.0  # no behaviour streams longer than this
 HUGE = 15_000_000  # bytes of token text in the huge-but-legal frame (under the 16 MiB default limit)
 OVER = 17 * 1024 * 1024  # over the 16 MiB default limit
 
 
 # ------------------------------------------------------------------------------------ wire helpers
-def frame(op: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bytes | None = None,
-          length: int | None = None) -> bytes:
-    """One server frame, with every field under the caller's control (also the illegal values)."""
-    n = len(payload) if length is None else length
-    b0 = (0x80 if fin else 0) | (rsv << 4) | op
-    m = 0x80 if mask else 0
-    if n < 126:
-        head = bytes((b0, m | n))
-    elif n < 65536:
-        head = bytes((b0, m | 126)) + struct.pack("!H", n)
-    else:
-        head = bytes((b0, m | 127)) + struct.pack("!Q", n)
-    if mask:
-        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        head += mask
-    return head + payload
-
-
 def text(obj: object) -> bytes:
     return frame(0x1, obj if isinstance(obj, bytes) else json.dumps(obj, ensure_ascii=False).encode())
 
@@ -101,7 +82,7 @@ class Peer:
             if line.lower().startswith(b"sec-websocket-key:"):
                 key = line.split(b":", 1)[1].strip()
         self.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  b"Sec-WebSocket-Accept: " + base64.b64encode(hashlib.sha1(key + GUID).digest()) + b"\r\n\r\n")
+                  b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n")
 
     def _exactly(self, n: int) -> bytes:
         while len(self.buf) < n:
@@ -116,15 +97,7 @@ class Peer:
         return out
 
     def read_frame(self) -> tuple[int, bytes]:
-        b0, b1 = self._exactly(2)
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", self._exactly(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", self._exactly(8))[0]
-        key = self._exactly(4) if b1 & 0x80 else b"\0\0\0\0"
-        data = self._exactly(n)
-        return b0 & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(data))
+        return read_frame(self._exactly)
 
     def next_request(self) -> str:
         """Wait for the client's next sendmsg; returns the stream_uid to answer it with."""

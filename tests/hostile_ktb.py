@@ -20,77 +20,43 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import base64  # noqa: E402
 import hashlib  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
-import struct  # noqa: E402
 import sys  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
+from hostile_wire import ZERO_KEY, accept_key, frame, read_frame  # noqa: E402
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _ids = itertools.count(1)
 
 
 # ------------------------------------------------------------------------------------ framing
-def frame(payload: bytes | str, opcode: int = 0x1, *, fin: bool = True, rsv: int = 0, mask: bool = False,
-          length: int | None = None) -> bytes:
-    """One server frame; every knob a hostile server may turn (mask, RSV bits, a lying length)."""
-    data = payload.encode() if isinstance(payload, str) else payload
-    n = len(data) if length is None else length
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    m = 0x80 if mask else 0
-    if n < 126:
-        head = bytes((b0, m | n))
-    elif n < 65536:
-        head = bytes((b0, m | 126)) + struct.pack("!H", n)
-    else:
-        head = bytes((b0, m | 127)) + struct.pack("!Q", n)
-    if mask:
-        head += b"\0\0\0\0"  # a zero mask key: the payload reads the same, the bit alone is the fault
-    return head + data
-
-
 def sio(event: str, *args: Any) -> bytes:
     """A Socket.IO EVENT on "/" as one text frame."""
-    return frame("42" + json.dumps([event, *args], ensure_ascii=False))
+    return frame(0x1, "42" + json.dumps([event, *args], ensure_ascii=False))
 
 
 def _read_frame(conn: socket.socket, buf: bytearray) -> tuple[int, bytes] | None:
     """One client frame (opcode, unmasked payload), or None when the peer is gone."""
-    def need(n: int) -> bool:
+    def exactly(n: int) -> bytes:
         while len(buf) < n:
             chunk = conn.recv(65536)
             if not chunk:
-                return False
+                raise EOFError
             buf.extend(chunk)
-        return True
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
 
-    if not need(2):
+    try:
+        return read_frame(exactly)
+    except EOFError:
         return None
-    n, pos = buf[1] & 0x7F, 2
-    if n == 126:
-        if not need(4):
-            return None
-        n, pos = struct.unpack_from("!H", buf, 2)[0], 4
-    elif n == 127:
-        if not need(10):
-            return None
-        n, pos = struct.unpack_from("!Q", buf, 2)[0], 10
-    masked = buf[1] & 0x80
-    if not need(pos + (4 if masked else 0) + n):
-        return None
-    key = bytes(buf[pos:pos + 4]) if masked else b"\0\0\0\0"
-    pos += 4 if masked else 0
-    payload = bytes(b ^ key[i % 4] for i, b in enumerate(buf[pos:pos + n]))
-    op = buf[0] & 0x0F
-    del buf[:pos + n]
-    return op, payload
 
 
 # ---------------------------------------------------------------------------------- a session
@@ -123,7 +89,7 @@ def default_answer(event: str, args: list, s: Session, ack_id: int | None) -> li
         users = [s.user_id] if p.get("type") == "add" else []
         return [sio("messageReactionUpdate", {"messageId": p.get("messageId"), "reactions": {p.get("reaction"): users}})]
     if event == "leaveRoom" and ack_id is not None:
-        return [frame(f"43{ack_id}[]")]
+        return [frame(0x1, f"43{ack_id}[]")]
     return []
 
 
@@ -201,15 +167,15 @@ BEHAVIOURS: dict[str, Behaviour] = {
                                           b"Connection: Upgrade\r\nSec-WebSocket-Accept: d3Jvbmc=\r\n\r\n"),
     "ws-closed-at-upgrade": Behaviour(upgrade=b"HTTP/1.1 101 Switch", close=True),
     # --- websocket framing, in place of the Engine.IO OPEN
-    "frame-masked": Behaviour(after_upgrade=frame('0{"sid":"x"}', mask=True)),
-    "frame-reserved-bits": Behaviour(after_upgrade=frame('0{"sid":"x"}', rsv=0x40)),
-    "frame-unknown-opcode": Behaviour(after_upgrade=frame(b"x", opcode=0x3)),
-    "frame-unknown-control": Behaviour(after_upgrade=frame(b"x", opcode=0xB)),
-    "frame-fragmented-control": Behaviour(after_upgrade=frame(b"x", opcode=0x9, fin=False)),
-    "frame-continuation-first": Behaviour(after_upgrade=frame(b"x", opcode=0x0)),
-    "frame-oversized": Behaviour(after_upgrade=frame(b"", length=64 * 1024 * 1024)),  # over the 16 MiB limit
-    "frame-close-mid-frame": Behaviour(after_upgrade=frame(b"x" * 100)[:40], close=True),
-    "frame-invalid-utf8": Behaviour(after_upgrade=frame(b"0\xff\xfe{}")),
+    "frame-masked": Behaviour(after_upgrade=frame(0x1, '0{"sid":"x"}', mask=ZERO_KEY)),
+    "frame-reserved-bits": Behaviour(after_upgrade=frame(0x1, '0{"sid":"x"}', rsv=4)),
+    "frame-unknown-opcode": Behaviour(after_upgrade=frame(0x3, b"x")),
+    "frame-unknown-control": Behaviour(after_upgrade=frame(0xB, b"x")),
+    "frame-fragmented-control": Behaviour(after_upgrade=frame(0x9, b"x", fin=False)),
+    "frame-continuation-first": Behaviour(after_upgrade=frame(0x0, b"x")),
+    "frame-oversized": Behaviour(after_upgrade=frame(0x1, b"", length=64 * 1024 * 1024)),  # over the 16 MiB limit
+    "frame-close-mid-frame": Behaviour(after_upgrade=frame(0x1, b"x" * 100)[:40], close=True),
+    "frame-invalid-utf8": Behaviour(after_upgrade=frame(0x1, b"0\xff\xfe{}")),
     # --- Engine.IO / Socket.IO handshake
     "eio-garbage": Behaviour(open="zzz not engine.io"),
     "eio-open-without-sid": Behaviour(open='0{"pingInterval":25000,"pingTimeout":20000}'),
@@ -251,22 +217,22 @@ BEHAVIOURS: dict[str, Behaviour] = {
         sio("messagesRead", {"userId": "u-other", "messageIds": [{"a": 1}]}),
         sio("messageReactionUpdate", 7), sio("participantsUpdate", "x"), sio("error", 5),
         sio("joinRoomError", [1]), sio("error", {"code": ["x"], "message": {"m": 1}}), sio("brandNewEvent", {}),
-        sio("message"), frame("42[\"message\",null,null]")])),
+        sio("message"), frame(0x1, "42[\"message\",null,null]")])),
     "ack-unknown-and-duplicate-ids": Behaviour(answer=on("leaveRoom", lambda a, s, ack: [
-        frame(f"43{(ack or 0) + 100}[]"), frame("43999[]"), frame(f"43{(ack or 0) + 100}[]")])),
+        frame(0x1, f"43{(ack or 0) + 100}[]"), frame(0x1, "43999[]"), frame(0x1, f"43{(ack or 0) + 100}[]")])),
     "binary-event-answer": Behaviour(answer=on("chatMessage", lambda a, s, _: [
-        frame('451-["message",{"_placeholder":true,"num":0}]'), frame(b"\x00\x01binary", opcode=0x2)])),
+        frame(0x1, '451-["message",{"_placeholder":true,"num":0}]'), frame(0x2, b"\x00\x01binary")])),
     "binary-attachments-too-many": Behaviour(answer=on("chatMessage", lambda a, s, _: [
-        frame('451000000-["message",{"_placeholder":true,"num":0}]')])),
+        frame(0x1, '451000000-["message",{"_placeholder":true,"num":0}]')])),
     "binary-attachments-over-the-limit": Behaviour(answer=on("chatMessage", lambda a, s, _: [
-        frame('453-["message",{"_placeholder":true,"num":0}]')] + [frame(b"x" * 600_000, opcode=0x2)] * 3)),
-    "binary-frame-stray": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(b"\x00\x01", opcode=0x2)])),
+        frame(0x1, '453-["message",{"_placeholder":true,"num":0}]')] + [frame(0x2, b"x" * 600_000)] * 3)),
+    "binary-frame-stray": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(0x2, b"\x00\x01")])),
     "never-answers-any-emit": Behaviour(answer=lambda ev, a, s, ack: []),
-    "sio-disconnect-on-emit": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame("41")])),
-    "frame-masked-mid-session": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame("42[]", mask=True)])),
-    "sio-garbage-mid-session": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame('42["message",{')])),
-    "sio-event-without-name": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame("42[5]")])),
-    "chat-echo-over-the-limit": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(b"", length=20 << 20)])),
+    "sio-disconnect-on-emit": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(0x1, "41")])),
+    "frame-masked-mid-session": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(0x1, "42[]", mask=ZERO_KEY)])),
+    "sio-garbage-mid-session": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(0x1, '42["message",{')])),
+    "sio-event-without-name": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(0x1, "42[5]")])),
+    "chat-echo-over-the-limit": Behaviour(answer=on("chatMessage", lambda a, s, _: [frame(0x1, b"", length=20 << 20)])),
     "chat-echo-over-max-message-size": Behaviour(answer=_echo_with(_id="m1", padding="x" * (2 << 20))),
     # --- a large answer under the limit (not spoiled: the memory test, tests/test_hostile_ktb.py)
     "chat-echo-15mb": Behaviour(answer=_echo_with(_id="m1", padding="x" * (15 << 20))),
@@ -345,7 +311,7 @@ def _websocket(conn: socket.socket, headers: dict[str, str], b: Behaviour, buf: 
         if not b.close:
             gevent.sleep(3600)  # say nothing more, keep the connection open
         return
-    accept = base64.b64encode(hashlib.sha1(headers.get("sec-websocket-key", "").encode() + GUID).digest())
+    accept = accept_key(headers.get("sec-websocket-key", "").encode())
     conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
     if b.after_upgrade is not None:
@@ -353,8 +319,8 @@ def _websocket(conn: socket.socket, headers: dict[str, str], b: Behaviour, buf: 
         if not b.close:
             gevent.sleep(3600)
         return
-    conn.sendall(frame(b.open if b.open is not None else
-                       '0{"sid":"eio1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'))
+    conn.sendall(frame(0x1, b.open if b.open is not None else
+                          '0{"sid":"eio1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'))
     s = Session()
     while (got := _read_frame(conn, buf)) is not None:
         op, payload = got
@@ -369,7 +335,7 @@ def _websocket(conn: socket.socket, headers: dict[str, str], b: Behaviour, buf: 
             s.user_id = token[4:] if isinstance(token, str) and token.startswith("tok-") else "u-unknown"
             answer = b.connect if b.connect is not None else '40{"sid":"sio1"}'
             if answer:
-                conn.sendall(frame(answer))
+                conn.sendall(frame(0x1, answer))
             continue
         if not text.startswith("42"):
             continue  # pongs, Engine.IO CLOSE, Socket.IO DISCONNECT
