@@ -161,3 +161,18 @@ def test_rest_failure_texts_say_what_happened():
     node_429 = '{"success":false,"error":{"message":"너무 많은 요청","code":"TOO_MANY_REQUESTS"}}'
     assert ktb.rest_failure_text(429, node_429, None, 5) == "HTTP 429: 너무 많은 요청"
     assert "retries" not in ktb.rest_failure_text(0, "", _Wrapped(socket.timeout("timed out")), 3).lower()
+
+
+def test_a_java_server_given_one_url_gets_the_socket_url_hint():
+    """The Java server serves Socket.IO on a port of its own: given only --host, every connect goes to
+    the REST port and fails (seen: 210 of 210 "server closed the websocket during handshake").
+    The user is told before the first failure, with the fix."""
+    hint = kv.one_url_java_hint(kv.JAVA, "http://127.0.0.1:5001", None)
+    assert hint is not None
+    assert "no --ktb-socket-url was given: Socket.IO is tried at http://127.0.0.1:5001" in hint
+    assert hint.endswith("add --ktb-socket-url http://127.0.0.1:5002")
+    assert kv.one_url_java_hint(kv.JAVA, "https://chat.example:8443/", None).endswith(
+        "add --ktb-socket-url http://<host>:<Socket.IO port>")
+    assert kv.one_url_java_hint(kv.JAVA, "http://h:5001", "http://h:5001/") is not None  # the same URL twice
+    assert kv.one_url_java_hint(kv.JAVA, "http://h:5001", "http://h:5002") is None
+    assert kv.one_url_java_hint(kv.NODE, "http://h:5000", None) is None

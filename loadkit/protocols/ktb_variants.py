@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from loadkit.protocols import ktb_vocab as V
 
@@ -69,6 +70,20 @@ def detect_variant(*, two_urls: bool, health: int | None, api_health: int | None
     if health == 200:
         return NODE, f"one URL, GET /health 200, GET /api/health {api_health}"
     return JAVA, f"no Node signal (GET /health {health}, GET /api/health {api_health}): assuming the Java shape"
+
+
+def one_url_java_hint(variant: str, host: str, socket_url: str | None) -> str | None:
+    """A warning for a Java server given one URL: the Java server serves Socket.IO on a port of its
+    own (docs/ktb-servers.md Java §1: REST :5001, Socket.IO :5002), so without ``--ktb-socket-url``
+    every connect goes to the REST port and fails — say so before the first failure, with the fix."""
+    if variant != JAVA or (socket_url and socket_url.rstrip("/") != host.rstrip("/")):
+        return None
+    parts = urlsplit(host)
+    example = (parts._replace(netloc=f"{parts.hostname}:5002").geturl().rstrip("/")
+               if parts.hostname and parts.port == 5001 else "http://<host>:<Socket.IO port>")
+    return (f"the KTB server is the Java variant, which serves Socket.IO on a port of its own, but no "
+            f"--ktb-socket-url was given: Socket.IO is tried at {host.rstrip('/')}; if connect fails, "
+            f"add --ktb-socket-url {example}")
 
 
 def variant_from_session_id(session_id: Any) -> str | None:

@@ -168,6 +168,9 @@ class KtbChatUser(KtbRestCalls, KtbServerEvents, SocketIOUser):
                 except Exception as exc:  # noqa: BLE001 - never fatal: the Java shape is the old default
                     name, why = variants.JAVA, f"detection failed ({type(exc).__name__}: {exc}), assuming java"
                 log.info("loadkit: KTB server variant %s (%s)", name, why)
+                hint = variants.one_url_java_hint(name, self.host, self.socket_url)
+                if hint:
+                    log.warning("loadkit: %s", hint)
                 slot.set(name)
             self.rules = variants.RULES[slot.get()]
             if self.rules.min_connect_timeout_s > self.sio.raw.connect_timeout:
