@@ -197,14 +197,16 @@ def host_problem(host: str | None, user_classes: Iterable[Any]) -> str | None:
     return None
 
 
-def run_problems(environment: Any, host: str | None = None, values: dict[str, Any] | None = None) -> list[str]:
-    """Every problem of this run's options (``values`` overrides, e.g. from the web form)."""
+def run_problems(environment: Any, host: str | None = None, values: dict[str, Any] | None = None,
+                 *, requirements: bool = True) -> list[str]:
+    """Every problem of this run's options (``values`` overrides, e.g. from the web form);
+    ``requirements=False`` leaves out the checks across options (the web form asks for those)."""
     options = getattr(environment, "parsed_options", None)
     merged = dict(vars(options)) if options is not None else {}
     merged.update(values or {})
     found = problems(merged)
     classes = list(getattr(environment, "user_classes", None) or ())
-    if merged:  # library mode (no parsed options) brings its own values
+    if requirements and merged:  # library mode (no parsed options) brings its own values
         found += [p for p in (check(merged, classes) for check in REQUIREMENTS) if p]
     bad_host = host_problem(getattr(environment, "host", None) if host is None else host, classes)
     if bad_host:
@@ -219,15 +221,14 @@ def check_at_init(environment: Any) -> None:
         return  # library mode: the caller's own values
     from loadkit.metrics.hdr import is_worker
 
+    # the web form asks for --host and what the requirements need; they are checked when it is sent
+    web_form = not getattr(options, "headless", False) and getattr(environment, "web_ui", None) is not None
     if is_worker(environment):  # a worker's host and scenario values come from its master
         found = problems(dict(vars(options)))
     else:
-        found = run_problems(environment)
-    if not getattr(options, "headless", False) and getattr(environment, "web_ui", None) is not None:
-        merged = dict(vars(options))  # what the form asks for is checked when it is sent (/swarm)
-        classes = list(getattr(environment, "user_classes", None) or ())
-        deferred = {p for p in (check(merged, classes) for check in REQUIREMENTS) if p}
-        found = [p for p in found if not p.startswith("--host is required") and p not in deferred]
+        found = run_problems(environment, requirements=not web_form)
+    if web_form:
+        found = [p for p in found if not p.startswith("--host is required")]
     if found:
         for line in found:
             sys.stderr.write(f"loadkit: error: {line}\n")

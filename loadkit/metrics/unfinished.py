@@ -55,6 +55,12 @@ def verdict(unfinished: dict[tuple[str, str], int], completed: dict[tuple[str, s
     return lines, fail
 
 
+def _by_operation(snapshot: dict[str, dict[str, int]], prefix: str) -> dict[tuple[str, str], int]:
+    """``(type, operation) -> count`` of the counters named ``<prefix><operation>``."""
+    return {(t, name[len(prefix):]): n for t, values in snapshot.items()
+            for name, n in values.items() if name.startswith(prefix)}
+
+
 def install(environment: Any) -> None:
     """At ``quitting`` on the master or a local runner: log the verdict, exit 1 when it fails."""
     from loadkit.metrics import counters, hdr
@@ -64,10 +70,7 @@ def install(environment: Any) -> None:
 
     def on_quitting(**_kw: Any) -> None:
         snapshot = counters.snapshot()
-        unfinished = {(t, name[len(PREFIX):]): n for t, values in snapshot.items()
-                      for name, n in values.items() if name.startswith(PREFIX)}
-        waited = {(t, name[len(WAITED_PREFIX):]): n for t, values in snapshot.items()
-                  for name, n in values.items() if name.startswith(WAITED_PREFIX)}
+        unfinished, waited = _by_operation(snapshot, PREFIX), _by_operation(snapshot, WAITED_PREFIX)
         stats = getattr(getattr(environment, "runner", None), "stats", None)
         completed = {(e.method, e.name): e.num_requests for e in stats.entries.values()} if stats else {}
         oldest = {t: op.max_us / 1000.0 for (t, n), op in hdr.METRICS.ops.items() if n == "unfinished_age"}

@@ -54,6 +54,13 @@ RULES: dict[str, VariantRules] = {
 
 
 # ------------------------------------------------------------------------------- detection
+def separate_socket_url(host: str, socket_url: str | None) -> bool:
+    """REST and Socket.IO on two URLs (``--ktb-socket-url`` given and not ``--host`` again)."""
+    if not socket_url:
+        return False
+    return socket_url.rstrip("/") != host.rstrip("/")
+
+
 def detect_variant(*, two_urls: bool, health: int | None, api_health: int | None,
                    powered_by: str | None = None) -> tuple[str, str]:
     """(variant, why) from what the server shows before the test (docs/ktb-servers.md Node §7, "Telling
@@ -76,7 +83,7 @@ def one_url_java_hint(variant: str, host: str, socket_url: str | None) -> str | 
     """A warning for a Java server given one URL: the Java server serves Socket.IO on a port of its
     own (docs/ktb-servers.md Java §1: REST :5001, Socket.IO :5002), so without ``--ktb-socket-url``
     every connect goes to the REST port and fails — say so before the first failure, with the fix."""
-    if variant != JAVA or (socket_url and socket_url.rstrip("/") != host.rstrip("/")):
+    if variant != JAVA or separate_socket_url(host, socket_url):
         return None
     parts = urlsplit(host)
     example = (parts._replace(netloc=f"{parts.hostname}:5002").geturl().rstrip("/")

@@ -44,8 +44,6 @@ def decide_variant(host: str, socket_url: str | None, forced: str, timeout: floa
     if forced in variants.RULES:
         return forced, f"--ktb-server {forced}"
     import requests  # here, not at the top: imported before locust it breaks gevent's ssl patch
-    two_urls = bool(socket_url) and socket_url.rstrip("/") != host.rstrip("/")
-
     def probe(path: str) -> tuple[int | None, str | None]:
         try:
             r = requests.get(host.rstrip("/") + path, timeout=timeout, verify=verify, allow_redirects=False)
@@ -53,7 +51,7 @@ def decide_variant(host: str, socket_url: str | None, forced: str, timeout: floa
             return None, None
         return r.status_code, r.headers.get("X-Powered-By")
 
-    if two_urls:
+    if variants.separate_socket_url(host, socket_url):
         return variants.detect_variant(two_urls=True, health=None, api_health=None)
     api_health, _ = probe("/api/health")
     health, powered = probe("/health")

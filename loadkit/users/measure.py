@@ -27,7 +27,7 @@ from locust import events
 from loadkit import plugin
 from loadkit import options as declared
 from loadkit.metrics import hdr, slo_gate
-from loadkit.metrics.unfinished import WAITED_MS
+from loadkit.metrics.unfinished import PREFIX as UNFINISHED, WAITED_MS, WAITED_PREFIX
 from loadkit.metrics.catalog import LATENCY, metric as catalog_metric
 from loadkit.metrics.counters import counters
 from loadkit.redact import redact_exception
@@ -103,9 +103,9 @@ class Measure:
         ``request_type``: the request's own type when it is not the user's (a REST call's method),
         so that the count sits beside the request's row (``POST /api/auth/login``)."""
         counter = self._counters if request_type is None else counters(request_type)
-        counter.bump(f"unfinished:{name}")
+        counter.bump(UNFINISHED + name)
         if age_ms >= WAITED_MS:  # evidence the server does not answer; younger is no evidence
-            counter.bump(f"unfinished_1s:{name}")
+            counter.bump(WAITED_PREFIX + name)
         self._record(self.request_type, "unfinished_age", age_ms)
 
     def metric(self, name: str, value: float) -> None:

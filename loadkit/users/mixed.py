@@ -50,14 +50,14 @@ class ChldoStream(ChldoUser):
     host_schemes = None  # its server is --mixed-chldo-url, not --host
 
 
-def _ours(environment: Any) -> bool:
+def _ours(user_classes: Any) -> bool:
     """A run of this scenario's users (a process may hold other environments: library mode, tests)."""
-    return bool({KtbChat, ChldoStream} & set(getattr(environment, "user_classes", None) or ()))
+    return bool({KtbChat, ChldoStream} & set(user_classes or ()))
 
 
 def _apply(environment: Any) -> None:
     opts = environment.parsed_options
-    if opts is None or not _ours(environment):
+    if opts is None or not _ours(environment.user_classes):
         return
     KtbChat.host = opts.mixed_ktb_url or KtbChat.host
     ChldoStream.host = opts.mixed_chldo_url or ChldoStream.host
@@ -69,8 +69,8 @@ def _apply(environment: Any) -> None:
 def _both_servers(values: dict[str, Any], user_classes: list[Any]) -> str | None:
     """The two user kinds' servers; checked with every option (loadkit.options), so a missing one is
     the same one line and exit 2 as any bad value, and the web form refuses it too. Only for a run of
-    this scenario's users: a process may hold other environments (library mode, tests)."""
-    if not {KtbChat, ChldoStream} & set(user_classes):
+    this scenario's users."""
+    if not _ours(user_classes):
         return None
     missing = [flag for flag in ("--mixed-ktb-url", "--mixed-chldo-url")
                if not values.get(flag[2:].replace("-", "_"))]
@@ -93,7 +93,7 @@ def _init(environment: Any, **_kw: Any) -> None:
 
 @events.test_start.add_listener
 def _on_test_start(environment: Any, **_kw: Any) -> None:
-    if not _ours(environment):
+    if not _ours(environment.user_classes):
         return
     if environment.host:
         log.warning("mixed scenario: ignoring --host %s (use --mixed-ktb-url / --mixed-chldo-url)", environment.host)
